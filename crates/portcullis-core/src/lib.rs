@@ -1,0 +1,166 @@
+//! The vocabulary shared by every Portcullis crate: who is calling ([`Identity`]) and
+//! why a request ended the way it did ([`Reason`]).
+//!
+//! It lives in its own tiny crate so that the pure crates (config, policy) and the
+//! I/O crates (identity, proxy) agree on these types without depending on each other.
+#![forbid(unsafe_code)]
+
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What kind of caller an [`Identity`] describes, as written in the audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityKind {
+    /// A person, signed in through an OpenID provider.
+    User,
+    /// A machine client: an OAuth2 client-credentials token, a service-account token.
+    Service,
+    /// A workload known only by its SPIFFE ID (mTLS or a trusted sidecar header).
+    Workload,
+    /// Nobody proved anything.
+    #[default]
+    Anonymous,
+}
+
+/// A verified caller. Built only by the identity crate from checked credentials;
+/// policy and propagation read it, never the raw token.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Identity {
+    pub kind: IdentityKind,
+    /// Subject (`sub`, or the configured claim). Empty for a pure workload or anonymous caller.
+    pub subject: String,
+    /// The name of the configured provider that vouched for the token.
+    pub provider: Option<String>,
+    /// The original issuer (`iss`).
+    pub issuer: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+    /// The workload's SPIFFE ID, from mTLS or a trusted sidecar header.
+    pub workload: Option<String>,
+    /// The verified claims, for `claims` policy conditions. `Null` when there is no token.
+    #[serde(skip)]
+    pub claims: Arc<serde_json::Value>,
+    /// Token expiry (Unix seconds), when the identity came from a token.
+    #[serde(skip)]
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// The caller nobody vouched for.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// True when a token, session or workload identity was verified.
+    pub fn is_authenticated(&self) -> bool {
+        self.kind != IdentityKind::Anonymous
+    }
+}
+
+/// Every way a request can end, as the stable snake_case codes of SPEC §6.
+/// One enum drives the status code, the response body, the audit `reason`
+/// and the metric labels, so they can never disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Allowed,
+    MissingToken,
+    InvalidToken,
+    TokenExpired,
+    TokenNotYetValid,
+    BadSignature,
+    UnknownKey,
+    AlgorithmNotAllowed,
+    WrongIssuer,
+    WrongAudience,
+    Forbidden,
+    InsufficientScope,
+    RateLimited,
+    NoRoute,
+    BadRequest,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl Reason {
+    /// The SPEC §6 code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownKey => "unknown_key",
+            Reason::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::Forbidden => "forbidden",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::RateLimited => "rate_limited",
+            Reason::NoRoute => "no_route",
+            Reason::BadRequest => "bad_request",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The HTTP status SPEC §6 assigns to this reason.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::Allowed => 200,
+            Reason::MissingToken
+            | Reason::InvalidToken
+            | Reason::TokenExpired
+            | Reason::TokenNotYetValid
+            | Reason::BadSignature
+            | Reason::UnknownKey
+            | Reason::AlgorithmNotAllowed
+            | Reason::WrongIssuer
+            | Reason::WrongAudience => 401,
+            Reason::Forbidden | Reason::InsufficientScope => 403,
+            Reason::RateLimited => 429,
+            Reason::NoRoute => 404,
+            Reason::BadRequest => 400,
+            Reason::UpstreamUnavailable => 502,
+            Reason::UpstreamTimeout => 504,
+        }
+    }
+
+    /// True for the reasons that mean "the credential presented is bad" (401 with
+    /// `error="invalid_token"`), as opposed to "no credential" or a policy denial.
+    pub fn is_token_failure(self) -> bool {
+        self.status() == 401 && self != Reason::MissingToken
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_follow_spec() {
+        assert_eq!(Reason::TokenExpired.as_str(), "token_expired");
+        assert_eq!(Reason::TokenExpired.status(), 401);
+        assert!(Reason::TokenExpired.is_token_failure());
+        assert!(!Reason::MissingToken.is_token_failure());
+        assert_eq!(Reason::InsufficientScope.status(), 403);
+        assert_eq!(Reason::UpstreamTimeout.status(), 504);
+        assert_eq!(
+            serde_json::to_string(&Reason::NoRoute).ok().as_deref(),
+            Some("\"no_route\"")
+        );
+    }
+}
