@@ -1,0 +1,1 @@
+//! Signed assertions (in progress).

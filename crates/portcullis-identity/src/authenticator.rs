@@ -1,0 +1,314 @@
+//! [`Authenticator`]: the one entry point the proxy uses to turn a bearer token
+//! into an [`Identity`].
+
+use crate::error::{AuthError, AuthenticatorError};
+use crate::fetch::Fetch;
+use crate::introspection::Judge;
+use crate::jose::compact::{self, looks_like_jwt, MAX_TOKEN_LEN};
+use crate::jwks::cache::{JwksCache, Trigger};
+use crate::metrics::IdentityMetrics;
+use crate::provider::Provider;
+use crate::token_cache::{DigestCache, Lifetime, MAX_ENTRIES};
+use crate::util::{now_unix, quote, sha256_parts, token_label};
+use portcullis_config::ProviderConfig;
+use portcullis_core::{Identity, Reason};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Whether one provider can verify tokens yet, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderReadiness {
+    pub name: String,
+    /// Keys loaded at least once and not older than `jwks_stale_max`.
+    pub ready: bool,
+    /// What is loaded, or why not.
+    pub detail: String,
+}
+
+/// Verifies bearer tokens against the configured providers.
+///
+/// Cheap to clone (shared inside). Build one per config; call [`start`] once (it
+/// loads every provider's keys) and keep the [`spawn_refresher`] handle, aborting
+/// it when the authenticator is replaced. On reload, [`new_from_previous`] keeps
+/// the warm key caches of providers whose key settings did not change.
+///
+/// [`start`]: Authenticator::start
+/// [`spawn_refresher`]: Authenticator::spawn_refresher
+/// [`new_from_previous`]: Authenticator::new_from_previous
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    providers: Vec<Provider>,
+    by_issuer: HashMap<String, usize>,
+    fetch: Arc<dyn Fetch>,
+    metrics: IdentityMetrics,
+    verified: DigestCache<Verified>,
+}
+
+/// A verified JWT in the cache.
+struct Verified {
+    identity: Identity,
+    provider: usize,
+    /// The provider's key-cache epoch at verification: if keys were removed since,
+    /// the entry is ignored.
+    epoch: u64,
+    valid_until: u64,
+    ttl: Duration,
+}
+
+impl Lifetime for Verified {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("providers", &self.inner.providers.iter().map(|p| &p.name).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Compiles the providers. Fails on a configuration it cannot honour (unknown
+    /// algorithm, HMAC without a secret, bad claim path, two providers with one
+    /// issuer — a token must route to exactly one provider).
+    pub fn new(
+        providers: &[ProviderConfig],
+        fetch: Arc<dyn Fetch>,
+        metrics: IdentityMetrics,
+    ) -> Result<Authenticator, AuthenticatorError> {
+        Self::build(providers, fetch, metrics, &[])
+    }
+
+    /// Like [`new`](Self::new), but reuses `previous`'s key caches (keys, refresh
+    /// schedule, discovery result) for providers whose name, key source and
+    /// refresh timing are unchanged. Verified-token caches are not carried over:
+    /// a changed claims mapping or audience must apply at once.
+    pub fn new_from_previous(
+        previous: &Authenticator,
+        providers: &[ProviderConfig],
+        fetch: Arc<dyn Fetch>,
+        metrics: IdentityMetrics,
+    ) -> Result<Authenticator, AuthenticatorError> {
+        let warm: Vec<Arc<JwksCache>> = previous
+            .inner
+            .providers
+            .iter()
+            .filter_map(|p| p.jwks.clone())
+            .collect();
+        Self::build(providers, fetch, metrics, &warm)
+    }
+
+    fn build(
+        configs: &[ProviderConfig],
+        fetch: Arc<dyn Fetch>,
+        metrics: IdentityMetrics,
+        warm: &[Arc<JwksCache>],
+    ) -> Result<Authenticator, AuthenticatorError> {
+        let mut providers = Vec::with_capacity(configs.len());
+        let mut by_issuer = HashMap::new();
+        for (i, cfg) in configs.iter().enumerate() {
+            if configs[..i].iter().any(|c| c.name == cfg.name) {
+                return Err(AuthenticatorError::provider(&cfg.name, "duplicate provider name"));
+            }
+            if by_issuer.insert(cfg.issuer.clone(), i).is_some() {
+                return Err(AuthenticatorError::provider(
+                    &cfg.name,
+                    "another provider has the same issuer; a token must route to exactly one provider",
+                ));
+            }
+            providers.push(Provider::compile(cfg, &fetch, &metrics, warm)?);
+        }
+        Ok(Authenticator {
+            inner: Arc::new(Inner {
+                providers,
+                by_issuer,
+                fetch,
+                metrics,
+                verified: DigestCache::new(MAX_ENTRIES),
+            }),
+        })
+    }
+
+    fn caches(&self) -> impl Iterator<Item = &Arc<JwksCache>> {
+        self.inner.providers.iter().filter_map(|p| p.jwks.as_ref())
+    }
+
+    /// Loads every provider's keys that are due (all of them, the first time),
+    /// concurrently, and returns when each attempt has finished (bounded by the
+    /// fetcher's timeout). Failures are reported by [`readiness`](Self::readiness).
+    pub async fn start(&self) {
+        futures_util::future::join_all(self.caches().map(|c| c.refresh(Trigger::Due))).await;
+    }
+
+    /// Spawns the periodic JWKS refresher. It holds only weak references and ends
+    /// once the authenticator and its caches are dropped; abort the handle when
+    /// replacing the authenticator (a cache shared with a successor through
+    /// [`new_from_previous`](Self::new_from_previous) would otherwise have two
+    /// refreshers, which is harmless — refreshes happen only when due — but wasteful).
+    pub fn spawn_refresher(&self) -> tokio::task::JoinHandle<()> {
+        let caches: Vec<Weak<JwksCache>> = self.caches().map(Arc::downgrade).collect();
+        tokio::spawn(async move {
+            let loops = caches.into_iter().map(|cache| async move {
+                loop {
+                    let due = match cache.upgrade() {
+                        Some(c) => c.next_due(),
+                        None => return,
+                    };
+                    tokio::time::sleep_until(due).await;
+                    match cache.upgrade() {
+                        Some(c) => c.refresh(Trigger::Due).await,
+                        None => return,
+                    }
+                }
+            });
+            futures_util::future::join_all(loops).await;
+        })
+    }
+
+    /// Per provider: can it verify tokens, and if not, why.
+    pub fn readiness(&self) -> Vec<ProviderReadiness> {
+        self.inner
+            .providers
+            .iter()
+            .map(|p| {
+                let (ready, detail) = match &p.jwks {
+                    Some(cache) => cache.readiness(),
+                    None => (true, "no public keys to load (shared secret or introspection only)".to_string()),
+                };
+                ProviderReadiness {
+                    name: p.name.clone(),
+                    ready,
+                    detail,
+                }
+            })
+            .collect()
+    }
+
+    /// Verifies a bearer token (the part after `Bearer `) and returns the caller's
+    /// identity. JWTs are verified locally against the provider named by their
+    /// `iss`; other tokens go to the providers with `introspection`, in config
+    /// order. Every failure is counted in `portcullis_auth_failures_total`.
+    pub async fn verify_bearer(&self, token: &str) -> Result<Identity, AuthError> {
+        let result = self.verify_inner(token).await;
+        if let Err(e) = &result {
+            self.inner.metrics.auth_failure(e.provider.as_deref(), e.reason);
+            tracing::debug!(
+                token = %token_label(token),
+                provider = e.provider.as_deref().unwrap_or("unknown"),
+                reason = %e.reason,
+                description = %e.description,
+                "bearer token rejected"
+            );
+        }
+        result
+    }
+
+    async fn verify_inner(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::new(Reason::MissingToken, "no bearer token"));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::invalid(format!("token is longer than {MAX_TOKEN_LEN} bytes")));
+        }
+        if !is_b64token(token) {
+            return Err(AuthError::invalid("token contains characters not allowed in a bearer token"));
+        }
+        if !looks_like_jwt(token) {
+            return self.introspect(token).await;
+        }
+        let inner = &*self.inner;
+        let key = sha256_parts(&[b"jwt", token.as_bytes()]);
+        let now = now_unix();
+        if let Some(hit) = inner.verified.get(&key).await {
+            let provider = inner.providers.get(hit.provider);
+            let epoch_ok = provider
+                .and_then(|p| p.jwks.as_ref())
+                .is_none_or(|c| c.epoch() == hit.epoch);
+            if now <= hit.valid_until && epoch_ok {
+                inner.metrics.cache(true);
+                return Ok(hit.identity.clone());
+            }
+            inner.verified.remove(&key).await;
+        }
+        inner.metrics.cache(false);
+
+        let parsed = compact::parse(token)?;
+        // The unverified `iss` only chooses whose keys to try; it is checked again
+        // (with everything else) after the signature verified.
+        let (index, provider) = match parsed.claims.get("iss") {
+            Some(Value::String(iss)) => match inner.by_issuer.get(iss) {
+                Some(&i) => (i, &inner.providers[i]),
+                None => {
+                    return Err(AuthError::new(
+                        Reason::WrongIssuer,
+                        format!("issuer {} is not accepted", quote(iss)),
+                    ))
+                }
+            },
+            Some(_) => return Err(AuthError::invalid("claim `iss` is not a string")),
+            None => return Err(AuthError::invalid("token has no `iss` claim")),
+        };
+        let epoch = provider.jwks.as_ref().map_or(0, |c| c.epoch());
+        let (identity, checked) = provider
+            .verify(parsed, now)
+            .await
+            .map_err(|e| e.with_provider(&provider.name))?;
+        let ttl = Duration::from_secs(checked.valid_until.saturating_sub(now));
+        inner
+            .verified
+            .insert(
+                key,
+                Arc::new(Verified {
+                    identity: identity.clone(),
+                    provider: index,
+                    epoch,
+                    valid_until: checked.valid_until,
+                    ttl,
+                }),
+            )
+            .await;
+        Ok(identity)
+    }
+
+    async fn introspect(&self, token: &str) -> Result<Identity, AuthError> {
+        let inner = &*self.inner;
+        let mut first_error = None;
+        for p in &inner.providers {
+            let Some(introspector) = &p.introspection else {
+                continue;
+            };
+            let judge = Judge {
+                provider: &p.name,
+                rules: &p.rules,
+                mapping: &p.mapping,
+                metrics: &inner.metrics,
+            };
+            match introspector.introspect(&*inner.fetch, token, &judge).await {
+                Ok(identity) => return Ok(identity),
+                Err(e) => {
+                    first_error.get_or_insert(e.with_provider(&p.name));
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| {
+            AuthError::invalid("token is not a JWT and no provider introspects opaque tokens")
+        }))
+    }
+}
+
+/// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}

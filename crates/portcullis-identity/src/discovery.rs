@@ -1,0 +1,97 @@
+//! OpenID Connect discovery: `{issuer}/.well-known/openid-configuration` → `jwks_uri`.
+//!
+//! The document must name exactly the configured issuer (OIDC Discovery §4.3): a
+//! mismatch means we are talking to the wrong server or a mix-up attack, and its
+//! keys must not be trusted for this issuer. An `https` issuer may not point its
+//! keys at plain `http`.
+
+use crate::fetch::Fetch;
+use crate::jose::json::parse_object;
+use serde_json::Value;
+
+/// Largest discovery document we read.
+const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+
+/// The discovery URL for `issuer` (a trailing `/` on the issuer is not doubled).
+pub(crate) fn discovery_url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+}
+
+/// Why discovery failed, and whether it was the network (`error`) or the content
+/// (`invalid`), for the refresh metric.
+#[derive(Debug)]
+pub(crate) struct DiscoveryError {
+    pub message: String,
+    pub invalid: bool,
+}
+
+/// Fetches the discovery document and returns its `jwks_uri`.
+pub(crate) async fn discover_jwks_uri(fetch: &dyn Fetch, issuer: &str) -> Result<String, DiscoveryError> {
+    let url = discovery_url(issuer);
+    let fail = |message: String, invalid: bool| DiscoveryError { message, invalid };
+    let response = fetch
+        .get(&url, MAX_DISCOVERY_BYTES)
+        .await
+        .map_err(|e| fail(format!("GET {url}: {e}"), false))?;
+    if response.status != 200 {
+        return Err(fail(format!("GET {url}: HTTP {}", response.status), false));
+    }
+    let doc = parse_object(&response.body)
+        .map_err(|e| fail(format!("discovery document at {url} is {e}"), true))?;
+    match doc.get("issuer") {
+        Some(Value::String(found)) if found == issuer => {}
+        Some(Value::String(found)) => {
+            return Err(fail(
+                format!(
+                    "discovery document names issuer `{}`, not the configured `{issuer}`",
+                    found.chars().take(200).collect::<String>()
+                ),
+                true,
+            ))
+        }
+        _ => return Err(fail("discovery document has no `issuer`".to_string(), true)),
+    }
+    let Some(Value::String(jwks_uri)) = doc.get("jwks_uri") else {
+        return Err(fail("discovery document has no `jwks_uri`".to_string(), true));
+    };
+    let https_issuer = issuer.starts_with("https://");
+    let ok_scheme = jwks_uri.starts_with("https://") || (!https_issuer && jwks_uri.starts_with("http://"));
+    if !ok_scheme {
+        return Err(fail(
+            "discovery document's `jwks_uri` is not an https URL".to_string(),
+            true,
+        ));
+    }
+    Ok(jwks_uri.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::FakeFetch;
+
+    #[test]
+    fn url_does_not_double_slash() {
+        assert_eq!(
+            discovery_url("https://idp.example.com/realms/x/"),
+            "https://idp.example.com/realms/x/.well-known/openid-configuration"
+        );
+    }
+
+    #[tokio::test]
+    async fn issuer_must_match_and_jwks_uri_must_not_downgrade() {
+        let f = FakeFetch::new();
+        let iss = "https://idp.example.com";
+        let url = discovery_url(iss);
+        f.set(&url, 200, r#"{"issuer":"https://idp.example.com","jwks_uri":"https://idp.example.com/keys"}"#);
+        assert_eq!(discover_jwks_uri(&*f, iss).await.unwrap(), "https://idp.example.com/keys");
+        f.set(&url, 200, r#"{"issuer":"https://evil.example.com","jwks_uri":"https://evil.example.com/keys"}"#);
+        assert!(discover_jwks_uri(&*f, iss).await.unwrap_err().invalid);
+        f.set(&url, 200, r#"{"issuer":"https://idp.example.com","jwks_uri":"http://idp.example.com/keys"}"#);
+        assert!(discover_jwks_uri(&*f, iss).await.is_err());
+        f.set(&url, 200, r#"{"issuer":"https://idp.example.com","jwks_uri":"file:///etc/passwd"}"#);
+        assert!(discover_jwks_uri(&*f, iss).await.is_err());
+        f.set(&url, 500, "");
+        assert!(!discover_jwks_uri(&*f, iss).await.unwrap_err().invalid);
+    }
+}

@@ -1,0 +1,265 @@
+//! HTTP fetching behind a small trait, so the JWKS cache, discovery and
+//! introspection are tested offline and the proxy can share one client.
+//!
+//! [`HttpFetch`] is the real implementation: hyper-util's pooled legacy client over
+//! hyper-rustls (aws-lc-rs, webpki roots; `https://` and `http://`), with a
+//! whole-request timeout and a cap on the body size. It follows no redirects: an
+//! IdP endpoint that redirects is misconfigured, and following would let a
+//! redirect move key fetching somewhere else.
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed `Send` future, so [`Fetch`] can be used as `Arc<dyn Fetch>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An HTTP response reduced to what identity needs.
+#[derive(Debug, Clone)]
+pub struct FetchResponse {
+    pub status: u16,
+    /// The `Cache-Control` header, when present and valid UTF-8.
+    pub cache_control: Option<String>,
+    pub body: Bytes,
+}
+
+/// Why a fetch failed. Messages never contain request bodies or credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid URL")]
+    InvalidUrl,
+    #[error("request failed: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("response body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// GET and form-POST with a size cap. Implementations must time out, must not
+/// follow redirects, and must never log the `authorization` value or the body.
+pub trait Fetch: Send + Sync {
+    /// GET `url`; the body is refused when longer than `max_body` bytes.
+    fn get<'a>(&'a self, url: &'a str, max_body: usize)
+        -> BoxFuture<'a, Result<FetchResponse, FetchError>>;
+
+    /// POST an `application/x-www-form-urlencoded` `body` (already encoded) with an
+    /// optional `Authorization` header value.
+    fn post_form<'a>(
+        &'a self,
+        url: &'a str,
+        authorization: Option<&'a str>,
+        body: String,
+        max_body: usize,
+    ) -> BoxFuture<'a, Result<FetchResponse, FetchError>>;
+}
+
+/// The real [`Fetch`]: one pooled HTTPS/HTTP client.
+#[derive(Clone)]
+pub struct HttpFetch {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpFetch").field("timeout", &self.timeout).finish()
+    }
+}
+
+impl HttpFetch {
+    /// A client whose every request (connect, TLS, headers, body) must finish
+    /// within `timeout`. Uses the aws-lc-rs provider explicitly and the Mozilla
+    /// roots, independent of any process-wide rustls default.
+    pub fn new(timeout: Duration) -> Result<Self, FetchError> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|e| FetchError::Other(format!("TLS setup: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self { client, timeout })
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<FetchResponse, FetchError> {
+        let work = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError::Connect(error_chain(&e)))?;
+            let status = response.status().as_u16();
+            let cache_control = response
+                .headers()
+                .get(CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            // Refuse early when the server announces an oversized body.
+            let announced = response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if announced.is_some_and(|n| n > max_body as u64) {
+                return Err(FetchError::TooLarge(max_body));
+            }
+            let body = Limited::new(response.into_body(), max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        FetchError::TooLarge(max_body)
+                    } else {
+                        FetchError::Connect(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(FetchResponse {
+                status,
+                cache_control,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn uri(url: &str) -> Result<http::Uri, FetchError> {
+    let uri: http::Uri = url.parse().map_err(|_| FetchError::InvalidUrl)?;
+    match uri.scheme_str() {
+        Some("https") | Some("http") if uri.host().is_some() => Ok(uri),
+        _ => Err(FetchError::InvalidUrl),
+    }
+}
+
+impl Fetch for HttpFetch {
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+        max_body: usize,
+    ) -> BoxFuture<'a, Result<FetchResponse, FetchError>> {
+        Box::pin(async move {
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(uri(url)?)
+                .header(http::header::ACCEPT, "application/json")
+                .header(http::header::USER_AGENT, "portcullis")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| FetchError::Other(e.to_string()))?;
+            self.send(request, max_body).await
+        })
+    }
+
+    fn post_form<'a>(
+        &'a self,
+        url: &'a str,
+        authorization: Option<&'a str>,
+        body: String,
+        max_body: usize,
+    ) -> BoxFuture<'a, Result<FetchResponse, FetchError>> {
+        Box::pin(async move {
+            let mut builder = Request::builder()
+                .method(Method::POST)
+                .uri(uri(url)?)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(http::header::ACCEPT, "application/json")
+                .header(http::header::USER_AGENT, "portcullis");
+            if let Some(auth) = authorization {
+                let mut value = http::HeaderValue::from_str(auth)
+                    .map_err(|_| FetchError::Other("invalid client credentials".into()))?;
+                value.set_sensitive(true);
+                builder = builder.header(AUTHORIZATION, value);
+            }
+            let request = builder
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|_| FetchError::Other("could not build request".into()))?;
+            self.send(request, max_body).await
+        })
+    }
+}
+
+/// `max-age` from a `Cache-Control` value, if any (and not `no-store`/`no-cache`,
+/// which we read as "0": refresh as soon as we are allowed to).
+pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut age = None;
+    for directive in cache_control.split(',') {
+        let directive = directive.trim();
+        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+            return Some(Duration::ZERO);
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            age = value.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    age
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub(crate) fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(max_age("public, max-age=60"), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn only_http_urls() {
+        assert!(uri("https://idp.example.com/jwks").is_ok());
+        assert!(uri("file:///etc/passwd").is_err());
+        assert!(uri("/relative").is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! RFC 7662 token introspection for opaque (non-JWT) bearer tokens.
+//!
+//! The proxy authenticates to the endpoint with `client_secret_basic` (RFC 6749
+//! §2.3.1: id and secret form-encoded, then Basic). Results are cached by a digest
+//! of endpoint and token: an active token until the sooner of `cache_ttl` and its
+//! `exp`; an inactive or rejected one only briefly (negative caching bounds the
+//! load a flood of garbage tokens puts on the IdP, while a token that just became
+//! valid is not refused for long). Concurrent lookups of one token share one call.
+//! Transport failures are not cached and map to `upstream_unavailable`: the
+//! caller's token may be fine, the IdP is not.
+
+use crate::claims::{ClaimMapping, Source};
+use crate::error::AuthError;
+use crate::fetch::{form_encode, Fetch};
+use crate::jose::json::parse_object;
+use crate::metrics::IdentityMetrics;
+use crate::token_cache::{DigestCache, Lifetime, MAX_ENTRIES};
+use crate::util::{now_unix, sha256_parts, token_label};
+use crate::validation::{check_audience, Rules};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use portcullis_config::IntrospectionConfig;
+use portcullis_core::{Identity, Reason};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest time an inactive or rejected result is remembered.
+pub(crate) const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+pub(crate) enum Introspected {
+    Active {
+        identity: Identity,
+        valid_until: u64,
+        ttl: Duration,
+    },
+    Rejected {
+        error: AuthError,
+        ttl: Duration,
+    },
+}
+
+impl Lifetime for Introspected {
+    fn ttl(&self) -> Duration {
+        match self {
+            Introspected::Active { ttl, .. } | Introspected::Rejected { ttl, .. } => *ttl,
+        }
+    }
+}
+
+pub(crate) struct Introspector {
+    endpoint: String,
+    /// `Basic …` with the client secret inside: never logged, not in Debug.
+    authorization: String,
+    ttl: Duration,
+    cache: DigestCache<Introspected>,
+}
+
+/// What the provider contributes to judging an introspection response.
+pub(crate) struct Judge<'a> {
+    pub provider: &'a str,
+    pub rules: &'a Rules,
+    pub mapping: &'a ClaimMapping,
+    pub metrics: &'a IdentityMetrics,
+}
+
+impl Introspector {
+    pub(crate) fn new(cfg: &IntrospectionConfig) -> Result<Self, String> {
+        if !(cfg.endpoint.starts_with("https://") || cfg.endpoint.starts_with("http://")) {
+            return Err("introspection `endpoint` must be an http(s) URL".into());
+        }
+        let credentials = format!("{}:{}", form_encode(&cfg.client_id), form_encode(&cfg.client_secret));
+        Ok(Self {
+            endpoint: cfg.endpoint.clone(),
+            authorization: format!("Basic {}", STANDARD.encode(credentials)),
+            ttl: cfg.cache_ttl.get(),
+            cache: DigestCache::new(MAX_ENTRIES),
+        })
+    }
+
+    pub(crate) async fn introspect(&self, fetch: &dyn Fetch, token: &str, judge: &Judge<'_>) -> Result<Identity, AuthError> {
+        let key = sha256_parts(&[b"introspect", self.endpoint.as_bytes(), token.as_bytes()]);
+        let entry = match self.cache.get(&key).await {
+            Some(hit) => {
+                judge.metrics.cache(true);
+                hit
+            }
+            None => {
+                judge.metrics.cache(false);
+                self.cache
+                    .get_or_try_insert(key, async { self.call(fetch, token, judge).await.map(Arc::new) })
+                    .await
+                    .map_err(|e| (*e).clone())?
+            }
+        };
+        match &*entry {
+            Introspected::Active { identity, valid_until, .. } => {
+                if now_unix() > *valid_until {
+                    self.cache.remove(&key).await;
+                    return Err(AuthError::new(Reason::TokenExpired, "token has expired"));
+                }
+                Ok(identity.clone())
+            }
+            Introspected::Rejected { error, .. } => Err(error.clone()),
+        }
+    }
+
+    async fn call(&self, fetch: &dyn Fetch, token: &str, judge: &Judge<'_>) -> Result<Introspected, AuthError> {
+        let unavailable = |why: &str| {
+            tracing::warn!(provider = judge.provider, endpoint = %self.endpoint, token = %token_label(token), "introspection failed: {why}");
+            AuthError::new(Reason::UpstreamUnavailable, "token introspection is unavailable")
+        };
+        let body = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let response = fetch
+            .post_form(&self.endpoint, Some(&self.authorization), body, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?;
+        if response.status != 200 {
+            return Err(unavailable(&format!("HTTP {}", response.status)));
+        }
+        let doc = parse_object(&response.body).map_err(|e| unavailable(&format!("response is {e}")))?;
+        let rejected = |error: AuthError| Introspected::Rejected {
+            error,
+            ttl: self.ttl.min(NEGATIVE_TTL),
+        };
+        match doc.get("active") {
+            Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => return Ok(rejected(AuthError::invalid("token is not active"))),
+            _ => return Err(unavailable("response has no boolean `active`")),
+        }
+        match self.judge_active(doc, judge) {
+            Ok((identity, valid_until)) => {
+                let left = Duration::from_secs(valid_until.saturating_sub(now_unix()));
+                Ok(Introspected::Active {
+                    identity,
+                    valid_until,
+                    ttl: self.ttl.min(left),
+                })
+            }
+            Err(e) => Ok(rejected(e)),
+        }
+    }
+
+    fn judge_active(&self, doc: serde_json::Map<String, Value>, judge: &Judge<'_>) -> Result<(Identity, u64), AuthError> {
+        let rules = judge.rules;
+        let now = now_unix();
+        match doc.get("iss") {
+            None => {}
+            Some(Value::String(iss)) if *iss == rules.issuer => {}
+            Some(Value::String(_)) => return Err(AuthError::new(Reason::WrongIssuer, "token issuer is not accepted")),
+            Some(_) => return Err(AuthError::invalid("claim `iss` is not a string")),
+        }
+        let date = |name: &str| -> Result<Option<u64>, AuthError> {
+            match doc.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+                    .map(Some)
+                    .ok_or_else(|| AuthError::invalid(format!("claim `{name}` is not a number"))),
+            }
+        };
+        let exp = date("exp")?;
+        if exp.is_some_and(|exp| now > exp.saturating_add(rules.skew)) {
+            return Err(AuthError::new(Reason::TokenExpired, "token has expired"));
+        }
+        if date("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(rules.skew)) {
+            return Err(AuthError::new(Reason::TokenNotYetValid, "token is not valid yet (nbf)"));
+        }
+        if !(rules.allow_any_audience && doc.get("aud").is_none()) {
+            check_audience(doc.get("aud"), rules)?;
+        }
+        let valid_until = exp.map_or(u64::MAX, |e| e.saturating_add(rules.skew));
+        let identity = judge.mapping.identity(
+            Arc::new(Value::Object(doc)),
+            Source {
+                provider: judge.provider,
+                issuer: &rules.issuer,
+                expires_at: exp,
+                subject_may_be_client: true,
+            },
+        )?;
+        Ok((identity, valid_until))
+    }
+}
