@@ -70,7 +70,15 @@ impl Lifetime for Verified {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("providers", &self.inner.providers.iter().map(|p| &p.name).collect::<Vec<_>>())
+            .field(
+                "providers",
+                &self
+                    .inner
+                    .providers
+                    .iter()
+                    .map(|p| &p.name)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +124,10 @@ impl Authenticator {
         let mut by_issuer = HashMap::new();
         for (i, cfg) in configs.iter().enumerate() {
             if configs[..i].iter().any(|c| c.name == cfg.name) {
-                return Err(AuthenticatorError::provider(&cfg.name, "duplicate provider name"));
+                return Err(AuthenticatorError::provider(
+                    &cfg.name,
+                    "duplicate provider name",
+                ));
             }
             if by_issuer.insert(cfg.issuer.clone(), i).is_some() {
                 return Err(AuthenticatorError::provider(
@@ -181,7 +192,10 @@ impl Authenticator {
             .map(|p| {
                 let (ready, detail) = match &p.jwks {
                     Some(cache) => cache.readiness(),
-                    None => (true, "no public keys to load (shared secret or introspection only)".to_string()),
+                    None => (
+                        true,
+                        "no public keys to load (shared secret or introspection only)".to_string(),
+                    ),
                 };
                 ProviderReadiness {
                     name: p.name.clone(),
@@ -199,7 +213,9 @@ impl Authenticator {
     pub async fn verify_bearer(&self, token: &str) -> Result<Identity, AuthError> {
         let result = self.verify_inner(token).await;
         if let Err(e) = &result {
-            self.inner.metrics.auth_failure(e.provider.as_deref(), e.reason);
+            self.inner
+                .metrics
+                .auth_failure(e.provider.as_deref(), e.reason);
             tracing::debug!(
                 token = %token_label(token),
                 provider = e.provider.as_deref().unwrap_or("unknown"),
@@ -216,10 +232,14 @@ impl Authenticator {
             return Err(AuthError::new(Reason::MissingToken, "no bearer token"));
         }
         if token.len() > MAX_TOKEN_LEN {
-            return Err(AuthError::invalid(format!("token is longer than {MAX_TOKEN_LEN} bytes")));
+            return Err(AuthError::invalid(format!(
+                "token is longer than {MAX_TOKEN_LEN} bytes"
+            )));
         }
         if !is_b64token(token) {
-            return Err(AuthError::invalid("token contains characters not allowed in a bearer token"));
+            return Err(AuthError::invalid(
+                "token contains characters not allowed in a bearer token",
+            ));
         }
         if !looks_like_jwt(token) {
             return self.introspect(token).await;
@@ -308,7 +328,11 @@ impl Authenticator {
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
+
+#[cfg(test)]
+#[path = "authenticator_tests.rs"]
+mod tests;

@@ -71,15 +71,32 @@ mod tests {
     #[test]
     fn grammar() {
         assert_eq!(parse("sub").unwrap(), ["sub"]);
-        assert_eq!(parse("realm_access.roles").unwrap(), ["realm_access", "roles"]);
-        assert_eq!(parse(r#"["https://example.com/roles"]"#).unwrap(), ["https://example.com/roles"]);
+        assert_eq!(
+            parse("realm_access.roles").unwrap(),
+            ["realm_access", "roles"]
+        );
+        assert_eq!(
+            parse(r#"["https://example.com/roles"]"#).unwrap(),
+            ["https://example.com/roles"]
+        );
         assert_eq!(
             parse(r#"resource_access["my.client"].roles"#).unwrap(),
             ["resource_access", "my.client", "roles"]
         );
         assert_eq!(parse("['a.b']['c']").unwrap(), ["a.b", "c"]);
         assert_eq!(parse("cognito:groups").unwrap(), ["cognito:groups"]);
-        for bad in ["", ".", "a.", ".a", "a..b", "[a]", "[\"a\"", "[\"\"]", "a[\"b\"]c", "a]"] {
+        for bad in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "[a]",
+            "[\"a\"",
+            "[\"\"]",
+            "a[\"b\"]c",
+            "a]",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
@@ -88,7 +105,10 @@ mod tests {
     fn walks_objects_only() {
         let v = json!({"a": {"b.c": [1], "d": {"e": "x"}}});
         assert_eq!(lookup(&v, &parse("a.d.e").unwrap()), Some(&json!("x")));
-        assert_eq!(lookup(&v, &parse(r#"a["b.c"]"#).unwrap()), Some(&json!([1])));
+        assert_eq!(
+            lookup(&v, &parse(r#"a["b.c"]"#).unwrap()),
+            Some(&json!([1]))
+        );
         assert_eq!(lookup(&v, &parse("a.b").unwrap()), None);
         assert_eq!(lookup(&v, &parse(r#"a["b.c"].x"#).unwrap()), None);
     }

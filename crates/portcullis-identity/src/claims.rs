@@ -60,7 +60,11 @@ impl ClaimMapping {
     }
 
     /// Builds the identity from verified `claims`.
-    pub(crate) fn identity(&self, claims: Arc<Value>, src: Source<'_>) -> Result<Identity, AuthError> {
+    pub(crate) fn identity(
+        &self,
+        claims: Arc<Value>,
+        src: Source<'_>,
+    ) -> Result<Identity, AuthError> {
         let c = &*claims;
         let client_id = self
             .client_id
@@ -136,7 +140,11 @@ fn string_list(c: &Value, path: &[String]) -> Result<Vec<String>, AuthError> {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| type_error(path, "a list of strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| type_error(path, "a list of strings"))
+            })
             .collect(),
         Some(_) => Err(type_error(path, "a string or a list of strings")),
     }
@@ -149,7 +157,11 @@ fn scope_list(c: &Value, path: &[String]) -> Result<Vec<String>, AuthError> {
         Some(Value::String(s)) => Ok(s.split_whitespace().map(str::to_string).collect()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| type_error(path, "a list of strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| type_error(path, "a list of strings"))
+            })
             .collect(),
         Some(_) => Err(type_error(path, "a string or a list of strings")),
     }
@@ -161,7 +173,9 @@ fn email_unverified(c: &Value) -> Result<bool, AuthError> {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(!b),
         Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "false"),
-        Some(_) => Err(AuthError::invalid("claim `email_verified` is not a boolean")),
+        Some(_) => Err(AuthError::invalid(
+            "claim `email_verified` is not a boolean",
+        )),
     }
 }
 
@@ -183,7 +197,12 @@ mod tests {
     fn map(m: ClaimsMapping, claims: Value) -> Result<Identity, AuthError> {
         ClaimMapping::compile(&m).unwrap().identity(
             Arc::new(claims),
-            Source { provider: "p", issuer: "https://i", expires_at: Some(1), subject_may_be_client: false },
+            Source {
+                provider: "p",
+                issuer: "https://i",
+                expires_at: Some(1),
+                subject_may_be_client: false,
+            },
         )
     }
 
@@ -220,13 +239,21 @@ mod tests {
         let id = map(m, json!({"sub":"u","realm_access":{"roles":["admin"]},"resource_access":{"orders-api":{"roles":["reader"]}},"azp":"web","scope":"openid"})).unwrap();
         assert_eq!(id.groups, ["admin"]);
         assert_eq!(id.roles, ["reader"]);
-        let sa = map(ClaimsMapping::default(), json!({"sub":"f00","preferred_username":"service-account-batch","azp":"batch"})).unwrap();
+        let sa = map(
+            ClaimsMapping::default(),
+            json!({"sub":"f00","preferred_username":"service-account-batch","azp":"batch"}),
+        )
+        .unwrap();
         assert_eq!(sa.kind, IdentityKind::Service);
     }
 
     #[test]
     fn okta_auth0_cognito_kubernetes() {
-        let okta = map(mapping(|m| m.scopes = "scp".into()), json!({"sub":"0oa1","cid":"0oa1","scp":["orders:read"],"client_id":"0oa1"})).unwrap();
+        let okta = map(
+            mapping(|m| m.scopes = "scp".into()),
+            json!({"sub":"0oa1","cid":"0oa1","scp":["orders:read"],"client_id":"0oa1"}),
+        )
+        .unwrap();
         assert_eq!(okta.scopes, ["orders:read"]);
         assert_eq!(okta.kind, IdentityKind::Service);
 
@@ -272,13 +299,20 @@ mod tests {
             json!({"sub":"u","email":"a@b","email_verified":"yes"}),
             json!({"email":"a@b"}),
         ] {
-            assert!(map(ClaimsMapping::default(), claims.clone()).is_err(), "{claims}");
+            assert!(
+                map(ClaimsMapping::default(), claims.clone()).is_err(),
+                "{claims}"
+            );
         }
     }
 
     #[test]
     fn unverified_email_is_dropped() {
-        let id = map(ClaimsMapping::default(), json!({"sub":"u","email":"a@b.c","email_verified":false})).unwrap();
+        let id = map(
+            ClaimsMapping::default(),
+            json!({"sub":"u","email":"a@b.c","email_verified":false}),
+        )
+        .unwrap();
         assert_eq!(id.email, None);
         let id = map(ClaimsMapping::default(), json!({"sub":"u","email":null})).unwrap();
         assert_eq!(id.email, None);

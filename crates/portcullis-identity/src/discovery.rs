@@ -14,7 +14,10 @@ const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 
 /// The discovery URL for `issuer` (a trailing `/` on the issuer is not doubled).
 pub(crate) fn discovery_url(issuer: &str) -> String {
-    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
 }
 
 /// Why discovery failed, and whether it was the network (`error`) or the content
@@ -26,7 +29,10 @@ pub(crate) struct DiscoveryError {
 }
 
 /// Fetches the discovery document and returns its `jwks_uri`.
-pub(crate) async fn discover_jwks_uri(fetch: &dyn Fetch, issuer: &str) -> Result<String, DiscoveryError> {
+pub(crate) async fn discover_jwks_uri(
+    fetch: &dyn Fetch,
+    issuer: &str,
+) -> Result<String, DiscoveryError> {
     let url = discovery_url(issuer);
     let fail = |message: String, invalid: bool| DiscoveryError { message, invalid };
     let response = fetch
@@ -52,10 +58,14 @@ pub(crate) async fn discover_jwks_uri(fetch: &dyn Fetch, issuer: &str) -> Result
         _ => return Err(fail("discovery document has no `issuer`".to_string(), true)),
     }
     let Some(Value::String(jwks_uri)) = doc.get("jwks_uri") else {
-        return Err(fail("discovery document has no `jwks_uri`".to_string(), true));
+        return Err(fail(
+            "discovery document has no `jwks_uri`".to_string(),
+            true,
+        ));
     };
     let https_issuer = issuer.starts_with("https://");
-    let ok_scheme = jwks_uri.starts_with("https://") || (!https_issuer && jwks_uri.starts_with("http://"));
+    let ok_scheme =
+        jwks_uri.starts_with("https://") || (!https_issuer && jwks_uri.starts_with("http://"));
     if !ok_scheme {
         return Err(fail(
             "discovery document's `jwks_uri` is not an https URL".to_string(),
@@ -83,13 +93,32 @@ mod tests {
         let f = FakeFetch::new();
         let iss = "https://idp.example.com";
         let url = discovery_url(iss);
-        f.set(&url, 200, r#"{"issuer":"https://idp.example.com","jwks_uri":"https://idp.example.com/keys"}"#);
-        assert_eq!(discover_jwks_uri(&*f, iss).await.unwrap(), "https://idp.example.com/keys");
-        f.set(&url, 200, r#"{"issuer":"https://evil.example.com","jwks_uri":"https://evil.example.com/keys"}"#);
+        f.set(
+            &url,
+            200,
+            r#"{"issuer":"https://idp.example.com","jwks_uri":"https://idp.example.com/keys"}"#,
+        );
+        assert_eq!(
+            discover_jwks_uri(&*f, iss).await.unwrap(),
+            "https://idp.example.com/keys"
+        );
+        f.set(
+            &url,
+            200,
+            r#"{"issuer":"https://evil.example.com","jwks_uri":"https://evil.example.com/keys"}"#,
+        );
         assert!(discover_jwks_uri(&*f, iss).await.unwrap_err().invalid);
-        f.set(&url, 200, r#"{"issuer":"https://idp.example.com","jwks_uri":"http://idp.example.com/keys"}"#);
+        f.set(
+            &url,
+            200,
+            r#"{"issuer":"https://idp.example.com","jwks_uri":"http://idp.example.com/keys"}"#,
+        );
         assert!(discover_jwks_uri(&*f, iss).await.is_err());
-        f.set(&url, 200, r#"{"issuer":"https://idp.example.com","jwks_uri":"file:///etc/passwd"}"#);
+        f.set(
+            &url,
+            200,
+            r#"{"issuer":"https://idp.example.com","jwks_uri":"file:///etc/passwd"}"#,
+        );
         assert!(discover_jwks_uri(&*f, iss).await.is_err());
         f.set(&url, 500, "");
         assert!(!discover_jwks_uri(&*f, iss).await.unwrap_err().invalid);

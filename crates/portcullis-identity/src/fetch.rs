@@ -50,8 +50,11 @@ pub enum FetchError {
 /// follow redirects, and must never log the `authorization` value or the body.
 pub trait Fetch: Send + Sync {
     /// GET `url`; the body is refused when longer than `max_body` bytes.
-    fn get<'a>(&'a self, url: &'a str, max_body: usize)
-        -> BoxFuture<'a, Result<FetchResponse, FetchError>>;
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+        max_body: usize,
+    ) -> BoxFuture<'a, Result<FetchResponse, FetchError>>;
 
     /// POST an `application/x-www-form-urlencoded` `body` (already encoded) with an
     /// optional `Authorization` header value.
@@ -73,7 +76,9 @@ pub struct HttpFetch {
 
 impl std::fmt::Debug for HttpFetch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpFetch").field("timeout", &self.timeout).finish()
+        f.debug_struct("HttpFetch")
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -220,7 +225,11 @@ pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if name.eq_ignore_ascii_case("max-age") {
-            age = value.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            age = value
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     age
@@ -231,7 +240,9 @@ pub(crate) fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }

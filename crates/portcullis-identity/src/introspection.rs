@@ -70,7 +70,11 @@ impl Introspector {
         if !(cfg.endpoint.starts_with("https://") || cfg.endpoint.starts_with("http://")) {
             return Err("introspection `endpoint` must be an http(s) URL".into());
         }
-        let credentials = format!("{}:{}", form_encode(&cfg.client_id), form_encode(&cfg.client_secret));
+        let credentials = format!(
+            "{}:{}",
+            form_encode(&cfg.client_id),
+            form_encode(&cfg.client_secret)
+        );
         Ok(Self {
             endpoint: cfg.endpoint.clone(),
             authorization: format!("Basic {}", STANDARD.encode(credentials)),
@@ -79,7 +83,12 @@ impl Introspector {
         })
     }
 
-    pub(crate) async fn introspect(&self, fetch: &dyn Fetch, token: &str, judge: &Judge<'_>) -> Result<Identity, AuthError> {
+    pub(crate) async fn introspect(
+        &self,
+        fetch: &dyn Fetch,
+        token: &str,
+        judge: &Judge<'_>,
+    ) -> Result<Identity, AuthError> {
         let key = sha256_parts(&[b"introspect", self.endpoint.as_bytes(), token.as_bytes()]);
         let entry = match self.cache.get(&key).await {
             Some(hit) => {
@@ -89,13 +98,19 @@ impl Introspector {
             None => {
                 judge.metrics.cache(false);
                 self.cache
-                    .get_or_try_insert(key, async { self.call(fetch, token, judge).await.map(Arc::new) })
+                    .get_or_try_insert(key, async {
+                        self.call(fetch, token, judge).await.map(Arc::new)
+                    })
                     .await
                     .map_err(|e| (*e).clone())?
             }
         };
         match &*entry {
-            Introspected::Active { identity, valid_until, .. } => {
+            Introspected::Active {
+                identity,
+                valid_until,
+                ..
+            } => {
                 if now_unix() > *valid_until {
                     self.cache.remove(&key).await;
                     return Err(AuthError::new(Reason::TokenExpired, "token has expired"));
@@ -106,27 +121,43 @@ impl Introspector {
         }
     }
 
-    async fn call(&self, fetch: &dyn Fetch, token: &str, judge: &Judge<'_>) -> Result<Introspected, AuthError> {
+    async fn call(
+        &self,
+        fetch: &dyn Fetch,
+        token: &str,
+        judge: &Judge<'_>,
+    ) -> Result<Introspected, AuthError> {
         let unavailable = |why: &str| {
             tracing::warn!(provider = judge.provider, endpoint = %self.endpoint, token = %token_label(token), "introspection failed: {why}");
-            AuthError::new(Reason::UpstreamUnavailable, "token introspection is unavailable")
+            AuthError::new(
+                Reason::UpstreamUnavailable,
+                "token introspection is unavailable",
+            )
         };
         let body = format!("token={}&token_type_hint=access_token", form_encode(token));
         let response = fetch
-            .post_form(&self.endpoint, Some(&self.authorization), body, MAX_RESPONSE_BYTES)
+            .post_form(
+                &self.endpoint,
+                Some(&self.authorization),
+                body,
+                MAX_RESPONSE_BYTES,
+            )
             .await
             .map_err(|e| unavailable(&e.to_string()))?;
         if response.status != 200 {
             return Err(unavailable(&format!("HTTP {}", response.status)));
         }
-        let doc = parse_object(&response.body).map_err(|e| unavailable(&format!("response is {e}")))?;
+        let doc =
+            parse_object(&response.body).map_err(|e| unavailable(&format!("response is {e}")))?;
         let rejected = |error: AuthError| Introspected::Rejected {
             error,
             ttl: self.ttl.min(NEGATIVE_TTL),
         };
         match doc.get("active") {
             Some(Value::Bool(true)) => {}
-            Some(Value::Bool(false)) => return Ok(rejected(AuthError::invalid("token is not active"))),
+            Some(Value::Bool(false)) => {
+                return Ok(rejected(AuthError::invalid("token is not active")))
+            }
             _ => return Err(unavailable("response has no boolean `active`")),
         }
         match self.judge_active(doc, judge) {
@@ -142,13 +173,22 @@ impl Introspector {
         }
     }
 
-    fn judge_active(&self, doc: serde_json::Map<String, Value>, judge: &Judge<'_>) -> Result<(Identity, u64), AuthError> {
+    fn judge_active(
+        &self,
+        doc: serde_json::Map<String, Value>,
+        judge: &Judge<'_>,
+    ) -> Result<(Identity, u64), AuthError> {
         let rules = judge.rules;
         let now = now_unix();
         match doc.get("iss") {
             None => {}
             Some(Value::String(iss)) if *iss == rules.issuer => {}
-            Some(Value::String(_)) => return Err(AuthError::new(Reason::WrongIssuer, "token issuer is not accepted")),
+            Some(Value::String(_)) => {
+                return Err(AuthError::new(
+                    Reason::WrongIssuer,
+                    "token issuer is not accepted",
+                ))
+            }
             Some(_) => return Err(AuthError::invalid("claim `iss` is not a string")),
         }
         let date = |name: &str| -> Result<Option<u64>, AuthError> {
@@ -156,7 +196,11 @@ impl Introspector {
                 None => Ok(None),
                 Some(v) => v
                     .as_u64()
-                    .or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+                    .or_else(|| {
+                        v.as_f64()
+                            .filter(|f| f.is_finite() && *f >= 0.0)
+                            .map(|f| f as u64)
+                    })
                     .map(Some)
                     .ok_or_else(|| AuthError::invalid(format!("claim `{name}` is not a number"))),
             }
@@ -166,7 +210,10 @@ impl Introspector {
             return Err(AuthError::new(Reason::TokenExpired, "token has expired"));
         }
         if date("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(rules.skew)) {
-            return Err(AuthError::new(Reason::TokenNotYetValid, "token is not valid yet (nbf)"));
+            return Err(AuthError::new(
+                Reason::TokenNotYetValid,
+                "token is not valid yet (nbf)",
+            ));
         }
         if !(rules.allow_any_audience && doc.get("aud").is_none()) {
             check_audience(doc.get("aud"), rules)?;

@@ -83,7 +83,8 @@ impl SigningKey {
     /// EdDSA for Ed25519.
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| KeyError::NoPem)?;
-        let unsupported = || KeyError::Unsupported("not an RSA, P-256, P-384 or Ed25519 key".into());
+        let unsupported =
+            || KeyError::Unsupported("not an RSA, P-256, P-384 or Ed25519 key".into());
         match der {
             PrivateKeyDer::Pkcs8(p8) => {
                 let b = p8.secret_pkcs8_der();
@@ -101,7 +102,9 @@ impl SigningKey {
             }
             PrivateKeyDer::Sec1(sec1) => {
                 let b = sec1.secret_sec1_der();
-                if let Ok(k) = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, b) {
+                if let Ok(k) =
+                    EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, b)
+                {
                     return Ok(Self::from_pair(Alg::ES256, Pair::Ec(k)));
                 }
                 let k = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, b)
@@ -118,7 +121,9 @@ impl SigningKey {
 
     fn rsa(k: RsaKeyPair) -> Result<Self, KeyError> {
         if k.public_modulus_len() < 256 {
-            return Err(KeyError::Unsupported("RSA keys must be at least 2048 bits".into()));
+            return Err(KeyError::Unsupported(
+                "RSA keys must be at least 2048 bits".into(),
+            ));
         }
         Ok(Self::from_pair(Alg::RS256, Pair::Rsa(k)))
     }
@@ -129,9 +134,15 @@ impl SigningKey {
         match &pair {
             Pair::Rsa(k) => {
                 let pk = k.public_key();
-                public.insert("e".into(), b64_encode(pk.exponent().big_endian_without_leading_zero()).into());
+                public.insert(
+                    "e".into(),
+                    b64_encode(pk.exponent().big_endian_without_leading_zero()).into(),
+                );
                 public.insert("kty".into(), "RSA".into());
-                public.insert("n".into(), b64_encode(pk.modulus().big_endian_without_leading_zero()).into());
+                public.insert(
+                    "n".into(),
+                    b64_encode(pk.modulus().big_endian_without_leading_zero()).into(),
+                );
             }
             Pair::Ec(k) => {
                 let point = k.public_key().as_ref();
@@ -139,8 +150,14 @@ impl SigningKey {
                 let crv = if len == 48 { "P-384" } else { "P-256" };
                 public.insert("crv".into(), crv.into());
                 public.insert("kty".into(), "EC".into());
-                public.insert("x".into(), b64_encode(point.get(1..1 + len).unwrap_or_default()).into());
-                public.insert("y".into(), b64_encode(point.get(1 + len..).unwrap_or_default()).into());
+                public.insert(
+                    "x".into(),
+                    b64_encode(point.get(1..1 + len).unwrap_or_default()).into(),
+                );
+                public.insert(
+                    "y".into(),
+                    b64_encode(point.get(1 + len..).unwrap_or_default()).into(),
+                );
             }
             Pair::Ed(k) => {
                 public.insert("crv".into(), "Ed25519".into());
@@ -151,8 +168,14 @@ impl SigningKey {
         // serde_json's Map is ordered by key (no preserve_order feature), which is
         // exactly the canonical form RFC 7638 asks for.
         let canonical = serde_json::to_vec(&public).unwrap_or_default();
-        let kid = b64_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref());
-        Self { alg, pair, kid, public }
+        let kid =
+            b64_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref());
+        Self {
+            alg,
+            pair,
+            kid,
+            public,
+        }
     }
 
     pub fn alg(&self) -> Alg {
@@ -173,6 +196,19 @@ impl SigningKey {
         Value::Object(jwk)
     }
 
+    /// The public key as DER SubjectPublicKeyInfo (wrap with [`pem_encode`] and
+    /// label `PUBLIC KEY` for PEM).
+    pub fn public_key_der(&self) -> Result<Vec<u8>, KeyError> {
+        use aws_lc_rs::encoding::PublicKeyX509Der;
+        let der: PublicKeyX509Der<'static> = match &self.pair {
+            Pair::Rsa(k) => k.public_key().as_der(),
+            Pair::Ec(k) => k.public_key().as_der(),
+            Pair::Ed(k) => k.public_key().as_der(),
+        }
+        .map_err(|_| KeyError::SignFailed)?;
+        Ok(der.as_ref().to_vec())
+    }
+
     /// The private key as an unencrypted PKCS#8 PEM document.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
         let der: Vec<u8> = match &self.pair {
@@ -180,8 +216,16 @@ impl SigningKey {
                 let d: Pkcs8V1Der<'static> = k.as_der().map_err(|_| KeyError::SignFailed)?;
                 d.as_ref().to_vec()
             }
-            Pair::Ec(k) => k.to_pkcs8v1().map_err(|_| KeyError::SignFailed)?.as_ref().to_vec(),
-            Pair::Ed(k) => k.to_pkcs8v1().map_err(|_| KeyError::SignFailed)?.as_ref().to_vec(),
+            Pair::Ec(k) => k
+                .to_pkcs8v1()
+                .map_err(|_| KeyError::SignFailed)?
+                .as_ref()
+                .to_vec(),
+            Pair::Ed(k) => k
+                .to_pkcs8v1()
+                .map_err(|_| KeyError::SignFailed)?
+                .as_ref()
+                .to_vec(),
         };
         Ok(pem_encode("PRIVATE KEY", &der))
     }
@@ -270,7 +314,7 @@ pub fn mint_with(key: &SigningKey, kid: Option<&str>, claims: &Value) -> Result<
 }
 
 /// PEM armour with 64-column lines.
-pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for chunk in b64.as_bytes().chunks(64) {
@@ -293,7 +337,11 @@ mod tests {
             assert!(g.pkcs8_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
             let key = SigningKey::from_pem(&g.pkcs8_pem).unwrap();
             assert_eq!(key.alg(), alg);
-            assert_eq!(key.kid(), g.kid, "thumbprint is stable across PEM round trip");
+            assert_eq!(
+                key.kid(),
+                g.kid,
+                "thumbprint is stable across PEM round trip"
+            );
             let token = mint(&g.pkcs8_pem, None, &json!({"sub": "a"})).unwrap();
             let c = crate::jose::compact::parse(&token).unwrap();
             assert_eq!(c.header.alg, alg.as_str());
@@ -313,7 +361,9 @@ mod tests {
         m.insert("kty".into(), "RSA".into());
         m.insert("e".into(), "AQAB".into());
         assert_eq!(serde_json::to_string(&m).unwrap(), canonical);
-        let t = b64_encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref());
+        let t = b64_encode(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref(),
+        );
         assert_eq!(t, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
@@ -321,7 +371,10 @@ mod tests {
     fn garbage_pem_is_an_error_not_a_panic() {
         assert_eq!(SigningKey::from_pem("hello").unwrap_err(), KeyError::NoPem);
         let bogus = pem_encode("PRIVATE KEY", b"not a key");
-        assert!(matches!(SigningKey::from_pem(&bogus), Err(KeyError::Unsupported(_))));
+        assert!(matches!(
+            SigningKey::from_pem(&bogus),
+            Err(KeyError::Unsupported(_))
+        ));
         assert_eq!(
             mint(&generate(Alg::ES256).unwrap().pkcs8_pem, None, &json!([1])).unwrap_err(),
             KeyError::ClaimsNotObject

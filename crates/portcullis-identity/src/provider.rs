@@ -63,13 +63,17 @@ impl Provider {
                 };
                 // RFC 7518 §3.2: the key must be at least as long as the hash.
                 if secret.len() < min {
-                    return Err(err(format!("`shared_secret` must be at least {min} bytes for {alg}")));
+                    return Err(err(format!(
+                        "`shared_secret` must be at least {min} bytes for {alg}"
+                    )));
                 }
                 hmac_keys.push((alg, hmac::Key::new(algorithm, secret.as_bytes())));
             }
         }
         if cfg.audiences.is_empty() && !cfg.allow_any_audience {
-            return Err(err("`audiences` is empty; list them or set `allow_any_audience: true`".into()));
+            return Err(err(
+                "`audiences` is empty; list them or set `allow_any_audience: true`".into(),
+            ));
         }
         let rules = Rules {
             issuer: cfg.issuer.clone(),
@@ -81,7 +85,9 @@ impl Provider {
         };
         let mapping = ClaimMapping::compile(&cfg.claims).map_err(err)?;
         let source = match (&cfg.jwks_file, &cfg.jwks_uri) {
-            (Some(_), Some(_)) => return Err(err("set only one of `jwks_uri` and `jwks_file`".into())),
+            (Some(_), Some(_)) => {
+                return Err(err("set only one of `jwks_uri` and `jwks_file`".into()))
+            }
             (Some(file), None) => Some(KeySource::File(PathBuf::from(file))),
             (None, Some(uri)) => Some(KeySource::Uri(uri.clone())),
             (None, None) if cfg.uses_discovery() => Some(KeySource::Discovery {
@@ -100,7 +106,13 @@ impl Provider {
                 .find(|c| c.same_config(&cfg.name, &source, &timing))
                 .cloned()
                 .unwrap_or_else(|| {
-                    Arc::new(JwksCache::new(&cfg.name, source, timing, fetch.clone(), metrics.clone()))
+                    Arc::new(JwksCache::new(
+                        &cfg.name,
+                        source,
+                        timing,
+                        fetch.clone(),
+                        metrics.clone(),
+                    ))
                 })
         });
         let introspection = cfg
@@ -123,7 +135,11 @@ impl Provider {
 
     /// Verifies a parsed token routed to this provider: algorithm, `typ`, key,
     /// signature, then claims, then the mapping.
-    pub(crate) async fn verify(&self, token: Compact<'_>, now: u64) -> Result<(Identity, Checked), AuthError> {
+    pub(crate) async fn verify(
+        &self,
+        token: Compact<'_>,
+        now: u64,
+    ) -> Result<(Identity, Checked), AuthError> {
         let alg = token.header.algorithm()?;
         if !self.allowed.contains(&alg) {
             return Err(AuthError::new(
@@ -140,17 +156,28 @@ impl Provider {
                 .iter()
                 .find(|(a, _)| *a == alg)
                 .map(|(_, k)| k)
-                .ok_or_else(|| AuthError::new(Reason::AlgorithmNotAllowed, format!("algorithm {alg} is not allowed")))?;
+                .ok_or_else(|| {
+                    AuthError::new(
+                        Reason::AlgorithmNotAllowed,
+                        format!("algorithm {alg} is not allowed"),
+                    )
+                })?;
             // Constant-time comparison inside aws-lc-rs.
             hmac::verify(key, token.signing_input, &token.signature)
                 .map_err(|_| AuthError::new(Reason::BadSignature, "signature does not verify"))?;
         } else {
             let jwks = self.jwks.as_ref().ok_or_else(|| {
-                AuthError::new(Reason::UnknownKey, "this provider has no public keys configured")
+                AuthError::new(
+                    Reason::UnknownKey,
+                    "this provider has no public keys configured",
+                )
             })?;
             let key = jwks.key_for(token.header.kid.as_deref(), alg).await?;
             if !key.verify(alg, token.signing_input, &token.signature) {
-                return Err(AuthError::new(Reason::BadSignature, "signature does not verify"));
+                return Err(AuthError::new(
+                    Reason::BadSignature,
+                    "signature does not verify",
+                ));
             }
         }
         let checked = check_claims(&token.claims, &self.rules, now)?;

@@ -62,7 +62,10 @@ impl TestKey {
     }
     /// The usual header `{alg, kid, typ: JWT}`.
     pub fn jwt(&self, kid: &str, claims: Value) -> String {
-        self.token(json!({"alg": self.alg.as_str(), "kid": kid, "typ": "JWT"}), claims)
+        self.token(
+            json!({"alg": self.alg.as_str(), "kid": kid, "typ": "JWT"}),
+            claims,
+        )
     }
 }
 
@@ -121,7 +124,11 @@ impl FakeFetch {
 }
 
 impl Fetch for FakeFetch {
-    fn get<'a>(&'a self, url: &'a str, _max: usize) -> BoxFuture<'a, Result<FetchResponse, FetchError>> {
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+        _max: usize,
+    ) -> BoxFuture<'a, Result<FetchResponse, FetchError>> {
         Box::pin(async move { self.answer(url) })
     }
     fn post_form<'a>(

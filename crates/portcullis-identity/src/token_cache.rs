@@ -26,7 +26,12 @@ pub(crate) trait Lifetime {
 struct PerEntry;
 
 impl<K, V: Lifetime> Expiry<K, Arc<V>> for PerEntry {
-    fn expire_after_create(&self, _key: &K, value: &Arc<V>, _created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &K,
+        value: &Arc<V>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl().min(MAX_ENTRY_TTL))
     }
 }
@@ -40,7 +45,10 @@ pub(crate) struct DigestCache<V: Lifetime + Send + Sync + 'static> {
 impl<V: Lifetime + Send + Sync + 'static> DigestCache<V> {
     pub(crate) fn new(capacity: u64) -> Self {
         Self {
-            inner: Cache::builder().max_capacity(capacity).expire_after(PerEntry).build(),
+            inner: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(PerEntry)
+                .build(),
         }
     }
 
@@ -60,7 +68,11 @@ impl<V: Lifetime + Send + Sync + 'static> DigestCache<V> {
 
     /// Single-flight fill: concurrent callers for the same key share one `init`.
     /// Errors are not cached.
-    pub(crate) async fn get_or_try_insert<E, F>(&self, key: [u8; 32], init: F) -> Result<Arc<V>, Arc<E>>
+    pub(crate) async fn get_or_try_insert<E, F>(
+        &self,
+        key: [u8; 32],
+        init: F,
+    ) -> Result<Arc<V>, Arc<E>>
     where
         F: std::future::Future<Output = Result<Arc<V>, E>>,
         E: Send + Sync + 'static,
@@ -85,9 +97,17 @@ mod tests {
         let c = DigestCache::<V>::new(10);
         c.insert([1; 32], Arc::new(V(Duration::ZERO))).await;
         assert!(c.get(&[1; 32]).await.is_none());
-        c.insert([2; 32], Arc::new(V(Duration::from_secs(3600)))).await;
+        c.insert([2; 32], Arc::new(V(Duration::from_secs(3600))))
+            .await;
         assert!(c.get(&[2; 32]).await.is_some());
-        assert_eq!(PerEntry.expire_after_create(&[2u8; 32], &Arc::new(V(Duration::from_secs(3600))), Instant::now()), Some(MAX_ENTRY_TTL));
+        assert_eq!(
+            PerEntry.expire_after_create(
+                &[2u8; 32],
+                &Arc::new(V(Duration::from_secs(3600))),
+                Instant::now()
+            ),
+            Some(MAX_ENTRY_TTL)
+        );
         c.remove(&[2; 32]).await;
         assert!(c.get(&[2; 32]).await.is_none());
     }

@@ -47,7 +47,13 @@ pub(crate) fn normalize_typ(typ: &str) -> String {
 }
 
 /// `typ` values that mark an ID token or another token that is not an access token.
-const NOT_ACCESS_TOKEN_TYPES: [&str; 5] = ["id_token", "id+jwt", "id-token", "logout+jwt", "secevent+jwt"];
+const NOT_ACCESS_TOKEN_TYPES: [&str; 5] = [
+    "id_token",
+    "id+jwt",
+    "id-token",
+    "logout+jwt",
+    "secevent+jwt",
+];
 
 pub(crate) fn check_typ(typ: Option<&str>, rules: &Rules) -> Result<(), AuthError> {
     let normalized = typ.map(normalize_typ);
@@ -68,7 +74,9 @@ pub(crate) fn check_typ(typ: Option<&str>, rules: &Rules) -> Result<(), AuthErro
             "token type {} is not accepted",
             quote(typ.unwrap_or_default())
         ))),
-        None => Err(AuthError::invalid("token has no `typ`; a token type is required")),
+        None => Err(AuthError::invalid(
+            "token has no `typ`; a token type is required",
+        )),
     }
 }
 
@@ -83,23 +91,36 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
                 // Saturating cast: absurd dates become u64::MAX (effectively never).
                 Ok(Some(f.floor() as u64))
             } else {
-                Err(AuthError::invalid(format!("claim `{name}` is not a valid date")))
+                Err(AuthError::invalid(format!(
+                    "claim `{name}` is not a valid date"
+                )))
             }
         }
-        Some(_) => Err(AuthError::invalid(format!("claim `{name}` is not a number"))),
+        Some(_) => Err(AuthError::invalid(format!(
+            "claim `{name}` is not a number"
+        ))),
     }
 }
 
-fn optional_str<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, AuthError> {
+fn optional_str<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, AuthError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(AuthError::invalid(format!("claim `{name}` is not a string"))),
+        Some(_) => Err(AuthError::invalid(format!(
+            "claim `{name}` is not a string"
+        ))),
     }
 }
 
 /// Checks issuer, times, audience and token kind of verified claims at `now`.
-pub(crate) fn check_claims(claims: &Map<String, Value>, rules: &Rules, now: u64) -> Result<Checked, AuthError> {
+pub(crate) fn check_claims(
+    claims: &Map<String, Value>,
+    rules: &Rules,
+    now: u64,
+) -> Result<Checked, AuthError> {
     match optional_str(claims, "iss")? {
         Some(iss) if iss == rules.issuer => {}
         Some(iss) => {
@@ -113,7 +134,8 @@ pub(crate) fn check_claims(claims: &Map<String, Value>, rules: &Rules, now: u64)
     for name in ["sub", "azp", "jti", "client_id"] {
         optional_str(claims, name)?;
     }
-    let exp = numeric_date(claims, "exp")?.ok_or_else(|| AuthError::invalid("token has no `exp` claim"))?;
+    let exp = numeric_date(claims, "exp")?
+        .ok_or_else(|| AuthError::invalid("token has no `exp` claim"))?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;
     let skew = rules.skew;
@@ -122,20 +144,30 @@ pub(crate) fn check_claims(claims: &Map<String, Value>, rules: &Rules, now: u64)
     }
     if let Some(nbf) = nbf {
         if nbf > now.saturating_add(skew) {
-            return Err(AuthError::new(Reason::TokenNotYetValid, "token is not valid yet (nbf)"));
+            return Err(AuthError::new(
+                Reason::TokenNotYetValid,
+                "token is not valid yet (nbf)",
+            ));
         }
     }
     if let Some(iat) = iat {
         if iat > now.saturating_add(skew) {
-            return Err(AuthError::new(Reason::TokenNotYetValid, "token was issued in the future (iat)"));
+            return Err(AuthError::new(
+                Reason::TokenNotYetValid,
+                "token was issued in the future (iat)",
+            ));
         }
     }
     let mut valid_until = exp.saturating_add(skew);
     if let Some(max_age) = rules.max_age {
-        let iat = iat.ok_or_else(|| AuthError::invalid("token has no `iat`, required by max_token_age"))?;
+        let iat =
+            iat.ok_or_else(|| AuthError::invalid("token has no `iat`, required by max_token_age"))?;
         let limit = iat.saturating_add(max_age).saturating_add(skew);
         if now > limit {
-            return Err(AuthError::new(Reason::TokenExpired, "token is older than max_token_age"));
+            return Err(AuthError::new(
+                Reason::TokenExpired,
+                "token is older than max_token_age",
+            ));
         }
         valid_until = valid_until.min(limit);
     }
@@ -146,7 +178,9 @@ pub(crate) fn check_claims(claims: &Map<String, Value>, rules: &Rules, now: u64)
             return Err(AuthError::invalid("an ID token is not an access token"));
         }
         if has("events") {
-            return Err(AuthError::invalid("a security event (logout) token is not an access token"));
+            return Err(AuthError::invalid(
+                "a security event (logout) token is not an access token",
+            ));
         }
     }
     Ok(Checked { exp, valid_until })
@@ -160,14 +194,24 @@ pub(crate) fn check_audience(aud: Option<&Value>, rules: &Rules) -> Result<(), A
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| AuthError::invalid("claim `aud` is not a list of strings")))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| AuthError::invalid("claim `aud` is not a list of strings"))
+            })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(AuthError::invalid("claim `aud` is not a string or a list of strings")),
+        Some(_) => {
+            return Err(AuthError::invalid(
+                "claim `aud` is not a string or a list of strings",
+            ))
+        }
     };
     if rules.allow_any_audience || auds.iter().any(|a| rules.audiences.iter().any(|w| w == a)) {
         Ok(())
     } else {
-        Err(AuthError::new(Reason::WrongAudience, "token is not meant for this audience"))
+        Err(AuthError::new(
+            Reason::WrongAudience,
+            "token is not meant for this audience",
+        ))
     }
 }
 
@@ -208,14 +252,24 @@ mod tests {
         assert_eq!(reason(with("exp", json!(999_000))), Reason::TokenExpired);
         assert!(check(with("exp", json!(999_990))).is_ok(), "within skew");
         assert!(check(with("exp", json!(999_990.5))).is_ok(), "fractional");
-        assert_eq!(reason(with("nbf", json!(1_000_100))), Reason::TokenNotYetValid);
+        assert_eq!(
+            reason(with("nbf", json!(1_000_100))),
+            Reason::TokenNotYetValid
+        );
         assert!(check(with("nbf", json!(1_000_020))).is_ok(), "within skew");
-        assert_eq!(reason(with("iat", json!(1_000_100))), Reason::TokenNotYetValid);
+        assert_eq!(
+            reason(with("iat", json!(1_000_100))),
+            Reason::TokenNotYetValid
+        );
         assert_eq!(reason(with("exp", json!("1000100"))), Reason::InvalidToken);
         assert_eq!(reason(with("exp", json!(-5))), Reason::InvalidToken);
         assert_eq!(reason(with("nbf", json!(null))), Reason::InvalidToken);
         assert_eq!(reason(with("iat", json!(true))), Reason::InvalidToken);
-        assert_eq!(reason(json!({"iss":"https://i","aud":"api"})), Reason::InvalidToken, "exp required");
+        assert_eq!(
+            reason(json!({"iss":"https://i","aud":"api"})),
+            Reason::InvalidToken,
+            "exp required"
+        );
         assert_eq!(check(with("iat", json!(1))).unwrap().valid_until, 1_000_130);
     }
 
@@ -224,11 +278,26 @@ mod tests {
         let mut r = rules();
         r.max_age = Some(60);
         let c = json!({"iss":"https://i","aud":"api","exp":2_000_000,"iat":999_000});
-        assert_eq!(check_claims(c.as_object().unwrap(), &r, 1_000_000).unwrap_err().reason, Reason::TokenExpired);
+        assert_eq!(
+            check_claims(c.as_object().unwrap(), &r, 1_000_000)
+                .unwrap_err()
+                .reason,
+            Reason::TokenExpired
+        );
         let c = json!({"iss":"https://i","aud":"api","exp":2_000_000,"iat":999_990});
-        assert_eq!(check_claims(c.as_object().unwrap(), &r, 1_000_000).unwrap().valid_until, 1_000_080);
+        assert_eq!(
+            check_claims(c.as_object().unwrap(), &r, 1_000_000)
+                .unwrap()
+                .valid_until,
+            1_000_080
+        );
         let c = json!({"iss":"https://i","aud":"api","exp":2_000_000});
-        assert_eq!(check_claims(c.as_object().unwrap(), &r, 1_000_000).unwrap_err().reason, Reason::InvalidToken);
+        assert_eq!(
+            check_claims(c.as_object().unwrap(), &r, 1_000_000)
+                .unwrap_err()
+                .reason,
+            Reason::InvalidToken
+        );
     }
 
     #[test]
@@ -239,9 +308,18 @@ mod tests {
         assert_eq!(reason(c(json!(5))), Reason::InvalidToken);
         assert_eq!(reason(c(json!([5]))), Reason::InvalidToken);
         assert_eq!(reason(c(json!([]))), Reason::InvalidToken);
-        assert_eq!(reason(json!({"iss":"https://i","exp":2_000_000})), Reason::InvalidToken);
-        assert_eq!(reason(json!({"iss":"https://j","aud":"api","exp":2_000_000})), Reason::WrongIssuer);
-        assert_eq!(reason(json!({"iss":"https://i","aud":"api","exp":2_000_000,"sub":1})), Reason::InvalidToken);
+        assert_eq!(
+            reason(json!({"iss":"https://i","exp":2_000_000})),
+            Reason::InvalidToken
+        );
+        assert_eq!(
+            reason(json!({"iss":"https://j","aud":"api","exp":2_000_000})),
+            Reason::WrongIssuer
+        );
+        assert_eq!(
+            reason(json!({"iss":"https://i","aud":"api","exp":2_000_000,"sub":1})),
+            Reason::InvalidToken
+        );
     }
 
     #[test]

@@ -81,8 +81,8 @@ pub fn parse(token: &str) -> Result<Compact<'_>, AuthError> {
     let header = parse_header(&header_bytes)?;
     let payload =
         b64_decode(p64).ok_or_else(|| AuthError::invalid("token payload is not base64url"))?;
-    let claims = parse_object(&payload)
-        .map_err(|e| AuthError::invalid(format!("token payload is {e}")))?;
+    let claims =
+        parse_object(&payload).map_err(|e| AuthError::invalid(format!("token payload is {e}")))?;
     let signature =
         b64_decode(s64).ok_or_else(|| AuthError::invalid("token signature is not base64url"))?;
     if signature.is_empty() {
@@ -98,7 +98,8 @@ pub fn parse(token: &str) -> Result<Compact<'_>, AuthError> {
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Header, AuthError> {
-    let map = parse_object(bytes).map_err(|e| AuthError::invalid(format!("token header is {e}")))?;
+    let map =
+        parse_object(bytes).map_err(|e| AuthError::invalid(format!("token header is {e}")))?;
     let string = |name: &str| -> Result<Option<String>, AuthError> {
         match map.get(name) {
             None => Ok(None),
@@ -125,7 +126,9 @@ fn parse_header(bytes: &[u8]) -> Result<Header, AuthError> {
     }
     if let Some(cty) = string("cty")? {
         if cty.eq_ignore_ascii_case("JWT") {
-            return Err(AuthError::invalid("nested tokens (cty JWT) are not accepted"));
+            return Err(AuthError::invalid(
+                "nested tokens (cty JWT) are not accepted",
+            ));
         }
     }
     let alg = string("alg")?.ok_or_else(|| AuthError::invalid("token header has no `alg`"))?;
@@ -152,7 +155,10 @@ mod tests {
 
     #[test]
     fn parses_a_well_formed_token() {
-        let t = tok(r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#, r#"{"iss":"x"}"#);
+        let t = tok(
+            r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"iss":"x"}"#,
+        );
         let c = parse(&t).unwrap();
         assert_eq!(c.header.alg, "RS256");
         assert_eq!(c.header.kid.as_deref(), Some("k1"));
@@ -166,7 +172,10 @@ mod tests {
         for alg in ["none", "None", "NONE", "nOnE", "noNe"] {
             let t = tok(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
             let c = parse(&t).unwrap();
-            assert_eq!(c.header.algorithm().unwrap_err().reason, Reason::AlgorithmNotAllowed);
+            assert_eq!(
+                c.header.algorithm().unwrap_err().reason,
+                Reason::AlgorithmNotAllowed
+            );
         }
     }
 

@@ -103,7 +103,9 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<VerifyingKey, String> {
         Some(alg) => {
             return Err(format!(
                 "`alg` {alg} does not match a {kty} key{}",
-                text("crv")?.map(|c| format!(" on {}", clip(c))).unwrap_or_default()
+                text("crv")?
+                    .map(|c| format!(" on {}", clip(c)))
+                    .unwrap_or_default()
             ))
         }
         None => candidates,
@@ -196,7 +198,12 @@ mod tests {
 
     #[test]
     fn each_key_type_parses_and_verifies_only_its_algorithm() {
-        for key in [TestKey::rsa(), TestKey::es256(), TestKey::es384(), TestKey::ed25519()] {
+        for key in [
+            TestKey::rsa(),
+            TestKey::es256(),
+            TestKey::es384(),
+            TestKey::ed25519(),
+        ] {
             let vk = parse_jwk(&obj(key.public_jwk("k"))).unwrap();
             let sig = key.sign(b"msg");
             assert!(vk.verify(key.alg, b"msg", &sig), "{}", key.alg);
@@ -222,17 +229,95 @@ mod tests {
     fn disagreeing_or_unusable_keys_are_refused() {
         let es256 = TestKey::es256().public_jwk("k");
         let cases: Vec<(Value, &str)> = vec![
-            ({ let mut j = es256.clone(); j["use"] = json!("enc"); j }, "use"),
-            ({ let mut j = es256.clone(); j["key_ops"] = json!(["encrypt"]); j }, "key_ops"),
-            ({ let mut j = es256.clone(); j["alg"] = json!("ES384"); j }, "does not match"),
-            ({ let mut j = es256.clone(); j["alg"] = json!("RS256"); j }, "does not match"),
-            ({ let mut j = es256.clone(); j["alg"] = json!("HS256"); j }, "not supported"),
-            ({ let mut j = es256.clone(); j["crv"] = json!("P-384"); j }, "does not match"),
-            ({ let mut j = es256.clone(); j["crv"] = json!("P-384"); j.as_object_mut().unwrap().remove("alg"); j }, "coordinates"),
-            ({ let mut j = es256.clone(); j["crv"] = json!("secp256k1"); j }, "curve"),
-            ({ let mut j = es256.clone(); j["d"] = json!("AAAA"); j }, "private"),
-            ({ let mut j = es256.clone(); j["x"] = json!(crate::jose::b64_encode(&[1u8; 32])); j }, "curve"),
-            ({ let mut j = es256.clone(); j["kid"] = json!(5); j }, "kid"),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["use"] = json!("enc");
+                    j
+                },
+                "use",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["key_ops"] = json!(["encrypt"]);
+                    j
+                },
+                "key_ops",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["alg"] = json!("ES384");
+                    j
+                },
+                "does not match",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["alg"] = json!("RS256");
+                    j
+                },
+                "does not match",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["alg"] = json!("HS256");
+                    j
+                },
+                "not supported",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["crv"] = json!("P-384");
+                    j
+                },
+                "does not match",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["crv"] = json!("P-384");
+                    j.as_object_mut().unwrap().remove("alg");
+                    j
+                },
+                "coordinates",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["crv"] = json!("secp256k1");
+                    j
+                },
+                "curve",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["d"] = json!("AAAA");
+                    j
+                },
+                "private",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["x"] = json!(crate::jose::b64_encode(&[1u8; 32]));
+                    j
+                },
+                "curve",
+            ),
+            (
+                {
+                    let mut j = es256.clone();
+                    j["kid"] = json!(5);
+                    j
+                },
+                "kid",
+            ),
             (json!({"kty":"oct","k":"c2VjcmV0"}), "private"),
             (json!({"kty":"oct"}), "kty"),
             (json!({"kty":"RSA","n":"AQAB","e":"AQAB"}), "bits"),

@@ -122,7 +122,10 @@ mod tests {
     fn base64url_is_strict() {
         assert_eq!(b64_decode("YQ").as_deref(), Some(&b"a"[..]));
         assert!(b64_decode("YQ==").is_none(), "padding refused");
-        assert!(b64_decode("YR").is_none(), "non-canonical trailing bits refused");
+        assert!(
+            b64_decode("YR").is_none(),
+            "non-canonical trailing bits refused"
+        );
         assert!(b64_decode("Y Q").is_none(), "whitespace refused");
         assert!(b64_decode("+/").is_none(), "standard alphabet refused");
     }

@@ -346,7 +346,10 @@ async fn load_file(path: &PathBuf) -> Result<(KeySet, Option<Duration>), (String
         .await
         .map_err(|e| (format!("{shown}: {e}"), "error"))?;
     if meta.len() > MAX_JWKS_BYTES as u64 {
-        return Err((format!("{shown}: larger than {MAX_JWKS_BYTES} bytes"), "invalid"));
+        return Err((
+            format!("{shown}: larger than {MAX_JWKS_BYTES} bytes"),
+            "invalid",
+        ));
     }
     let body = tokio::fs::read(path)
         .await

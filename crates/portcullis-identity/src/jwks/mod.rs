@@ -52,7 +52,8 @@ impl KeySet {
         for (i, key) in keys.iter().enumerate() {
             let kid = key.get("kid").and_then(Value::as_str).map(str::to_string);
             if i >= MAX_KEYS {
-                set.skipped.push((kid, format!("more than {MAX_KEYS} keys in the JWKS")));
+                set.skipped
+                    .push((kid, format!("more than {MAX_KEYS} keys in the JWKS")));
                 continue;
             }
             let parsed = match key {
@@ -145,10 +146,17 @@ mod tests {
         let good = TestKey::es256().public_jwk("good");
         let mut enc = TestKey::es256().public_jwk("enc");
         enc["use"] = json!("enc");
-        let set = KeySet::parse(jwks(&[good, enc, json!("junk"), json!({"kty":"RSA"})]).as_bytes()).unwrap();
+        let set = KeySet::parse(jwks(&[good, enc, json!("junk"), json!({"kty":"RSA"})]).as_bytes())
+            .unwrap();
         assert_eq!(set.len(), 1);
-        assert!(matches!(set.lookup(Some("good"), Alg::ES256), Lookup::Found(_)));
-        assert!(matches!(set.lookup(Some("enc"), Alg::ES256), Lookup::NotFound));
+        assert!(matches!(
+            set.lookup(Some("good"), Alg::ES256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.lookup(Some("enc"), Alg::ES256),
+            Lookup::NotFound
+        ));
         assert!(set.skip_reason("enc").unwrap().contains("use"));
     }
 
@@ -164,7 +172,11 @@ mod tests {
             jwks(&[enc]),
             format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(MAX_JWKS_BYTES)),
         ] {
-            assert!(KeySet::parse(body.as_bytes()).is_err(), "{}", &body[..body.len().min(60)]);
+            assert!(
+                KeySet::parse(body.as_bytes()).is_err(),
+                "{}",
+                &body[..body.len().min(60)]
+            );
         }
     }
 
@@ -179,6 +191,9 @@ mod tests {
         assert!(matches!(set.lookup(None, Alg::RS256), Lookup::NotFound));
         let set = KeySet::parse(jwks(&[ja, b.public_jwk("b")]).as_bytes()).unwrap();
         assert!(matches!(set.lookup(None, Alg::ES256), Lookup::Ambiguous));
-        assert!(matches!(set.lookup(Some("b"), Alg::ES384), Lookup::WrongAlgorithm));
+        assert!(matches!(
+            set.lookup(Some("b"), Alg::ES384),
+            Lookup::WrongAlgorithm
+        ));
     }
 }
