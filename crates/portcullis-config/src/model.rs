@@ -345,7 +345,7 @@ fn default_cookie_ttl() -> Duration {
 }
 
 /// `assertion`: the JWT the proxy signs for upstreams.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssertionConfig {
     #[serde(default)]
@@ -678,6 +678,8 @@ pub enum RateLimitKey {
 impl RouteConfig {
     /// The route's name for metrics and logs: its `name`, else `route-INDEX`.
     pub fn display_name(&self, index: usize) -> String {
-        self.name.clone().unwrap_or_else(|| format!("route-{index}"))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("route-{index}"))
     }
 }

@@ -39,7 +39,9 @@ impl Duration {
             }
             let n: u128 = rest[..digits].parse().map_err(|_| err())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let factor: u128 = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -133,7 +135,15 @@ mod tests {
         assert_eq!(Duration::parse("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(Duration::parse("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(Duration::parse("1h30m"), Ok(Duration::from_secs(5_400)));
-        for bad in ["", "30", "s", "5 m", "-1s", "1.5s", "99999999999999999999999h"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "5 m",
+            "-1s",
+            "1.5s",
+            "99999999999999999999999h",
+        ] {
             assert!(Duration::parse(bad).is_err(), "{bad} should be refused");
         }
         assert_eq!(Duration::from_secs(300).to_string(), "5m");

@@ -1,0 +1,225 @@
+//! Small checks on single values: addresses, names, tokens, files.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+/// A listen address: `IP:PORT`.
+pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>().map_err(|_| {
+        let hint = if text.starts_with("localhost:") {
+            " (use 127.0.0.1 instead of localhost)"
+        } else if text.parse::<u16>().is_ok() || text.starts_with(':') {
+            " (include the IP, like 0.0.0.0:8080)"
+        } else {
+            ""
+        };
+        format!("invalid address `{text}`: write IP:PORT, like 127.0.0.1:8080 or [::]:8443{hint}")
+    })
+}
+
+/// A CIDR (`10.0.0.0/8`) or a bare IP (meaning /32 or /128).
+pub(crate) fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    Err(format!(
+        "invalid CIDR `{text}`: write an IP or a network, like 10.0.0.0/8 or 192.0.2.7"
+    ))
+}
+
+/// A DNS name (letters, digits, `-`, `_` in dot-separated labels) or an IPv4 literal.
+pub(crate) fn is_hostname(text: &str) -> bool {
+    let name = text.strip_suffix('.').unwrap_or(text);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// A host to match requests on: a name, `*.suffix`, or an IP literal, optionally
+/// with `:port`.
+pub(crate) fn host_pattern(text: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "invalid host `{text}`: write a name like api.example.com or a wildcard like \
+             *.example.com"
+        )
+    };
+    let without_port = match text.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) => {
+            if p.parse::<u16>().is_err() {
+                return Err(bad());
+            }
+            h
+        }
+        _ => text,
+    };
+    if let Some(v6) = without_port
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+    {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| bad());
+    }
+    let name = without_port.strip_prefix("*.").unwrap_or(without_port);
+    if is_hostname(name) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// An HTTP token (header or cookie name).
+pub(crate) fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(is_tchar)
+}
+
+/// An HTTP method: an uppercase token (methods are case-sensitive; `get` would never
+/// match a real request).
+pub(crate) fn method(text: &str) -> Result<(), String> {
+    if !is_token(text) {
+        return Err(format!("invalid HTTP method `{text}`"));
+    }
+    if text.chars().any(|c| c.is_ascii_lowercase()) {
+        return Err(format!(
+            "HTTP methods are case-sensitive: write `{}`, not `{text}`",
+            text.to_ascii_uppercase()
+        ));
+    }
+    Ok(())
+}
+
+/// A file that exists and can be opened for reading.
+pub(crate) fn readable_file(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty file path".to_string());
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(format!("file `{path}` does not exist")),
+        Err(e) => Err(format!("cannot access `{path}`: {e}")),
+        Ok(m) if m.is_dir() => Err(format!("`{path}` is a directory, not a file")),
+        Ok(_) => std::fs::File::open(path)
+            .map(|_| ())
+            .map_err(|e| format!("cannot read `{path}`: {e}")),
+    }
+}
+
+/// A directory that may not exist yet (it will be created) but, if it does, is one.
+pub(crate) fn dir_if_exists(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty directory path".to_string());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(format!("`{path}` exists and is not a directory")),
+        _ => Ok(()),
+    }
+}
+
+/// A file that will be written (appended): its directory must exist.
+pub(crate) fn writable_file_location(path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    if std::fs::metadata(p).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("`{path}` is a directory, not a file"));
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    if std::fs::metadata(parent).is_ok_and(|m| m.is_dir()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "directory `{}` of `{path}` does not exist",
+            parent.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_cidrs() {
+        assert!(socket_addr("127.0.0.1:8080").is_ok());
+        assert!(socket_addr("[::]:8443").is_ok());
+        assert!(socket_addr("localhost:8080")
+            .unwrap_err()
+            .contains("127.0.0.1"));
+        assert!(socket_addr("8080").unwrap_err().contains("include the IP"));
+        assert_eq!(cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(cidr("::1").unwrap().to_string(), "::1/128");
+        assert!(cidr("10.0.0.0/33").is_err());
+        assert!(cidr("example.com").is_err());
+    }
+
+    #[test]
+    fn hosts_methods_tokens() {
+        for ok in [
+            "api.example.com",
+            "*.example.com",
+            "localhost:8080",
+            "10.1.2.3",
+            "[::1]:80",
+        ] {
+            assert!(host_pattern(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "a.*.com",
+            "exa mple.com",
+            "-a.com",
+            "*.",
+            "http://x",
+            "x:99999",
+        ] {
+            assert!(host_pattern(bad).is_err(), "{bad}");
+        }
+        assert!(method("GET").is_ok());
+        assert!(method("PROPFIND").is_ok());
+        assert!(method("get").unwrap_err().contains("`GET`"));
+        assert!(method("GE T").is_err());
+        assert!(is_token("X-Portcullis-Assertion"));
+        assert!(!is_token("X Bad"));
+    }
+
+    #[test]
+    fn files_and_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.pem");
+        std::fs::write(&file, "x").unwrap();
+        let file = file.to_str().unwrap();
+        let dir_s = dir.path().to_str().unwrap();
+        assert!(readable_file(file).is_ok());
+        assert!(readable_file(dir_s).unwrap_err().contains("directory"));
+        assert!(readable_file("/nonexistent/x.pem")
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(dir_if_exists(dir_s).is_ok());
+        assert!(dir_if_exists("/nonexistent/keys").is_ok());
+        assert!(dir_if_exists(file).is_err());
+        assert!(writable_file_location(&format!("{dir_s}/audit.log")).is_ok());
+        assert!(writable_file_location("/nonexistent/dir/audit.log").is_err());
+        assert!(writable_file_location("audit.log").is_ok());
+    }
+}

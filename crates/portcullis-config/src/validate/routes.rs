@@ -1,0 +1,221 @@
+//! `routes`: names, matchers, upstreams and per-route settings.
+
+use super::{checks, nonzero, rules, url, Report};
+use crate::limits;
+use crate::model::{AuthMode, Config, RouteConfig, RouteMatch};
+use crate::path::KeyPath;
+use std::collections::HashMap;
+
+pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>) {
+    let routes = root.key("routes");
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = routes.index(i);
+        if r.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            report.error(
+                &at.key("name"),
+                "must not be empty (or leave it out for route-INDEX)",
+            );
+        }
+        // Compare display names: an explicit `route-3` would clash with an unnamed route.
+        let name = r.display_name(i);
+        if let Some(first) = names.get(&name) {
+            report.error(
+                &at.key("name"),
+                format!("duplicate route name `{name}` (already used by routes[{first}])"),
+            );
+        } else {
+            names.insert(name, i);
+        }
+        matcher(&r.matcher, &at.key("match"), report);
+        upstream(r, &at, report);
+        settings(config, r, &at, report);
+        match &r.policy {
+            Some(policy) => rules::validate(config, policy, &at.key("policy"), report),
+            None => {}
+        }
+        let allows_nobody = r.policy.as_ref().is_none_or(|p| p.allow.is_empty());
+        if r.auth == AuthMode::Required && allows_nobody {
+            report.warn(
+                &at,
+                "auth is required and no allow rule exists, so this route denies every request: \
+                 add a policy",
+            );
+        }
+    }
+}
+
+fn matcher(m: &RouteMatch, at: &KeyPath, report: &mut Report<'_>) {
+    let set: Vec<&str> = [
+        ("path", m.path.is_some()),
+        ("path_prefix", m.path_prefix.is_some()),
+        ("path_regex", m.path_regex.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, present)| *present)
+    .map(|(k, _)| k)
+    .collect();
+    if let [first, rest @ ..] = set.as_slice() {
+        for key in rest {
+            report.error_at_key(
+                &at.key(key),
+                format!(
+                    "only one of path, path_prefix and path_regex may be set (already {first})"
+                ),
+            );
+        }
+    }
+    for (key, value) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        let Some(value) = value else { continue };
+        if !value.starts_with('/') {
+            report.error(&at.key(key), format!("`{value}` must start with `/`"));
+        } else if value.contains(['?', '#']) {
+            report.error(
+                &at.key(key),
+                format!("`{value}` contains `?` or `#`: paths are matched without the query"),
+            );
+        }
+    }
+    if let Some(re) = &m.path_regex {
+        let path = at.key("path_regex");
+        if re.len() > limits::MAX_REGEX_LEN {
+            report.error(
+                &path,
+                format!(
+                    "is {} bytes; at most {} are allowed",
+                    re.len(),
+                    limits::MAX_REGEX_LEN
+                ),
+            );
+        } else {
+            match regex::RegexBuilder::new(re)
+                .size_limit(limits::MAX_REGEX_SIZE)
+                .dfa_size_limit(limits::MAX_REGEX_SIZE)
+                .build()
+            {
+                Err(e) => report.error(&path, format!("invalid regex: {}", regex_error(&e))),
+                Ok(_) if !re.starts_with('^') => report.warn(
+                    &path,
+                    format!(
+                        "`{re}` is not anchored with `^`, so it matches anywhere in the path \
+                         (`/public/x/admin` matches `admin`); anchor it unless that is meant"
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        if let Err(e) = checks::method(method) {
+            report.error(&at.key("methods").index(i), e);
+        }
+    }
+    for (i, host) in m.hosts.iter().enumerate() {
+        if let Err(e) = checks::host_pattern(host) {
+            report.error(&at.key("hosts").index(i), e);
+        }
+    }
+}
+
+/// The useful part of a regex error: the syntax error's `error:` line, or the whole
+/// message for size-limit errors.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(|| text.trim().to_string(), str::to_string)
+}
+
+fn upstream(r: &RouteConfig, at: &KeyPath, report: &mut Report<'_>) {
+    let mut any_https = false;
+    if let Some(upstreams) = &r.upstream {
+        let urls = upstreams.urls();
+        if urls.is_empty() {
+            report.error(
+                &at.key("upstream"),
+                "empty list: give at least one upstream URL",
+            );
+        }
+        let many = matches!(upstreams, crate::model::Upstreams::Many(_));
+        for (i, u) in urls.iter().enumerate() {
+            let path = if many {
+                at.key("upstream").index(i)
+            } else {
+                at.key("upstream")
+            };
+            match url::http_url(u, false) {
+                Ok(shape) => any_https |= shape.scheme == "https",
+                Err(e) => report.error(&path, e),
+            }
+        }
+    }
+    let Some(tls) = &r.upstream_tls else {
+        return;
+    };
+    let tls_at = at.key("upstream_tls");
+    for (key, file) in [
+        ("ca_file", &tls.ca_file),
+        ("cert_file", &tls.cert_file),
+        ("key_file", &tls.key_file),
+    ] {
+        if let Some(file) = file {
+            if let Err(e) = checks::readable_file(file) {
+                report.error(&tls_at.key(key), e);
+            }
+        }
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => report.error(&tls_at.key("cert_file"), "needs key_file as well"),
+        (None, Some(_)) => report.error(&tls_at.key("key_file"), "needs cert_file as well"),
+        _ => {}
+    }
+    if let Some(name) = &tls.server_name {
+        if !checks::is_hostname(name) {
+            report.error(
+                &tls_at.key("server_name"),
+                format!("`{name}` is not a host name"),
+            );
+        }
+    }
+    if r.upstream.is_some() && !any_https {
+        report.warn(&tls_at, "has no effect: every upstream is http://");
+    }
+}
+
+fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<'_>) {
+    if let Some(rl) = &r.rate_limit {
+        let rl_at = at.key("rate_limit");
+        if !(rl.requests_per_second.is_finite() && rl.requests_per_second > 0.0) {
+            report.error(
+                &rl_at.key("requests_per_second"),
+                "must be a number greater than 0",
+            );
+        }
+        if rl.burst == Some(0) {
+            report.error(&rl_at.key("burst"), "must be at least 1");
+        }
+    }
+    if let Some(timeout) = r.timeout {
+        nonzero(report, &at.key("timeout"), timeout);
+    }
+    if r.retries > 10 {
+        report.error(
+            &at.key("retries"),
+            format!("{} is too many: at most 10", r.retries),
+        );
+    }
+    if r.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        report.error(&at.key("audience"), "must not be empty");
+    }
+    if r.login {
+        if config.login.is_none() {
+            report.error(
+                &at.key("login"),
+                "login: true needs a top-level `login` section (provider and cookie)",
+            );
+        }
+        if r.auth == AuthMode::None {
+            report.warn(&at.key("login"), "has no effect with auth: none");
+        }
+    }
+}
