@@ -1,0 +1,220 @@
+//! Segment-aware globs, used by the `paths` and `workloads` rule conditions.
+//!
+//! A pattern and a subject are both split on `/`. Within one segment `*` matches any
+//! run of characters (possibly empty) except `/`; a whole segment `**` matches zero
+//! or more segments. So `/admin/**` matches `/admin`, `/admin/` and `/admin/x/y`, and
+//! `spiffe://prod/ns/*/sa/web` matches any namespace but not a deeper path.
+//! Everything else is literal and case-sensitive.
+//!
+//! Matching is O(pattern × subject) with no allocation: the classic single-backtrack
+//! wildcard algorithm, applied at segment level for `**` and at byte level for `*`,
+//! so a long hostile path cannot make it exponential.
+
+/// One `/`-separated piece of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    /// `**`: zero or more whole segments.
+    Any,
+    /// A segment with no `*`: compared for equality.
+    Literal(String),
+    /// A segment with at least one `*`.
+    Wild(String),
+}
+
+/// A compiled glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    source: String,
+    segs: Vec<Seg>,
+}
+
+impl Glob {
+    /// Compiles a pattern. `**` must be a whole segment.
+    pub fn new(pattern: &str) -> Result<Glob, String> {
+        let mut segs: Vec<Seg> = Vec::new();
+        for piece in pattern.split('/') {
+            let seg = if piece == "**" {
+                // `**/**` means the same as `**`; keeping one keeps matching linear.
+                if segs.last() == Some(&Seg::Any) {
+                    continue;
+                }
+                Seg::Any
+            } else if piece.contains("**") {
+                return Err(format!(
+                    "glob `{pattern}`: `**` must be a whole segment (write `/**/` or `*`)"
+                ));
+            } else if piece.contains('*') {
+                Seg::Wild(piece.to_string())
+            } else {
+                Seg::Literal(piece.to_string())
+            };
+            segs.push(seg);
+        }
+        Ok(Glob {
+            source: pattern.to_string(),
+            segs,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the pattern has no `*` at all.
+    pub fn is_literal(&self) -> bool {
+        self.segs.iter().all(|s| matches!(s, Seg::Literal(_)))
+    }
+
+    /// True when `subject` matches the whole pattern.
+    pub fn matches(&self, subject: &str) -> bool {
+        let pat = &self.segs;
+        let mut p = 0usize;
+        // The unconsumed rest of the subject: `Some(s)` is one or more segments
+        // (`s` may be empty: one empty segment), `None` means nothing is left.
+        let mut rest: Option<&str> = Some(subject);
+        // Where to resume after the last `**`: pattern index after it, and the
+        // subject position it has absorbed up to.
+        let mut backtrack: Option<(usize, Option<&str>)> = None;
+        loop {
+            match pat.get(p) {
+                Some(Seg::Any) => {
+                    p += 1;
+                    backtrack = Some((p, rest));
+                    continue;
+                }
+                Some(seg) => {
+                    if let Some(s) = rest {
+                        let (head, tail) = split_segment(s);
+                        let ok = match seg {
+                            Seg::Literal(lit) => lit == head,
+                            Seg::Wild(w) => wild_match(w.as_bytes(), head.as_bytes()),
+                            Seg::Any => false,
+                        };
+                        if ok {
+                            p += 1;
+                            rest = tail;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    if rest.is_none() {
+                        return true;
+                    }
+                }
+            }
+            // Mismatch: let the last `**` swallow one more segment, or fail.
+            match backtrack {
+                Some((bp, Some(s))) => {
+                    let (_, tail) = split_segment(s);
+                    backtrack = Some((bp, tail));
+                    p = bp;
+                    rest = tail;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+fn split_segment(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('/') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (s, None),
+    }
+}
+
+/// `*`-only wildcard match within one segment (neither side contains `/`).
+fn wild_match(pat: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pat.get(p) {
+            Some(b'*') => {
+                p += 1;
+                star = Some((p, t));
+            }
+            Some(&c) if Some(&c) == text.get(t) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat.get(p..).is_some_and(|r| r.iter().all(|&c| c == b'*'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/admin/**", "/admin", true),
+            ("/admin/**", "/admin/", true),
+            ("/admin/**", "/admin/x/y", true),
+            ("/admin/**", "/administrator", false),
+            ("/admin/**", "/", false),
+            ("/**", "/", true),
+            ("/**", "/anything/at/all", true),
+            ("/api/*", "/api/x", true),
+            ("/api/*", "/api/", true),
+            ("/api/*", "/api/x/y", false),
+            ("/api/*", "/api", false),
+            ("/api/*.json", "/api/a.json", true),
+            ("/api/*.json", "/api/a.xml", false),
+            ("/a/**/b", "/a/b", true),
+            ("/a/**/b", "/a/x/y/b", true),
+            ("/a/**/b", "/a/x/y/c", false),
+            ("/a/**/b/**/c", "/a/1/b/2/3/c", true),
+            ("/a/**/b/**/c", "/a/1/c/2/3/b", false),
+            ("/a/*/c", "/a/b/c", true),
+            ("/a/*/c", "/a/b/d/c", false),
+            ("/exact", "/exact", true),
+            ("/exact", "/Exact", false),
+            ("/x*y*z", "/xaybz", true),
+            ("/x*y*z", "/xaybzq", false),
+            (
+                "spiffe://prod/ns/*/sa/web",
+                "spiffe://prod/ns/pay/sa/web",
+                true,
+            ),
+            (
+                "spiffe://prod/ns/*/sa/web",
+                "spiffe://prod/ns/a/b/sa/web",
+                false,
+            ),
+            ("spiffe://prod/**", "spiffe://prod/ns/a/sa/b", true),
+            ("spiffe://prod/**", "spiffe://evil/ns/a/sa/b", false),
+            ("spiffe://*/ns/a/sa/b", "spiffe://any/ns/a/sa/b", true),
+        ];
+        for (pat, subject, want) in cases {
+            let g = Glob::new(pat).unwrap();
+            assert_eq!(g.matches(subject), *want, "{pat} vs {subject}");
+        }
+    }
+
+    #[test]
+    fn double_star_inside_segment_is_an_error() {
+        assert!(Glob::new("/a**").is_err());
+        assert!(Glob::new("/a/**/**/b").unwrap().matches("/a/b"));
+    }
+
+    #[test]
+    fn long_hostile_subject_is_fast() {
+        let g = Glob::new("/**/a/**/b/**/c/**/zz").unwrap();
+        let subject = "/a/b/c".repeat(5000);
+        let start = std::time::Instant::now();
+        assert!(!g.matches(&subject));
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+}

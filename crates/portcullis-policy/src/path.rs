@@ -1,0 +1,437 @@
+//! Request path normalization (SPEC §5): one canonical form, computed once per
+//! request, that routes and rules are matched against and that the upstream receives.
+//!
+//! The canonical form is an absolute path in which:
+//! - escapes of unreserved characters (`ALPHA / DIGIT / - . _ ~`) are decoded, so
+//!   `%41` is `A` and `%2e%2e` is `..`;
+//! - every other escape is kept, with uppercase hex (`%3a` → `%3A`), so reserved
+//!   characters keep their meaning and nothing is ever decoded twice;
+//! - raw bytes that may not appear in a path (space, `"`, `<`, `>`, `^`, `` ` ``,
+//!   `{`, `|`, `}`, `[`, `]`, non-ASCII) are percent-encoded, so `/é` and `/%C3%A9`
+//!   are the same path;
+//! - `.` and `..` segments are resolved (never above the root) and repeated `/` are
+//!   collapsed; a trailing `/` is kept, because `/a` and `/a/` can be different
+//!   resources upstream;
+//! - case is preserved: matching is case-sensitive.
+//!
+//! Refused: invalid escapes (`%zz`, `%4`), NUL and control characters (raw or
+//! escaped), `?` and `#` (the caller splits the query off first, see
+//! [`split_query`]), and — unless `allow_encoded_slashes` — `%2F` and `\` (raw or
+//! `%5C`), which some upstreams treat as `/` and which would let a request be judged
+//! as one path and served as another. When allowed, they are kept encoded (`%2F`,
+//! `%5C`) and never act as segment separators here.
+//!
+//! `;` path parameters: `;` is an ordinary character. `/admin;x` is one segment
+//! `admin;x`: it does not match `path: /admin` nor `path_prefix: /admin` (prefix
+//! matching is segment-aware). Servers such as Tomcat strip `;…` from each segment,
+//! which turns `/public/..;/admin` into `/admin`; to close that hole a `.` or `..`
+//! segment carrying a parameter (`..;x`, `.;`, also written with `%3B`) is refused.
+
+use std::fmt;
+
+/// A request path in canonical form (see the module docs). Always starts with `/`.
+///
+/// Built only by [`normalize`], so holding one proves the path was checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct NormalizedPath(String);
+
+impl NormalizedPath {
+    /// The canonical path: what routes and rules see and what the upstream receives.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first segment without its leading `/` (`""` for `/`). Route lookup is
+    /// indexed by it.
+    pub fn first_segment(&self) -> &str {
+        first_segment(&self.0)
+    }
+
+    /// The segments after the leading `/`; a trailing `/` yields a final empty segment.
+    pub fn segments(&self) -> std::str::Split<'_, char> {
+        self.0.get(1..).unwrap_or("").split('/')
+    }
+
+    /// Consumes the path, returning the canonical string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for NormalizedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for NormalizedPath {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The first segment of an absolute path string, without the leading `/`.
+pub(crate) fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    match rest.split_once('/') {
+        Some((first, _)) => first,
+        None => rest,
+    }
+}
+
+/// Why a path was refused. Every variant is a 400 (`bad_request`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/` (e.g. `*` or a relative path).
+    #[error("path must start with `/`")]
+    NotAbsolute,
+    /// `%` not followed by two hex digits.
+    #[error("invalid percent-escape at byte {0}")]
+    InvalidEscape(usize),
+    /// `%2F` while `allow_encoded_slashes` is off.
+    #[error("encoded slash (%2F) in path")]
+    EncodedSlash,
+    /// `\` or `%5C` while `allow_encoded_slashes` is off.
+    #[error("backslash in path")]
+    Backslash,
+    /// NUL or another control character, raw or escaped.
+    #[error("control character in path")]
+    ControlCharacter,
+    /// `?` or `#`: the query or fragment must be split off before normalizing.
+    #[error("query or fragment delimiter in path")]
+    QueryInPath,
+    /// A `.` or `..` segment with a `;` parameter, which some servers resolve as a
+    /// dot segment after stripping the parameter.
+    #[error("dot segment with a path parameter")]
+    DotSegmentParameter,
+}
+
+/// Splits a request target (`/a/b?x=1`) into its path and its query (without `?`),
+/// dropping a fragment. The query is never normalized: it goes upstream as sent.
+pub fn split_query(target: &str) -> (&str, Option<&str>) {
+    let target = match target.split_once('#') {
+        Some((before, _)) => before,
+        None => target,
+    };
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
+/// Normalizes a raw request path (without query) into its canonical form, or says
+/// why it is refused. See the module docs for the exact rules. An empty path is `/`.
+pub fn normalize(raw_path: &str, allow_encoded_slashes: bool) -> Result<NormalizedPath, PathError> {
+    if raw_path.is_empty() {
+        return Ok(NormalizedPath("/".to_string()));
+    }
+    if !raw_path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Pass 1: canonical escapes. Segment separators are exactly the raw `/` bytes
+    // that remain, because `%2F` is never decoded.
+    let decoded = canonical_escapes(raw_path.as_bytes(), allow_encoded_slashes)?;
+    // Pass 2: dot segments and empty segments, per RFC 3986 §5.2.4 plus `//` collapse.
+    resolve_segments(&decoded)
+}
+
+/// True for the characters RFC 3986 calls unreserved.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// True for bytes that may stand raw in a canonical path besides unreserved ones:
+/// sub-delims, `:`, `@` (RFC 3986 `pchar`) and the separator `/`.
+fn is_raw_allowed(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn push_escape(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(b & 0x0F)]));
+}
+
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7F
+}
+
+/// Pass 1: decodes unreserved escapes, uppercases the rest, encodes raw bytes that
+/// are not allowed in a path, and refuses what must be refused.
+fn canonical_escapes(raw: &[u8], allow_encoded_slashes: bool) -> Result<String, PathError> {
+    let mut out = String::with_capacity(raw.len() + 8);
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'%' => {
+                let hi = raw.get(i + 1).copied().and_then(hex_val);
+                let lo = raw.get(i + 2).copied().and_then(hex_val);
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::InvalidEscape(i));
+                };
+                let v = (hi << 4) | lo;
+                if is_control(v) {
+                    return Err(PathError::ControlCharacter);
+                }
+                match v {
+                    b'/' if !allow_encoded_slashes => return Err(PathError::EncodedSlash),
+                    b'\\' if !allow_encoded_slashes => return Err(PathError::Backslash),
+                    _ if is_unreserved(v) => out.push(char::from(v)),
+                    _ => push_escape(&mut out, v),
+                }
+                i += 3;
+            }
+            b'\\' => {
+                if !allow_encoded_slashes {
+                    return Err(PathError::Backslash);
+                }
+                // Kept encoded so it can never act as a separator downstream of us
+                // more than an explicit `%5C` would.
+                push_escape(&mut out, b);
+                i += 1;
+            }
+            b'?' | b'#' => return Err(PathError::QueryInPath),
+            _ if is_control(b) => return Err(PathError::ControlCharacter),
+            _ if is_raw_allowed(b) => {
+                out.push(char::from(b));
+                i += 1;
+            }
+            _ => {
+                // Space, `"`, `<`, non-ASCII UTF-8 bytes, …: one canonical spelling.
+                push_escape(&mut out, b);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True when a segment is `.`/`..` followed by a `;` parameter (raw or `%3B`).
+fn is_dot_with_parameter(seg: &str) -> bool {
+    let name = if let Some(pos) = seg.find(';') {
+        seg.get(..pos)
+    } else {
+        seg.find("%3B").and_then(|pos| seg.get(..pos))
+    };
+    matches!(name, Some(".") | Some(".."))
+}
+
+/// Pass 2: resolves `.`/`..`, collapses empty segments, keeps a trailing slash.
+fn resolve_segments(path: &str) -> Result<NormalizedPath, PathError> {
+    let mut stack: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    // Skip the leading `/`; every following piece is one segment.
+    for seg in path.get(1..).unwrap_or("").split('/') {
+        match seg {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                stack.pop();
+                trailing_slash = true;
+            }
+            _ => {
+                if is_dot_with_parameter(seg) {
+                    return Err(PathError::DotSegmentParameter);
+                }
+                stack.push(seg);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in &stack {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if trailing_slash || stack.is_empty() {
+        out.push('/');
+    }
+    Ok(NormalizedPath(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Result<String, PathError> {
+        normalize(p, false).map(NormalizedPath::into_string)
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, Result<&str, PathError>)] = &[
+            ("", Ok("/")),
+            ("/", Ok("/")),
+            ("//", Ok("/")),
+            ("///a//b", Ok("/a/b")),
+            ("/a//", Ok("/a/")),
+            ("/./", Ok("/")),
+            ("/a/./b", Ok("/a/b")),
+            ("/a/.", Ok("/a/")),
+            ("/a/../b", Ok("/b")),
+            ("/a/b/..", Ok("/a/")),
+            ("/..", Ok("/")),
+            ("/../../etc/passwd", Ok("/etc/passwd")),
+            ("/a/%2e%2e/b", Ok("/b")),
+            ("/a/%2E%2E/%2e/b", Ok("/b")),
+            ("/a/.%2e/b", Ok("/b")),
+            ("/%41%62%7E%2D%5f%2E", Ok("/Ab~-_.")),
+            ("/%3a%40%25", Ok("/%3A%40%25")),
+            ("/a%20b", Ok("/a%20b")),
+            ("/a b", Ok("/a%20b")),
+            ("/café", Ok("/caf%C3%A9")),
+            ("/caf%c3%a9", Ok("/caf%C3%A9")),
+            ("/Admin", Ok("/Admin")),
+            ("/admin;x", Ok("/admin;x")),
+            ("/a;b=c/d", Ok("/a;b=c/d")),
+            ("/public/..;/admin", Err(PathError::DotSegmentParameter)),
+            ("/public/.;x/admin", Err(PathError::DotSegmentParameter)),
+            ("/public/..%3B/admin", Err(PathError::DotSegmentParameter)),
+            ("/public/%2e%2e;/admin", Err(PathError::DotSegmentParameter)),
+            ("/a/%2F/b", Err(PathError::EncodedSlash)),
+            ("/a/%2f/b", Err(PathError::EncodedSlash)),
+            ("/a\\b", Err(PathError::Backslash)),
+            ("/a%5Cb", Err(PathError::Backslash)),
+            ("/a%5cb", Err(PathError::Backslash)),
+            ("/%zz", Err(PathError::InvalidEscape(1))),
+            ("/%4", Err(PathError::InvalidEscape(1))),
+            ("/a%", Err(PathError::InvalidEscape(2))),
+            ("/%00", Err(PathError::ControlCharacter)),
+            ("/a\0b", Err(PathError::ControlCharacter)),
+            ("/a\nb", Err(PathError::ControlCharacter)),
+            ("/%7f", Err(PathError::ControlCharacter)),
+            ("/a\tb", Err(PathError::ControlCharacter)),
+            ("a/b", Err(PathError::NotAbsolute)),
+            ("*", Err(PathError::NotAbsolute)),
+            ("/a?b", Err(PathError::QueryInPath)),
+            ("/a#b", Err(PathError::QueryInPath)),
+        ];
+        for (input, want) in cases {
+            let got = n(input);
+            let want = want.clone().map(str::to_string);
+            assert_eq!(got, want, "normalize({input:?})");
+        }
+    }
+
+    #[test]
+    fn encoded_slashes_when_allowed() {
+        let ok = |p: &str| normalize(p, true).map(NormalizedPath::into_string);
+        assert_eq!(ok("/a/%2f/b"), Ok("/a/%2F/b".to_string()));
+        assert_eq!(ok("/a\\b"), Ok("/a%5Cb".to_string()));
+        assert_eq!(ok("/a%5cb"), Ok("/a%5Cb".to_string()));
+        // An encoded slash never splits a segment, so `..` next to it is literal text.
+        assert_eq!(ok("/a/..%2F..%2Fb"), Ok("/a/..%2F..%2Fb".to_string()));
+        assert_eq!(ok("/%00"), Err(PathError::ControlCharacter));
+    }
+
+    #[test]
+    fn segments_and_first_segment() {
+        let p = normalize("/api/v1/", false).unwrap();
+        assert_eq!(p.first_segment(), "api");
+        assert_eq!(p.segments().collect::<Vec<_>>(), vec!["api", "v1", ""]);
+        let root = normalize("/", false).unwrap();
+        assert_eq!(root.first_segment(), "");
+    }
+
+    #[test]
+    fn split_query_keeps_query_untouched() {
+        assert_eq!(split_query("/a/b?x=%2F&y"), ("/a/b", Some("x=%2F&y")));
+        assert_eq!(split_query("/a#frag"), ("/a", None));
+        assert_eq!(split_query("/a"), ("/a", None));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn path_strategy() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/".to_string()),
+                Just("//".to_string()),
+                Just(".".to_string()),
+                Just("..".to_string()),
+                Just("%2e".to_string()),
+                Just("%2E%2e".to_string()),
+                Just("%41".to_string()),
+                Just("%7e".to_string()),
+                Just("%3a".to_string()),
+                Just("%25".to_string()),
+                Just("%2F".to_string()),
+                Just("%5c".to_string()),
+                Just("\\".to_string()),
+                Just(";".to_string()),
+                Just("é".to_string()),
+                Just(" ".to_string()),
+                "[a-zA-Z0-9._~!$&'()*+,;=:@-]{1,4}",
+            ];
+            proptest::collection::vec(piece, 0..12).prop_map(|v| format!("/{}", v.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn idempotent(raw in path_strategy(), allow in any::<bool>()) {
+                if let Ok(once) = normalize(&raw, allow) {
+                    let twice = normalize(once.as_str(), allow);
+                    prop_assert_eq!(twice.as_ref(), Ok(&once));
+                }
+            }
+
+            #[test]
+            fn idempotent_on_arbitrary_strings(raw in "/\\PC{0,40}", allow in any::<bool>()) {
+                if let Ok(once) = normalize(&raw, allow) {
+                    let twice = normalize(once.as_str(), allow);
+                    prop_assert_eq!(twice.as_ref(), Ok(&once));
+                }
+            }
+
+            #[test]
+            fn never_dot_segments_or_double_slash(raw in path_strategy(), allow in any::<bool>()) {
+                if let Ok(p) = normalize(&raw, allow) {
+                    let s = p.as_str();
+                    prop_assert!(s.starts_with('/'));
+                    prop_assert!(!s.contains("//"), "{}", s);
+                    for seg in p.segments() {
+                        prop_assert!(seg != "." && seg != "..", "{}", s);
+                    }
+                    prop_assert!(!s.contains('\\'));
+                    if !allow {
+                        prop_assert!(!s.contains("%2F") && !s.contains("%5C"));
+                    }
+                }
+            }
+
+            #[test]
+            fn never_panics(raw in "\\PC{0,64}", allow in any::<bool>()) {
+                let _ = normalize(&raw, allow);
+            }
+        }
+    }
+}

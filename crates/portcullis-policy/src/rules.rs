@@ -1,0 +1,504 @@
+//! Compiled policy rules (SPEC §2 `routes.policy`).
+//!
+//! Semantics:
+//! - deny rules are checked first, then allow rules; the first matching rule decides;
+//!   no allow rule matched → deny (an empty allow list therefore denies everyone);
+//! - every condition of a rule must hold; a list inside a condition is any-of, except
+//!   `scopes`, where every listed scope is required;
+//! - an empty any-of list (`groups: []`) matches nothing; an empty `scopes: []` or
+//!   `claims: {}` requires nothing (but see [`CompiledPolicy::warnings`]);
+//! - conditions about the caller (everything but `methods`, `paths` and
+//!   `authenticated`) fail for an anonymous caller;
+//! - `emails` and `email_domains` compare case-insensitively and ignore an email
+//!   whose `email_verified` claim is `false`; `email_domains` takes the part after the
+//!   only `@` (an address with several `@` matches nothing) and compares it exactly
+//!   (no subdomains; a leading `@` in the config is ignored);
+//! - `subjects`, `groups`, `roles`, `scopes`, `clients`, `providers` compare exactly;
+//! - `paths` and `workloads` are segment globs (see [`Glob`]);
+//! - `claims` maps a dotted path to accepted values: a string claim must equal one, an
+//!   array claim must contain one, numbers and booleans compare by their JSON text,
+//!   an absent claim, an object or `null` fails;
+//! - `authenticated: true` needs a verified caller, `authenticated: false` needs an
+//!   anonymous one.
+
+use crate::claim_path::{display_values, lookup, parse_claim_path, value_matches};
+use crate::decision::{Combine, ConditionTrace, RequestFacts, RuleList, RuleRef, RuleTrace};
+use crate::glob::Glob;
+use crate::path::normalize;
+use portcullis_config::{PolicyConfig, RuleConfig};
+use portcullis_core::Identity;
+use std::sync::Arc;
+
+/// One condition of a rule, compiled.
+#[derive(Debug, Clone)]
+enum Condition {
+    Methods(Vec<String>),
+    Paths(Vec<Glob>),
+    Subjects(Vec<String>),
+    /// Lowercased.
+    Emails(Vec<String>),
+    /// Lowercased, without a leading `@`.
+    EmailDomains(Vec<String>),
+    Groups(Vec<String>),
+    Roles(Vec<String>),
+    Scopes(Vec<String>),
+    Clients(Vec<String>),
+    Workloads(Vec<Glob>),
+    Providers(Vec<String>),
+    Claim {
+        path: String,
+        keys: Vec<String>,
+        accepted: Vec<String>,
+    },
+    Authenticated(bool),
+}
+
+/// A verified email, unless the token says outright that it is not verified.
+fn usable_email(id: &Identity) -> Option<&str> {
+    let email = id.email.as_deref()?;
+    match id.claims.get("email_verified") {
+        Some(serde_json::Value::Bool(false)) => None,
+        Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("false") => None,
+        _ => Some(email),
+    }
+}
+
+/// The domain of an address with exactly one `@`.
+fn email_domain(email: &str) -> Option<&str> {
+    let (local, domain) = email.split_once('@')?;
+    if local.is_empty() || domain.is_empty() || domain.contains('@') {
+        return None;
+    }
+    Some(domain)
+}
+
+fn contains(list: &[String], v: &str) -> bool {
+    list.iter().any(|x| x == v)
+}
+
+fn opt_vec(v: Option<&str>) -> Vec<String> {
+    v.map(|s| vec![s.to_string()]).unwrap_or_default()
+}
+
+impl Condition {
+    /// The condition's name as written in the config (`claims.PATH` for claims).
+    fn name(&self) -> String {
+        match self {
+            Condition::Methods(_) => "methods".into(),
+            Condition::Paths(_) => "paths".into(),
+            Condition::Subjects(_) => "subjects".into(),
+            Condition::Emails(_) => "emails".into(),
+            Condition::EmailDomains(_) => "email_domains".into(),
+            Condition::Groups(_) => "groups".into(),
+            Condition::Roles(_) => "roles".into(),
+            Condition::Scopes(_) => "scopes".into(),
+            Condition::Clients(_) => "clients".into(),
+            Condition::Workloads(_) => "workloads".into(),
+            Condition::Providers(_) => "providers".into(),
+            Condition::Claim { path, .. } => format!("claims.{path}"),
+            Condition::Authenticated(_) => "authenticated".into(),
+        }
+    }
+
+    /// True when the condition is about the caller rather than the request.
+    fn is_about_caller(&self) -> bool {
+        !matches!(
+            self,
+            Condition::Methods(_) | Condition::Paths(_) | Condition::Authenticated(_)
+        )
+    }
+
+    /// True when the condition can never hold (an empty any-of list).
+    fn is_unsatisfiable(&self) -> bool {
+        match self {
+            Condition::Methods(v)
+            | Condition::Subjects(v)
+            | Condition::Emails(v)
+            | Condition::EmailDomains(v)
+            | Condition::Groups(v)
+            | Condition::Roles(v)
+            | Condition::Clients(v)
+            | Condition::Providers(v) => v.is_empty(),
+            Condition::Paths(v) | Condition::Workloads(v) => v.is_empty(),
+            Condition::Claim { accepted, .. } => accepted.is_empty(),
+            Condition::Scopes(_) | Condition::Authenticated(_) => false,
+        }
+    }
+
+    /// The fast check: no allocation except for numeric claims.
+    fn holds(&self, id: &Identity, facts: &RequestFacts<'_>) -> bool {
+        if self.is_about_caller() && !id.is_authenticated() {
+            return false;
+        }
+        match self {
+            Condition::Methods(v) => v.iter().any(|m| m.eq_ignore_ascii_case(facts.method)),
+            Condition::Paths(globs) => globs.iter().any(|g| g.matches(facts.path.as_str())),
+            Condition::Subjects(v) => contains(v, &id.subject),
+            Condition::Emails(v) => {
+                usable_email(id).is_some_and(|e| v.iter().any(|x| x.eq_ignore_ascii_case(e)))
+            }
+            Condition::EmailDomains(v) => usable_email(id)
+                .and_then(email_domain)
+                .is_some_and(|d| v.iter().any(|x| x.eq_ignore_ascii_case(d))),
+            Condition::Groups(v) => id.groups.iter().any(|g| contains(v, g)),
+            Condition::Roles(v) => id.roles.iter().any(|r| contains(v, r)),
+            Condition::Scopes(v) => v.iter().all(|s| contains(&id.scopes, s)),
+            Condition::Clients(v) => id.client_id.as_deref().is_some_and(|c| contains(v, c)),
+            Condition::Workloads(globs) => id
+                .workload
+                .as_deref()
+                .is_some_and(|w| globs.iter().any(|g| g.matches(w))),
+            Condition::Providers(v) => id.provider.as_deref().is_some_and(|p| contains(v, p)),
+            Condition::Claim { keys, accepted, .. } => {
+                lookup(&id.claims, keys).is_some_and(|val| value_matches(val, accepted))
+            }
+            Condition::Authenticated(want) => id.is_authenticated() == *want,
+        }
+    }
+
+    /// The detailed check, for explanations.
+    fn trace(&self, id: &Identity, facts: &RequestFacts<'_>) -> ConditionTrace {
+        let passed = self.holds(id, facts);
+        let (combine, required, actual): (Combine, Vec<String>, Vec<String>) = match self {
+            Condition::Methods(v) => (Combine::AnyOf, v.clone(), vec![facts.method.to_string()]),
+            Condition::Paths(g) => (
+                Combine::AnyOf,
+                g.iter().map(|g| g.as_str().to_string()).collect(),
+                vec![facts.path.as_str().to_string()],
+            ),
+            Condition::Subjects(v) => (
+                Combine::AnyOf,
+                v.clone(),
+                if id.subject.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![id.subject.clone()]
+                },
+            ),
+            Condition::Emails(v) => (Combine::AnyOf, v.clone(), opt_vec(usable_email(id))),
+            Condition::EmailDomains(v) => (
+                Combine::AnyOf,
+                v.clone(),
+                opt_vec(usable_email(id).and_then(email_domain)),
+            ),
+            Condition::Groups(v) => (Combine::AnyOf, v.clone(), id.groups.clone()),
+            Condition::Roles(v) => (Combine::AnyOf, v.clone(), id.roles.clone()),
+            Condition::Scopes(v) => (Combine::AllOf, v.clone(), id.scopes.clone()),
+            Condition::Clients(v) => (Combine::AnyOf, v.clone(), opt_vec(id.client_id.as_deref())),
+            Condition::Workloads(g) => (
+                Combine::AnyOf,
+                g.iter().map(|g| g.as_str().to_string()).collect(),
+                opt_vec(id.workload.as_deref()),
+            ),
+            Condition::Providers(v) => (Combine::AnyOf, v.clone(), opt_vec(id.provider.as_deref())),
+            Condition::Claim { keys, accepted, .. } => (
+                Combine::AnyOf,
+                accepted.clone(),
+                display_values(lookup(&id.claims, keys)),
+            ),
+            Condition::Authenticated(want) => (
+                Combine::Equals,
+                vec![want.to_string()],
+                vec![id.is_authenticated().to_string()],
+            ),
+        };
+        let missing = match self {
+            Condition::Scopes(v) if !passed => v
+                .iter()
+                .filter(|s| !contains(&id.scopes, s))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        ConditionTrace {
+            condition: self.name(),
+            combine,
+            required,
+            actual,
+            passed,
+            missing,
+        }
+    }
+}
+
+/// One compiled rule: a name and conditions that must all hold.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    rule_ref: RuleRef,
+    conditions: Vec<Condition>,
+}
+
+impl CompiledRule {
+    /// The rule's name or position, as decisions refer to it.
+    pub fn rule_ref(&self) -> RuleRef {
+        self.rule_ref.clone()
+    }
+
+    /// The rule's `name`, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.rule_ref.name.as_deref()
+    }
+
+    /// True when the rule has no condition that could fail (it matches every request).
+    pub fn is_unconditional(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    /// True when the rule has `scopes: []`, which asks for no scope at all (only for
+    /// an authenticated caller, as every caller condition does).
+    fn has_empty_scopes(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| matches!(c, Condition::Scopes(v) if v.is_empty()))
+    }
+
+    /// True when some condition can never hold, so the rule never matches.
+    pub fn is_unsatisfiable(&self) -> bool {
+        self.conditions.iter().any(Condition::is_unsatisfiable)
+    }
+
+    /// True when every condition holds for this caller and request.
+    pub fn holds(&self, identity: &Identity, facts: &RequestFacts<'_>) -> bool {
+        self.conditions.iter().all(|c| c.holds(identity, facts))
+    }
+
+    /// Evaluates every condition (no short-circuit), for an explanation.
+    pub fn trace(&self, identity: &Identity, facts: &RequestFacts<'_>) -> RuleTrace {
+        let conditions: Vec<ConditionTrace> = self
+            .conditions
+            .iter()
+            .map(|c| c.trace(identity, facts))
+            .collect();
+        RuleTrace {
+            position: self.rule_ref.position(),
+            rule: self.rule_ref.clone(),
+            matched: conditions.iter().all(|c| c.passed),
+            conditions,
+        }
+    }
+}
+
+/// A route's compiled `policy`.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPolicy {
+    deny: Vec<CompiledRule>,
+    allow: Vec<CompiledRule>,
+}
+
+impl CompiledPolicy {
+    /// Compiles `policy`; errors name the rule (`deny[0]`) and the condition.
+    pub fn compile(policy: &PolicyConfig) -> Result<CompiledPolicy, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut compile_list = |list: RuleList, rules: &[RuleConfig]| -> Vec<CompiledRule> {
+            let mut out = Vec::with_capacity(rules.len());
+            for (index, rule) in rules.iter().enumerate() {
+                let rule_ref = RuleRef {
+                    list,
+                    index,
+                    name: rule.name.as_deref().map(Arc::from),
+                };
+                match compile_conditions(rule) {
+                    Ok(conditions) => out.push(CompiledRule {
+                        rule_ref,
+                        conditions,
+                    }),
+                    Err(errs) => errors.extend(
+                        errs.into_iter()
+                            .map(|e| format!("policy.{}: {e}", rule_ref.position())),
+                    ),
+                }
+            }
+            out
+        };
+        let deny = compile_list(RuleList::Deny, &policy.deny);
+        let allow = compile_list(RuleList::Allow, &policy.allow);
+        if errors.is_empty() {
+            Ok(CompiledPolicy { deny, allow })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Deny rules, in order.
+    pub fn deny(&self) -> &[CompiledRule] {
+        &self.deny
+    }
+
+    /// Allow rules, in order.
+    pub fn allow(&self) -> &[CompiledRule] {
+        &self.allow
+    }
+
+    /// Rules that can never matter: rules after an unconditional rule of the same
+    /// list, allow rules after an unconditional deny, and rules with an empty any-of
+    /// condition.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let describe = |r: &CompiledRule| match r.name() {
+            Some(n) => format!("{} ({n})", r.rule_ref.position()),
+            None => r.rule_ref.position(),
+        };
+        let deny_all = self.deny.iter().find(|r| r.is_unconditional());
+        for list in [&self.deny, &self.allow] {
+            let mut earlier_unconditional: Option<&CompiledRule> = None;
+            for rule in list.iter() {
+                if let Some(first) = earlier_unconditional {
+                    out.push(format!(
+                        "rule {} can never decide: {} before it matches every request",
+                        describe(rule),
+                        describe(first)
+                    ));
+                } else if rule.is_unsatisfiable() {
+                    out.push(format!(
+                        "rule {} can never match: it has an empty condition list",
+                        describe(rule)
+                    ));
+                } else if rule.has_empty_scopes() {
+                    out.push(format!(
+                        "rule {}: `scopes: []` requires no scope; remove it or list the scopes",
+                        describe(rule)
+                    ));
+                }
+                if earlier_unconditional.is_none() && rule.is_unconditional() {
+                    earlier_unconditional = Some(rule);
+                }
+            }
+        }
+        if let Some(d) = deny_all {
+            if !self.allow.is_empty() {
+                out.push(format!(
+                    "every allow rule is unreachable: deny rule {} matches every request",
+                    describe(d)
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn compile_list<T>(
+    name: &str,
+    values: &Option<Vec<String>>,
+    errors: &mut Vec<String>,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Option<Vec<T>> {
+    let values = values.as_ref()?;
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        match f(v) {
+            Ok(t) => out.push(t),
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    Some(out)
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err("empty value".to_string())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut conds = Vec::new();
+    let e = &mut errors;
+    if let Some(v) = compile_list("methods", &rule.methods, e, |m| {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+            Err(format!("`{m}` is not an HTTP method"))
+        } else {
+            Ok(m.to_ascii_uppercase())
+        }
+    }) {
+        conds.push(Condition::Methods(v));
+    }
+    if let Some(v) = compile_list("paths", &rule.paths, e, compile_path_glob) {
+        conds.push(Condition::Paths(v));
+    }
+    if let Some(v) = compile_list("subjects", &rule.subjects, e, non_empty) {
+        conds.push(Condition::Subjects(v));
+    }
+    if let Some(v) = compile_list("emails", &rule.emails, e, |m| {
+        if email_domain(m).is_none() {
+            Err(format!("`{m}` is not an email address"))
+        } else {
+            Ok(m.to_lowercase())
+        }
+    }) {
+        conds.push(Condition::Emails(v));
+    }
+    if let Some(v) = compile_list("email_domains", &rule.email_domains, e, |d| {
+        let d = d.strip_prefix('@').unwrap_or(d);
+        if d.is_empty() || d.contains('@') {
+            Err(format!("`{d}` is not a domain"))
+        } else {
+            Ok(d.to_lowercase())
+        }
+    }) {
+        conds.push(Condition::EmailDomains(v));
+    }
+    if let Some(v) = compile_list("groups", &rule.groups, e, non_empty) {
+        conds.push(Condition::Groups(v));
+    }
+    if let Some(v) = compile_list("roles", &rule.roles, e, non_empty) {
+        conds.push(Condition::Roles(v));
+    }
+    if let Some(v) = compile_list("scopes", &rule.scopes, e, |s| {
+        if s.is_empty() || s.contains(' ') {
+            Err(format!("`{s}` is not one scope"))
+        } else {
+            Ok(s.to_string())
+        }
+    }) {
+        conds.push(Condition::Scopes(v));
+    }
+    if let Some(v) = compile_list("clients", &rule.clients, e, non_empty) {
+        conds.push(Condition::Clients(v));
+    }
+    if let Some(v) = compile_list("workloads", &rule.workloads, e, |w| {
+        if !w.starts_with("spiffe://") {
+            return Err(format!("`{w}` is not a SPIFFE ID pattern (spiffe://…)"));
+        }
+        Glob::new(w)
+    }) {
+        conds.push(Condition::Workloads(v));
+    }
+    if let Some(v) = compile_list("providers", &rule.providers, e, non_empty) {
+        conds.push(Condition::Providers(v));
+    }
+    if let Some(claims) = &rule.claims {
+        for (path, accepted) in claims {
+            match parse_claim_path(path) {
+                Ok(keys) => conds.push(Condition::Claim {
+                    path: path.clone(),
+                    keys,
+                    accepted: accepted.values().to_vec(),
+                }),
+                Err(err) => e.push(format!("claims: {err}")),
+            }
+        }
+    }
+    if let Some(want) = rule.authenticated {
+        conds.push(Condition::Authenticated(want));
+    }
+    if errors.is_empty() {
+        Ok(conds)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A `paths` glob is normalized like a request path (so `/a//b` and `/caf%c3%a9`
+/// mean what a request with that path would), `*` being an ordinary path character.
+fn compile_path_glob(pattern: &str) -> Result<Glob, String> {
+    if !pattern.starts_with('/') {
+        return Err(format!("`{pattern}` must start with `/`"));
+    }
+    let normalized = normalize(pattern, true).map_err(|err| format!("`{pattern}`: {err}"))?;
+    Glob::new(normalized.as_str())
+}
+
+#[cfg(test)]
+mod tests;
