@@ -31,7 +31,7 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 pub(crate) enum Introspected {
     Active {
-        identity: Identity,
+        identity: Box<Identity>,
         valid_until: u64,
         ttl: Duration,
     },
@@ -115,7 +115,7 @@ impl Introspector {
                     self.cache.remove(&key).await;
                     return Err(AuthError::new(Reason::TokenExpired, "token has expired"));
                 }
-                Ok(identity.clone())
+                Ok((**identity).clone())
             }
             Introspected::Rejected { error, .. } => Err(error.clone()),
         }
@@ -164,7 +164,7 @@ impl Introspector {
             Ok((identity, valid_until)) => {
                 let left = Duration::from_secs(valid_until.saturating_sub(now_unix()));
                 Ok(Introspected::Active {
-                    identity,
+                    identity: Box::new(identity),
                     valid_until,
                     ttl: self.ttl.min(left),
                 })
@@ -215,9 +215,7 @@ impl Introspector {
                 "token is not valid yet (nbf)",
             ));
         }
-        if !(rules.allow_any_audience && doc.get("aud").is_none()) {
-            check_audience(doc.get("aud"), rules)?;
-        }
+        check_audience(doc.get("aud"), rules)?;
         let valid_until = exp.map_or(u64::MAX, |e| e.saturating_add(rules.skew));
         let identity = judge.mapping.identity(
             Arc::new(Value::Object(doc)),

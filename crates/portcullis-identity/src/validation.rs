@@ -9,7 +9,8 @@
 //! * ID tokens are not access tokens. With `token_types` configured, `typ` must be
 //!   one of them. Without, a `typ` naming an ID or logout token is refused, and so
 //!   is a token that looks like an OIDC ID token (a `nonce` claim but no `scope`,
-//!   `scp` or `client_id`) or a back-channel logout token (an `events` claim).
+//!   `scp` or `client_id`), a Cognito ID token (`token_use: id`), or a
+//!   back-channel logout token (an `events` claim).
 
 use crate::error::AuthError;
 use crate::util::quote;
@@ -177,6 +178,10 @@ pub(crate) fn check_claims(
         if has("nonce") && !has("scope") && !has("scp") && !has("client_id") {
             return Err(AuthError::invalid("an ID token is not an access token"));
         }
+        // AWS Cognito marks its tokens: `token_use` is `id` or `access`.
+        if claims.get("token_use").and_then(Value::as_str) == Some("id") {
+            return Err(AuthError::invalid("an ID token is not an access token"));
+        }
         if has("events") {
             return Err(AuthError::invalid(
                 "a security event (logout) token is not an access token",
@@ -187,9 +192,13 @@ pub(crate) fn check_claims(
 }
 
 /// `aud` must be a string or a non-empty array of strings, and (unless
-/// `allow_any_audience`) contain one of the configured audiences.
+/// `allow_any_audience`) contain one of the configured audiences. With
+/// `allow_any_audience`, `aud` may be absent; when present its type still counts.
 pub(crate) fn check_audience(aud: Option<&Value>, rules: &Rules) -> Result<(), AuthError> {
     let auds: Vec<&str> = match aud {
+        // Opting out of audience checks also accepts tokens without `aud` (AWS
+        // Cognito access tokens have none; pin the client with a policy instead).
+        None if rules.allow_any_audience => return Ok(()),
         None => return Err(AuthError::invalid("token has no `aud` claim")),
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) if !items.is_empty() => items
@@ -338,6 +347,24 @@ mod tests {
         assert!(check(at).is_ok());
         let logout = json!({"iss":"https://i","aud":"api","exp":2_000_000,"events":{"http://schemas.openid.net/event/backchannel-logout":{}}});
         assert_eq!(reason(logout), Reason::InvalidToken);
+        let cognito_id =
+            json!({"iss":"https://i","aud":"api","exp":2_000_000,"token_use":"id","scope":"x"});
+        assert_eq!(reason(cognito_id), Reason::InvalidToken);
+    }
+
+    #[test]
+    fn allow_any_audience_accepts_a_missing_aud_but_not_a_mistyped_one() {
+        let mut r = rules();
+        r.allow_any_audience = true;
+        let c = json!({"iss":"https://i","exp":2_000_000,"token_use":"access"});
+        assert!(check_claims(c.as_object().unwrap(), &r, 1_000_000).is_ok());
+        let c = json!({"iss":"https://i","exp":2_000_000,"aud":5});
+        assert_eq!(
+            check_claims(c.as_object().unwrap(), &r, 1_000_000)
+                .unwrap_err()
+                .reason,
+            Reason::InvalidToken
+        );
     }
 
     #[test]

@@ -1,0 +1,451 @@
+//! End-to-end-ish tests: the real HTTP fetcher against an in-process identity
+//! provider (discovery, JWKS, introspection) served by hyper on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use portcullis_config::ProviderConfig;
+use portcullis_identity::jose::Alg;
+use portcullis_identity::keys::{mint_with, SigningKey};
+use portcullis_identity::{Authenticator, Fetch, HttpFetch, IdentityMetrics, Reason};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Default)]
+struct IdpState {
+    issuer: String,
+    /// Served at /jwks: (status, body).
+    jwks: (u16, String),
+    /// token → introspection response.
+    introspection: HashMap<String, Value>,
+    hits: HashMap<String, usize>,
+    last_authorization: Option<String>,
+}
+
+struct Idp {
+    addr: std::net::SocketAddr,
+    state: Arc<Mutex<IdpState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Idp {
+    async fn start() -> Idp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(IdpState {
+            issuer: format!("http://{addr}"),
+            jwks: (200, r#"{"keys":[]}"#.into()),
+            ..IdpState::default()
+        }));
+        let shared = state.clone();
+        let server = tokio::spawn(async move {
+            // Connections live in this set: aborting the server task drops it and
+            // closes every connection, like a real outage.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = shared.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Idp {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn set_jwks(&self, status: u16, body: String) {
+        self.state.lock().unwrap().jwks = (status, body);
+    }
+
+    fn stop(&self) {
+        self.server.abort();
+    }
+}
+
+async fn handle(
+    state: Arc<Mutex<IdpState>>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut s = state.lock().unwrap();
+    *s.hits.entry(path.clone()).or_default() += 1;
+    let (status, body) = match path.as_str() {
+        "/.well-known/openid-configuration" => (
+            200,
+            json!({"issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer)}).to_string(),
+        ),
+        "/jwks" => s.jwks.clone(),
+        "/introspect" => {
+            s.last_authorization = authorization;
+            let form = String::from_utf8_lossy(&body).to_string();
+            let token = form
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .unwrap_or_default()
+                .to_string();
+            let answer = s
+                .introspection
+                .get(&token)
+                .cloned()
+                .unwrap_or(json!({"active": false}));
+            (200, answer.to_string())
+        }
+        _ => (404, String::new()),
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn provider(idp: &Idp, extra: Value) -> ProviderConfig {
+    let mut base = json!({"name": "idp", "issuer": idp.issuer(), "audiences": ["api"]});
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    serde_json::from_value(base).unwrap()
+}
+
+fn token(key: &SigningKey, kid: &str, iss: &str, sub: &str) -> String {
+    let claims = json!({"iss": iss, "aud": "api", "sub": sub, "exp": now() + 300, "iat": now(), "scope": "read"});
+    mint_with(key, Some(kid), &claims).unwrap()
+}
+
+fn jwks(keys: &[(&SigningKey, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(k, kid)| k.public_jwk(Some(kid)))
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+fn fetcher() -> Arc<dyn Fetch> {
+    Arc::new(HttpFetch::new(Duration::from_secs(2)).unwrap())
+}
+
+fn metrics_text(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
+}
+
+#[tokio::test]
+async fn discovery_finds_keys_and_tokens_verify() {
+    let idp = Idp::start().await;
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    let auth = Authenticator::new(
+        &[provider(&idp, json!({}))],
+        fetcher(),
+        IdentityMetrics::new(),
+    )
+    .unwrap();
+    auth.start().await;
+    let ready = auth.readiness();
+    assert!(ready[0].ready, "{}", ready[0].detail);
+    assert_eq!(idp.hits("/.well-known/openid-configuration"), 1);
+    let id = auth
+        .verify_bearer(&token(&key, "k1", &idp.issuer(), "alice"))
+        .await
+        .unwrap();
+    assert_eq!(id.subject, "alice");
+    assert_eq!(id.scopes, ["read"]);
+}
+
+#[tokio::test]
+async fn discovery_with_a_different_issuer_is_refused() {
+    let idp = Idp::start().await;
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    idp.state.lock().unwrap().issuer = "http://evil.example".into();
+    let auth = Authenticator::new(
+        &[provider(&idp, json!({}))],
+        fetcher(),
+        IdentityMetrics::new(),
+    )
+    .unwrap();
+    auth.start().await;
+    let ready = auth.readiness();
+    assert!(!ready[0].ready);
+    assert!(
+        ready[0].detail.contains("not the configured"),
+        "{}",
+        ready[0].detail
+    );
+    assert_eq!(
+        idp.hits("/jwks"),
+        0,
+        "keys of a mismatched issuer are never fetched"
+    );
+}
+
+#[tokio::test]
+async fn rotated_key_is_accepted_on_first_use() {
+    let idp = Idp::start().await;
+    let old = SigningKey::generate(Alg::ES256).unwrap();
+    let new = SigningKey::generate(Alg::EdDSA).unwrap();
+    idp.set_jwks(200, jwks(&[(&old, "old")]));
+    let p = provider(
+        &idp,
+        json!({"jwks_min_refresh": "200ms", "algorithms": ["ES256", "EdDSA"]}),
+    );
+    let auth = Authenticator::new(&[p], fetcher(), IdentityMetrics::new()).unwrap();
+    auth.start().await;
+    idp.set_jwks(200, jwks(&[(&old, "old"), (&new, "new")]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = auth
+        .verify_bearer(&token(&new, "new", &idp.issuer(), "bob"))
+        .await
+        .unwrap();
+    assert_eq!(id.subject, "bob");
+    assert_eq!(idp.hits("/jwks"), 2);
+}
+
+#[tokio::test]
+async fn outage_keeps_cached_keys_serving_and_ready() {
+    let idp = Idp::start().await;
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    let p = provider(
+        &idp,
+        json!({"jwks_refresh": "1s", "jwks_min_refresh": "1s"}),
+    );
+    let auth = Authenticator::new(&[p], fetcher(), IdentityMetrics::new()).unwrap();
+    auth.start().await;
+    let refresher = auth.spawn_refresher();
+    assert!(auth
+        .verify_bearer(&token(&key, "k1", &idp.issuer(), "a"))
+        .await
+        .is_ok());
+    idp.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A token never seen before (not in the verified-token cache) still verifies.
+    assert!(auth
+        .verify_bearer(&token(&key, "k1", &idp.issuer(), "b"))
+        .await
+        .is_ok());
+    let ready = auth.readiness();
+    assert!(ready[0].ready, "{}", ready[0].detail);
+    assert!(
+        ready[0].detail.contains("last refresh failed"),
+        "{}",
+        ready[0].detail
+    );
+    // An unknown kid during the outage is refused, not hung.
+    let other = SigningKey::generate(Alg::ES256).unwrap();
+    let e = auth
+        .verify_bearer(&token(&other, "k2", &idp.issuer(), "c"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::UnknownKey);
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn random_kid_flood_fetches_once_per_min_refresh() {
+    let idp = Idp::start().await;
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    let p = provider(
+        &idp,
+        json!({"jwks_uri": format!("{}/jwks", idp.issuer()), "jwks_min_refresh": "2s"}),
+    );
+    let auth = Authenticator::new(&[p], fetcher(), IdentityMetrics::new()).unwrap();
+    auth.start().await;
+    assert_eq!(idp.hits("/jwks"), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let auth = auth.clone();
+        let t = token(&key, &format!("random-{i}-{}", now()), &idp.issuer(), "x");
+        tasks.push(tokio::spawn(async move {
+            auth.verify_bearer(&t).await.unwrap_err().reason
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Reason::UnknownKey);
+    }
+    assert_eq!(idp.hits("/jwks"), 2, "100 unknown kids, one shared refetch");
+    assert_eq!(
+        idp.hits("/.well-known/openid-configuration"),
+        0,
+        "jwks_uri configured: no discovery"
+    );
+}
+
+#[tokio::test]
+async fn cache_hits_are_counted_in_the_registry() {
+    let idp = Idp::start().await;
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    let metrics = IdentityMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let auth =
+        Authenticator::new(&[provider(&idp, json!({}))], fetcher(), metrics.clone()).unwrap();
+    auth.start().await;
+    let t = token(&key, "k1", &idp.issuer(), "a");
+    auth.verify_bearer(&t).await.unwrap();
+    auth.verify_bearer(&t).await.unwrap();
+    auth.verify_bearer(&t).await.unwrap();
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains(r#"portcullis_token_cache_total{result="hit"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"portcullis_token_cache_total{result="miss"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"portcullis_jwks_keys{provider="idp"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"portcullis_jwks_refresh_total{provider="idp",result="success"} 1"#),
+        "{text}"
+    );
+    // Metrics survive a reload: the new authenticator shares the same series.
+    let reloaded = Authenticator::new_from_previous(
+        &auth,
+        &[provider(&idp, json!({}))],
+        fetcher(),
+        metrics.clone(),
+    )
+    .unwrap();
+    let _ = reloaded.verify_bearer("not a token").await;
+    assert!(metrics_text(&registry).contains(
+        r#"portcullis_auth_failures_total{provider="unknown",reason="invalid_token"} 1"#
+    ));
+}
+
+#[tokio::test]
+async fn malformed_jwks_does_not_replace_good_keys() {
+    let idp = Idp::start().await;
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    let metrics = IdentityMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let p = provider(
+        &idp,
+        json!({"jwks_refresh": "1s", "jwks_min_refresh": "1s"}),
+    );
+    let auth = Authenticator::new(&[p], fetcher(), metrics.clone()).unwrap();
+    auth.start().await;
+    let refresher = auth.spawn_refresher();
+    idp.set_jwks(
+        200,
+        r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "k1"}]}"#
+            .into(),
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    idp.set_jwks(200, "<html>oops</html>".into());
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(idp.hits("/jwks") >= 3);
+    assert!(auth
+        .verify_bearer(&token(&key, "k1", &idp.issuer(), "a"))
+        .await
+        .is_ok());
+    assert!(auth.readiness()[0].ready);
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains(r#"portcullis_jwks_refresh_total{provider="idp",result="invalid"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"portcullis_jwks_keys{provider="idp"} 1"#),
+        "{text}"
+    );
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn introspection_active_inactive_with_negative_caching() {
+    let idp = Idp::start().await;
+    {
+        let mut s = idp.state.lock().unwrap();
+        s.introspection.insert(
+            "good-opaque".into(),
+            json!({"active": true, "sub": "svc-1", "client_id": "svc-1", "aud": "api", "scope": "orders:read", "exp": now() + 600}),
+        );
+    }
+    let p = provider(
+        &idp,
+        json!({
+            "discovery": false,
+            "introspection": {"endpoint": format!("{}/introspect", idp.issuer()), "client_id": "portcullis", "client_secret": "top secret"}
+        }),
+    );
+    let auth = Authenticator::new(&[p], fetcher(), IdentityMetrics::new()).unwrap();
+    auth.start().await;
+    assert!(auth.readiness()[0].ready);
+    let id = auth.verify_bearer("good-opaque").await.unwrap();
+    assert_eq!(id.subject, "svc-1");
+    assert_eq!(id.scopes, ["orders:read"]);
+    assert_eq!(id.kind, portcullis_identity::IdentityKind::Service);
+    assert!(auth.verify_bearer("good-opaque").await.is_ok());
+    assert_eq!(idp.hits("/introspect"), 1, "active result cached");
+    assert_eq!(
+        idp.state.lock().unwrap().last_authorization.as_deref(),
+        Some("Basic cG9ydGN1bGxpczp0b3Arc2VjcmV0")
+    );
+    for _ in 0..3 {
+        let e = auth.verify_bearer("revoked-opaque").await.unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidToken);
+        assert_eq!(e.provider.as_deref(), Some("idp"));
+    }
+    assert_eq!(
+        idp.hits("/introspect"),
+        2,
+        "inactive result negatively cached"
+    );
+}
