@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed `Send` future, so [`Fetch`] can be used as `Arc<dyn Fetch>`.
@@ -87,9 +88,40 @@ impl HttpFetch {
     /// within `timeout`. Uses the aws-lc-rs provider explicitly and the Mozilla
     /// roots, independent of any process-wide rustls default.
     pub fn new(timeout: Duration) -> Result<Self, FetchError> {
+        Self::with_extra_roots(timeout, &[])
+    }
+
+    /// Like [`new`](Self::new), also trusting the CA certificates in `ca_pem` (for
+    /// an IdP behind a private CA, such as a Kubernetes API server). Empty
+    /// `ca_pem` means the Mozilla roots only; PEM without a certificate is an error.
+    pub fn with_extra_roots(timeout: Duration, ca_pem: &[u8]) -> Result<Self, FetchError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if !ca_pem.is_empty() {
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(ca_pem) {
+                let cert = cert.map_err(|e| FetchError::Other(format!("CA PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| FetchError::Other(format!("CA certificate: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(FetchError::Other("CA PEM holds no certificate".into()));
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FetchError::Other(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| FetchError::Other(format!("TLS setup: {e}")))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -265,6 +297,16 @@ mod tests {
     #[test]
     fn form_encoding() {
         assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn extra_roots_must_hold_a_certificate() {
+        assert!(HttpFetch::with_extra_roots(Duration::from_secs(1), b"junk").is_err());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["ca.internal".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        assert!(HttpFetch::with_extra_roots(Duration::from_secs(1), ca.pem().as_bytes()).is_ok());
     }
 
     #[test]
