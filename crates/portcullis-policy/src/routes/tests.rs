@@ -255,7 +255,7 @@ fn random_routes(rng: &mut Lcg, n: usize) -> serde_json::Value {
                 m.insert("path_prefix".into(), json!(p));
             }
         }
-        if rng.next() % 3 == 0 {
+        if matches!(rng.next() % 3, 0) {
             m.insert(
                 "methods".into(),
                 json!([rng.pick(METHODS), rng.pick(METHODS)]),
@@ -279,10 +279,10 @@ fn indexed_lookup_equals_linear_scan_on_1000_routes() {
             + &(0..depth)
                 .map(|_| format!("/{}", rng.pick(SEGS)))
                 .collect::<String>();
-        if rng.next() % 8 == 0 {
+        if matches!(rng.next() % 8, 0) {
             p = format!("/zzz{p}");
         }
-        let p = if rng.next() % 5 == 0 {
+        let p = if matches!(rng.next() % 5, 0) {
             format!("{p}/")
         } else {
             p
