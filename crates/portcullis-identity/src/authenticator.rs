@@ -111,7 +111,14 @@ impl Authenticator {
             .iter()
             .filter_map(|p| p.jwks.clone())
             .collect();
-        Self::build(providers, fetch, metrics, &warm)
+        let next = Self::build(providers, fetch, metrics, &warm)?;
+        // A provider that is gone should not keep reporting its last key count.
+        for old in &previous.inner.providers {
+            if !providers.iter().any(|p| p.name == old.name) {
+                next.inner.metrics.forget_provider(&old.name);
+            }
+        }
+        Ok(next)
     }
 
     fn build(

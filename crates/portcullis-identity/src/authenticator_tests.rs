@@ -860,3 +860,43 @@ async fn concurrent_introspections_of_one_token_share_a_call() {
     }
     assert_eq!(fetch.calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn every_single_character_change_is_rejected() {
+    // Strict base64url (no padding, no stray bits) means each character of the
+    // token maps to signed bytes: no edit can leave the signature valid.
+    let k = TestKey::es256();
+    let (a, _) = setup(&[("k", &k)]).await;
+    let token = k.jwt("k", claims(ISS, AUD));
+    assert!(a.verify_bearer(&token).await.is_ok());
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=";
+    for i in 0..token.len() {
+        let original = token.as_bytes()[i];
+        for &replacement in [b'A', b'B', b'g', b'w', b'_', b'.', b'='].iter() {
+            if replacement == original {
+                continue;
+            }
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] = replacement;
+            let mutated = String::from_utf8(bytes).unwrap();
+            assert!(
+                a.verify_bearer(&mutated).await.is_err(),
+                "accepted mutation at {i}"
+            );
+        }
+        assert!(ALPHABET.contains(&original));
+    }
+    // Truncations and extensions.
+    for cut in 1..token.len() {
+        assert!(
+            a.verify_bearer(&token[..cut]).await.is_err(),
+            "accepted prefix of length {cut}"
+        );
+    }
+    for suffix in ["A", "=", ".", "==", ".x"] {
+        assert!(
+            a.verify_bearer(&format!("{token}{suffix}")).await.is_err(),
+            "accepted suffix {suffix}"
+        );
+    }
+}

@@ -102,6 +102,13 @@ impl IdentityMetrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Drops the key gauge of a provider removed by a reload.
+    pub(crate) fn forget_provider(&self, provider: &str) {
+        self.jwks_keys.remove(&ProviderLabels {
+            provider: provider.to_string(),
+        });
+    }
+
     pub(crate) fn cache(&self, hit: bool) {
         self.token_cache
             .get_or_create(&ResultLabels {

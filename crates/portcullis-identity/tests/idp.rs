@@ -390,7 +390,16 @@ async fn malformed_jwks_does_not_replace_good_keys() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     idp.set_jwks(200, "<html>oops</html>".into());
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert!(idp.hits("/jwks") >= 3);
+    // Larger than the body cap: refused while reading, never parsed.
+    let huge = format!(
+        r#"{{"keys":[{}]}}"#,
+        vec![jwks(&[(&key, "k1")]); 2000].join(",")
+    );
+    idp.set_jwks(200, huge);
+    let before = idp.hits("/jwks");
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    assert!(idp.hits("/jwks") > before);
+    assert!(idp.hits("/jwks") >= 4);
     assert!(auth
         .verify_bearer(&token(&key, "k1", &idp.issuer(), "a"))
         .await
