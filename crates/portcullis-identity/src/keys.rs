@@ -368,6 +368,24 @@ mod tests {
     }
 
     #[test]
+    fn openssl_style_sec1_pem_with_parameters_block_loads() {
+        use aws_lc_rs::encoding::EcPrivateKeyRfc5915Der;
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der: EcPrivateKeyRfc5915Der<'static> = pair.private_key().as_der().unwrap();
+        // `openssl ecparam -genkey` writes the curve OID block first.
+        let pem = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+            pem_encode("EC PRIVATE KEY", der.as_ref())
+        );
+        let key = SigningKey::from_pem(&pem).unwrap();
+        assert_eq!(key.alg(), Alg::ES256);
+        let token = mint(&pem, Some("k"), &json!({"sub": "x"})).unwrap();
+        let c = crate::jose::compact::parse(&token).unwrap();
+        let vk = parse_jwk(key.public_jwk(None).as_object().unwrap()).unwrap();
+        assert!(vk.verify(Alg::ES256, c.signing_input, &c.signature));
+    }
+
+    #[test]
     fn garbage_pem_is_an_error_not_a_panic() {
         assert_eq!(SigningKey::from_pem("hello").unwrap_err(), KeyError::NoPem);
         let bogus = pem_encode("PRIVATE KEY", b"not a key");

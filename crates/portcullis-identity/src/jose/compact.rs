@@ -97,6 +97,28 @@ pub fn parse(token: &str) -> Result<Compact<'_>, AuthError> {
     })
 }
 
+/// Decodes header and claims without verifying or judging anything, for
+/// `portcullis token inspect`. Still bounded (4× [`MAX_TOKEN_LEN`]) and still
+/// strict about base64url and JSON, so what it shows is what a verifier would see.
+pub fn decode_unverified(token: &str) -> Result<(Value, Value), String> {
+    if token.len() > 4 * MAX_TOKEN_LEN {
+        return Err(format!("token is longer than {} bytes", 4 * MAX_TOKEN_LEN));
+    }
+    let mut parts = token.trim().split('.');
+    let (Some(h64), Some(p64), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a compact JWS/JWT (three dot-separated parts)".to_string());
+    };
+    let decode = |what: &str, part: &str| -> Result<Value, String> {
+        let bytes = b64_decode(part).ok_or_else(|| format!("{what} is not base64url"))?;
+        parse_object(&bytes)
+            .map(Value::Object)
+            .map_err(|e| format!("{what} is {e}"))
+    };
+    Ok((decode("header", h64)?, decode("payload", p64)?))
+}
+
 fn parse_header(bytes: &[u8]) -> Result<Header, AuthError> {
     let map =
         parse_object(bytes).map_err(|e| AuthError::invalid(format!("token header is {e}")))?;
@@ -209,6 +231,15 @@ mod tests {
         assert!(parse(&padded).is_err());
         let no_sig = format!("{}.e30.", b64_encode(br#"{"alg":"RS256"}"#));
         assert!(parse(&no_sig).is_err());
+    }
+
+    #[test]
+    fn inspection_decodes_without_judging() {
+        let t = tok(r#"{"alg":"none","crit":["x"]}"#, r#"{"exp":"soon"}"#);
+        let (h, p) = decode_unverified(&t).unwrap();
+        assert_eq!(h["alg"], "none");
+        assert_eq!(p["exp"], "soon");
+        assert!(decode_unverified("a.b").is_err());
     }
 
     #[test]
