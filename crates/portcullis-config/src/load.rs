@@ -9,7 +9,7 @@ use crate::model::Config;
 use crate::parse::{parse, unknown_top_level_key, ParseError, TOP_LEVEL_KEYS};
 use crate::path::KeyPath;
 use crate::position::{LineIndex, Pos, SourceMap};
-use crate::validate::{validate, Report};
+use crate::validate::{validate, Report, Scope};
 use std::io::Read;
 use std::path::Path;
 
@@ -76,7 +76,10 @@ pub fn load_str(
     if text.len() > limits::MAX_FILE_BYTES {
         return Err(ConfigErrors(vec![at(0, too_large())]));
     }
-    let layout = walk(text).map_err(|e| ConfigErrors(vec![at(e.offset, e.message)]))?;
+    let layout = walk(text).map_err(|e| {
+        let message = with_flow_hint(text, &lines, e.offset, e.message);
+        ConfigErrors(vec![at(e.offset, message)])
+    })?;
     if layout.empty {
         return Err(ConfigErrors(vec![at(
             0,
@@ -103,7 +106,7 @@ pub fn load_str(
 
     let config = match parse(&interpolated.text, &top_keys) {
         Ok(config) => config,
-        Err(errors) => {
+        Err((errors, partial)) => {
             let parsed = LineIndex::new(&interpolated.text);
             let locate = Locate {
                 original: text,
@@ -122,11 +125,17 @@ pub fn load_str(
                     diagnostics.push(at(span.start, unknown_top_level_key(key)));
                 }
             }
+            // Semantic errors in the parts that did parse belong in the same report.
+            if let Some(partial) = partial {
+                let mut report = Report::new(partial.scope, file_name, text, &lines, &layout);
+                validate(&partial.config, &mut report);
+                diagnostics.extend(report.errors);
+            }
             return Err(errors_in_order(diagnostics));
         }
     };
 
-    let mut report = Report::new(file_name, text, &lines, &layout);
+    let mut report = Report::new(Scope::complete(&config), file_name, text, &lines, &layout);
     validate(&config, &mut report);
     if !report.errors.is_empty() {
         return Err(errors_in_order(report.errors));
@@ -136,8 +145,22 @@ pub fn load_str(
     Ok(Loaded { config, warnings })
 }
 
+/// `{secret: ${X}}` is a YAML syntax error (`{` and `}` end a plain value inside
+/// flow collections); the parser's message does not say so, so add the fix.
+fn with_flow_hint(text: &str, lines: &LineIndex, offset: usize, message: String) -> String {
+    let line = lines.pos(text, offset).line;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    if line_text.contains("${") && (line_text.contains('{') || line_text.contains('[')) {
+        format!(
+            "{message} (inside [...] or {{...}}, quote values that use ${{NAME}}: \"${{NAME}}\")"
+        )
+    } else {
+        message
+    }
+}
+
 fn sort_dedup(diagnostics: &mut Vec<Diagnostic>) {
-    diagnostics.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    diagnostics.sort_by_key(|d| (d.line, d.column));
     let mut seen = std::collections::HashSet::new();
     diagnostics.retain(|d| seen.insert(d.clone()));
 }

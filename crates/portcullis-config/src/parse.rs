@@ -5,15 +5,14 @@
 //! followed by *probes*: one parse per top-level section, and per item of
 //! `providers` and `routes`, each deserializing only its part and skipping the rest
 //! with `IgnoredAny`. Every probe reads the whole document, so anchors, aliases and
-//! positions are exactly those of the real parse.
+//! positions are exactly those of the real parse. What the probes do parse is kept,
+//! so semantic validation can run on it as well.
 
 use crate::layout::Anchor;
 use crate::limits;
-use crate::model::{
-    AdminConfig, AssertionConfig, AuditConfig, Config, ExtAuthzConfig, LoginConfig, PolicySettings,
-    ProviderConfig, RouteConfig, ServerConfig, SharedStateConfig, WorkloadIdentityConfig,
-};
+use crate::model::Config;
 use crate::position::Pos;
+use crate::validate::Scope;
 use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, Error, MessageFormatter};
 use std::fmt;
@@ -71,70 +70,143 @@ fn options() -> serde_saphyr::Options {
     }
 }
 
-/// Parses the whole config; on failure, returns that error and every other one the
-/// probes find (unsorted, possibly with duplicates).
+/// What could still be read from a config that failed to parse: the sections and
+/// items that deserialized on their own, so that semantic checks can run on them too.
+pub(crate) struct Partial {
+    pub(crate) config: Config,
+    pub(crate) scope: Scope,
+}
+
+/// Parses the whole config. On failure, returns that error and every other one the
+/// probes find (unsorted, possibly with duplicates), and what did parse.
 pub(crate) fn parse(
     text: &str,
     top_keys: &[(String, Option<usize>)],
-) -> Result<Config, Vec<ParseError>> {
+) -> Result<Config, (Vec<ParseError>, Option<Box<Partial>>)> {
     let first = match serde_saphyr::from_str_with_options::<Config>(text, options()) {
         Ok(config) => return Ok(config),
         Err(e) => translate(&e),
     };
     if first.fatal {
-        return Err(vec![first]);
+        return Err((vec![first], None));
     }
-    let mut errors = vec![first];
+    let mut probes = Probes {
+        text,
+        errors: vec![first],
+        scope: Scope::default(),
+        stopped: false,
+    };
+    let mut config = Config::default();
     for (key, items) in top_keys {
-        errors.extend(probe_section(text, key, *items).iter().map(translate));
+        let key = key.as_str();
+        match key {
+            "server" => probes.section(key, &mut config.server),
+            "admin" => probes.section(key, &mut config.admin),
+            "providers" => {
+                config.providers = probes.items(key, *items, |s, i| s.provider_index.push(i))
+            }
+            "workload_identity" => probes.section(key, &mut config.workload_identity),
+            "login" => probes.section(key, &mut config.login),
+            "assertion" => probes.section(key, &mut config.assertion),
+            "shared_state" => probes.section(key, &mut config.shared_state),
+            "audit" => probes.section(key, &mut config.audit),
+            "ext_authz" => probes.section(key, &mut config.ext_authz),
+            "policy" => probes.section(key, &mut config.policy),
+            "routes" => config.routes = probes.items(key, *items, |s, i| s.route_index.push(i)),
+            // Unknown top-level keys are reported by the loader from the layout.
+            _ => {}
+        }
     }
-    Err(errors)
+    let partial = Partial {
+        config,
+        scope: probes.scope,
+    };
+    Err((probes.errors, Some(Box::new(partial))))
 }
 
-/// Probes one top-level section; `items` is the length when it is a sequence.
-fn probe_section(text: &str, key: &str, items: Option<usize>) -> Vec<Error> {
-    match key {
-        "server" => probe::<ServerConfig>(text, key),
-        "admin" => probe::<AdminConfig>(text, key),
-        "providers" => probe_items::<ProviderConfig>(text, key, items),
-        "workload_identity" => probe::<Option<WorkloadIdentityConfig>>(text, key),
-        "login" => probe::<Option<LoginConfig>>(text, key),
-        "assertion" => probe::<AssertionConfig>(text, key),
-        "shared_state" => probe::<Option<SharedStateConfig>>(text, key),
-        "audit" => probe::<AuditConfig>(text, key),
-        "ext_authz" => probe::<Option<ExtAuthzConfig>>(text, key),
-        "policy" => probe::<PolicySettings>(text, key),
-        "routes" => probe_items::<RouteConfig>(text, key, items),
-        // Unknown top-level keys are reported by the loader from the layout.
-        _ => Vec::new(),
+/// Runs probes, collecting their errors and which sections failed.
+struct Probes<'t> {
+    text: &'t str,
+    errors: Vec<ParseError>,
+    scope: Scope,
+    /// Set by a fatal error (a budget breach): every further probe would hit it again.
+    stopped: bool,
+}
+
+impl Probes<'_> {
+    fn fail(&mut self, key: &str, error: &Error) {
+        let error = translate(error);
+        self.stopped |= error.fatal;
+        self.errors.push(error);
+        self.scope.failed.push(key.to_string());
+    }
+
+    /// Probes a whole section into `slot`; a failed section keeps its default.
+    fn section<T: DeserializeOwned>(&mut self, key: &str, slot: &mut T) {
+        if self.stopped {
+            self.scope.failed.push(key.to_string());
+            return;
+        }
+        match run_probe(self.text, key, Whole::<T>(PhantomData)) {
+            Ok(Some(value)) => *slot = value,
+            Ok(None) => {}
+            Err(e) => self.fail(key, &e),
+        }
+    }
+
+    /// Probes each of `items` items of a sequence section; returns those that parsed
+    /// and records their original indices with `record`.
+    fn items<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        items: Option<usize>,
+        record: impl Fn(&mut Scope, usize),
+    ) -> Vec<T> {
+        let mut parsed = Vec::new();
+        if self.stopped {
+            self.scope.failed.push(key.to_string());
+            return parsed;
+        }
+        let Some(n) = items else {
+            // Not a sequence: probing it whole reports the type error.
+            match run_probe(self.text, key, Whole::<Vec<T>>(PhantomData)) {
+                Ok(Some(all)) => {
+                    for (i, item) in all.into_iter().enumerate() {
+                        record(&mut self.scope, i);
+                        parsed.push(item);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.fail(key, &e),
+            }
+            return parsed;
+        };
+        for index in 0..n {
+            if self.stopped {
+                self.scope.failed.push(key.to_string());
+                break;
+            }
+            let seed = Item::<T> {
+                index,
+                item: PhantomData,
+            };
+            match run_probe(self.text, key, seed) {
+                Ok(Some(Some(item))) => {
+                    record(&mut self.scope, index);
+                    parsed.push(item);
+                }
+                Ok(_) => {}
+                Err(e) => self.fail(key, &e),
+            }
+        }
+        parsed
     }
 }
 
-fn probe<T: DeserializeOwned>(text: &str, key: &str) -> Vec<Error> {
-    run_probe(text, key, Whole::<T>(PhantomData))
-}
-
-fn probe_items<T: DeserializeOwned>(text: &str, key: &str, items: Option<usize>) -> Vec<Error> {
-    match items {
-        Some(n) => (0..n)
-            .flat_map(|index| {
-                run_probe(
-                    text,
-                    key,
-                    Item::<T> {
-                        index,
-                        item: PhantomData,
-                    },
-                )
-            })
-            .collect(),
-        None => probe::<Vec<T>>(text, key),
-    }
-}
-
-fn run_probe<S>(text: &str, key: &str, seed: S) -> Vec<Error>
+/// Parses the document, handing the value of top-level `key` to `seed`.
+fn run_probe<S, V>(text: &str, key: &str, seed: S) -> Result<Option<V>, Error>
 where
-    S: for<'de> DeserializeSeed<'de, Value = ()>,
+    S: for<'de> DeserializeSeed<'de, Value = V>,
 {
     let root = Root {
         key,
@@ -143,9 +215,6 @@ where
     serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
         root.deserialize(de)
     })
-    .err()
-    .into_iter()
-    .collect()
 }
 
 /// Deserializes one top-level key's value with `seed`, skipping every other key.
@@ -154,39 +223,40 @@ struct Root<'k, S> {
     seed: Option<S>,
 }
 
-impl<'de, S: DeserializeSeed<'de, Value = ()>> DeserializeSeed<'de> for Root<'_, S> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Root<'_, S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de, S: DeserializeSeed<'de, Value = ()>> Visitor<'de> for Root<'_, S> {
-    type Value = ();
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Root<'_, S> {
+    type Value = Option<S::Value>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping")
     }
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
         while let Some(key) = map.next_key::<String>()? {
             match self.seed.take() {
-                Some(seed) if key == self.key => map.next_value_seed(seed)?,
+                Some(seed) if key == self.key => found = Some(map.next_value_seed(seed)?),
                 other => {
                     self.seed = other;
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(())
+        Ok(found)
     }
 }
 
-/// Deserializes a `T` and drops it.
+/// Deserializes a `T`.
 struct Whole<T>(PhantomData<T>);
 
 impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Whole<T> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        T::deserialize(d).map(|_| ())
+    type Value = T;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(d)
     }
 }
 
@@ -197,27 +267,30 @@ struct Item<T> {
 }
 
 impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Item<T> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    type Value = Option<T>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de, T: DeserializeOwned> Visitor<'de> for Item<T> {
-    type Value = ();
+    type Value = Option<T>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
         let mut i = 0;
         loop {
             let more = if i == self.index {
-                seq.next_element::<T>()?.is_some()
+                seq.next_element::<T>()?
+                    .map(|item| found = Some(item))
+                    .is_some()
             } else {
                 seq.next_element::<IgnoredAny>()?.is_some()
             };
             if !more {
-                return Ok(());
+                return Ok(found);
             }
             i += 1;
         }
@@ -268,6 +341,7 @@ fn translate(err: &Error) -> ParseError {
                 None => "duplicate key: a key may appear only once in a mapping".to_string(),
             }
         }
+        Error::InvalidScalar { ty, .. } => format!("expected {}", scalar_kind(ty)),
         Error::InvalidBooleanStrict { .. } => {
             "expected `true` or `false` (yes/no/on/off are not booleans here)".to_string()
         }
@@ -298,6 +372,17 @@ fn translate(err: &Error) -> ParseError {
         message,
         anchor,
         fatal,
+    }
+}
+
+/// Names a Rust scalar type the way a config author thinks of it.
+fn scalar_kind(ty: &str) -> String {
+    match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" | "floating point" => "a number".to_string(),
+        "boolean" => "`true` or `false`".to_string(),
+        other => format!("a value of type {other}"),
     }
 }
 

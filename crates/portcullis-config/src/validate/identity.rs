@@ -25,7 +25,8 @@ fn hmac_min_bytes(alg: &str) -> Option<usize> {
 pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>) {
     let providers = root.key("providers");
     let mut names: HashMap<&str, usize> = HashMap::new();
-    for (i, p) in config.providers.iter().enumerate() {
+    let indices = report.scope.provider_index.clone();
+    for (p, &i) in config.providers.iter().zip(&indices) {
         let at = providers.index(i);
         let name = p.name.trim();
         if name.is_empty() {
@@ -244,6 +245,8 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
         .iter()
         .position(|p| p.name == login.provider)
     {
+        // A provider that failed to parse may be the one named: say nothing.
+        None if !report.scope.parsed("providers") => {}
         None => {
             let known: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
             report.error(
@@ -259,8 +262,9 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
                 ),
             );
         }
-        Some(i) => {
-            let p = &config.providers[i];
+        Some(pos) => {
+            let p = &config.providers[pos];
+            let i = report.scope.provider_index.get(pos).copied().unwrap_or(pos);
             let missing: Vec<&str> = [
                 ("client_id", &p.client_id),
                 ("client_secret", &p.client_secret),

@@ -17,8 +17,38 @@ use crate::path::KeyPath;
 use crate::position::{LineIndex, Pos};
 use std::fmt::Display;
 
+/// Which parts of the config are present, for validating a partially parsed one:
+/// entries of `config.providers`/`config.routes` keep their file index, and checks
+/// that need a section that failed to parse are skipped rather than misreported.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    /// File index of each entry of `config.providers`.
+    pub(crate) provider_index: Vec<usize>,
+    /// File index of each entry of `config.routes`.
+    pub(crate) route_index: Vec<usize>,
+    /// Top-level sections that (partly) failed to parse.
+    pub(crate) failed: Vec<String>,
+}
+
+impl Scope {
+    /// The scope of a config that parsed completely.
+    pub(crate) fn complete(config: &Config) -> Self {
+        Scope {
+            provider_index: (0..config.providers.len()).collect(),
+            route_index: (0..config.routes.len()).collect(),
+            failed: Vec::new(),
+        }
+    }
+
+    /// True when the whole of top-level `section` parsed.
+    pub(crate) fn parsed(&self, section: &str) -> bool {
+        !self.failed.iter().any(|s| s == section)
+    }
+}
+
 /// Collects errors and warnings, placing each at a key path's position in the file.
 pub(crate) struct Report<'a> {
+    pub(crate) scope: Scope,
     file: &'a str,
     text: &'a str,
     lines: &'a LineIndex,
@@ -29,12 +59,14 @@ pub(crate) struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub(crate) fn new(
+        scope: Scope,
         file: &'a str,
         text: &'a str,
         lines: &'a LineIndex,
         layout: &'a Layout,
     ) -> Self {
         Report {
+            scope,
             file,
             text,
             lines,

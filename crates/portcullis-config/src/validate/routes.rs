@@ -9,7 +9,8 @@ use std::collections::HashMap;
 pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>) {
     let routes = root.key("routes");
     let mut names: HashMap<String, usize> = HashMap::new();
-    for (i, r) in config.routes.iter().enumerate() {
+    let indices = report.scope.route_index.clone();
+    for (r, &i) in config.routes.iter().zip(&indices) {
         let at = routes.index(i);
         if r.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             report.error(
@@ -30,9 +31,8 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         matcher(&r.matcher, &at.key("match"), report);
         upstream(r, &at, report);
         settings(config, r, &at, report);
-        match &r.policy {
-            Some(policy) => rules::validate(config, policy, &at.key("policy"), report),
-            None => {}
+        if let Some(policy) = &r.policy {
+            rules::validate(config, policy, &at.key("policy"), report);
         }
         let allows_nobody = r.policy.as_ref().is_none_or(|p| p.allow.is_empty());
         if r.auth == AuthMode::Required && allows_nobody {
@@ -208,7 +208,7 @@ fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<
         report.error(&at.key("audience"), "must not be empty");
     }
     if r.login {
-        if config.login.is_none() {
+        if config.login.is_none() && report.scope.parsed("login") {
             report.error(
                 &at.key("login"),
                 "login: true needs a top-level `login` section (provider and cookie)",

@@ -57,6 +57,10 @@ fn rule(config: &Config, rule: &RuleConfig, list: &str, at: &KeyPath, report: &m
             );
         }
         for (i, value) in values.iter().enumerate() {
+            if key == "providers" && !report.scope.parsed("providers") {
+                // The named provider may be one that failed to parse.
+                continue;
+            }
             if let Err(e) = condition_value(config, key, value) {
                 report.error(&path.index(i), e);
             }
