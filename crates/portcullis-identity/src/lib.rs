@@ -36,7 +36,7 @@ mod introspection;
 pub mod jose;
 mod jwks;
 pub mod keys;
-mod metrics;
+pub mod metrics;
 mod provider;
 mod token_cache;
 mod util;
