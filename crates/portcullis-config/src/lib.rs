@@ -9,6 +9,7 @@
 //! budgets; on failure every section is probed so all errors are reported) →
 //! semantic checks ([`validate`]).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod claim_path;
 mod diagnostic;

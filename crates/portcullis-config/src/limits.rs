@@ -3,11 +3,11 @@
 //! (YAML bombs, deep nesting, giant files).
 
 /// Largest config file accepted, in bytes.
-pub(crate) const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 /// Deepest nesting of mappings and sequences.
-pub(crate) const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 16;
 /// Most YAML events (nodes, starts and ends) in one document.
-pub(crate) const MAX_EVENTS: usize = 200_000;
+pub(crate) const MAX_EVENTS: usize = 100_000;
 /// Most alias (`*name`) uses.
 pub(crate) const MAX_ALIASES: usize = 1_000;
 /// Most events that alias expansion may replay in total: this is what stops a

@@ -15,27 +15,37 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The main listener and request limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Health, readiness and metrics listener.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Token issuers.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// Which sources of workload (SPIFFE) identity count.
     #[serde(default)]
     pub workload_identity: Option<WorkloadIdentityConfig>,
+    /// Browser login; required by routes with `login: true`.
     #[serde(default)]
     pub login: Option<LoginConfig>,
+    /// The identity assertion signed for upstreams.
     #[serde(default)]
     pub assertion: AssertionConfig,
+    /// Redis shared by replicas for rate limits, sessions and revocations.
     #[serde(default)]
     pub shared_state: Option<SharedStateConfig>,
+    /// Where audit lines go.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The Envoy `ext_authz` gRPC server; off when absent.
     #[serde(default)]
     pub ext_authz: Option<ExtAuthzConfig>,
     /// Global policy settings (`explain_to_caller`).
     #[serde(default)]
     pub policy: PolicySettings,
+    /// Routes, evaluated in order; the first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -44,8 +54,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Address to listen on, `IP:PORT` (default `127.0.0.1:8080`).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// TLS termination; plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
     /// CIDRs whose forwarding headers are believed.
@@ -54,12 +66,16 @@ pub struct ServerConfig {
     /// The proxy's external base URL: issuer of assertions, base of login redirects.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Whole-request deadline (default 30s).
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
+    /// Deadline for reading request headers (default 10s).
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
+    /// Largest accepted request header block (default 32KiB).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: ByteSize,
+    /// How long SIGTERM waits for in-flight requests (default 15s).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Duration,
     /// Reload when the config file changes on disk.
@@ -107,10 +123,14 @@ fn default_shutdown_grace() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
+    /// Server certificate chain (PEM); re-read when it changes on disk.
     pub cert_file: String,
+    /// Server private key (PEM); re-read when it changes on disk.
     pub key_file: String,
+    /// CA bundle (PEM) that client certificates must chain to.
     #[serde(default)]
     pub client_ca_file: Option<String>,
+    /// Whether client certificates are requested (default `none`).
     #[serde(default)]
     pub client_auth: ClientAuth,
 }
@@ -119,9 +139,12 @@ pub struct ServerTlsConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
+    /// Do not ask for a client certificate.
     #[default]
     None,
+    /// Ask; verify one when presented.
     Optional,
+    /// Refuse connections without a valid client certificate.
     Required,
 }
 
@@ -129,6 +152,7 @@ pub enum ClientAuth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Address to listen on, `IP:PORT` (default `127.0.0.1:9901`).
     #[serde(default = "default_admin_listen")]
     pub listen: String,
 }
@@ -149,6 +173,7 @@ fn default_admin_listen() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
+    /// Unique name, used in rules (`providers:`), metrics and logs.
     pub name: String,
     /// The exact `iss` to require.
     pub issuer: String,
@@ -156,14 +181,19 @@ pub struct ProviderConfig {
     /// `jwks_uri` nor `jwks_file` is given).
     #[serde(default)]
     pub discovery: Option<bool>,
+    /// Where the provider publishes its JWKS (instead of discovery).
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// A local JWKS file (instead of discovery).
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// A token's `aud` must contain one of these; required unless `allow_any_audience`.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Accept any `aud` (only for providers that issue tokens for this proxy alone).
     #[serde(default)]
     pub allow_any_audience: bool,
+    /// Allowed `alg` values (default `[RS256, ES256]`); HMAC needs `shared_secret`.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
     /// Enables HMAC algorithms for this provider; never logged.
@@ -172,23 +202,31 @@ pub struct ProviderConfig {
     /// Allowed `typ` header values; empty means any (but ID tokens are refused).
     #[serde(default)]
     pub token_types: Vec<String>,
+    /// Tolerance for `exp`/`nbf`/`iat` (default 30s).
     #[serde(default = "default_clock_skew")]
     pub clock_skew: Duration,
+    /// Refuse tokens whose `iat` is older than this.
     #[serde(default)]
     pub max_token_age: Option<Duration>,
+    /// How often keys are refetched (default 5m).
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh: Duration,
+    /// Least time between refetches caused by unknown `kid`s (default 10s).
     #[serde(default = "default_jwks_min_refresh")]
     pub jwks_min_refresh: Duration,
+    /// How long the last good keys serve while the provider is unreachable (default 24h).
     #[serde(default = "default_jwks_stale_max")]
     pub jwks_stale_max: Duration,
+    /// Where identity attributes live in the claims.
     #[serde(default)]
     pub claims: ClaimsMapping,
+    /// RFC 7662 introspection for opaque tokens.
     #[serde(default)]
     pub introspection: Option<IntrospectionConfig>,
     /// OAuth client used by browser login (`login.provider`).
     #[serde(default)]
     pub client_id: Option<String>,
+    /// OAuth client secret used by browser login; never logged.
     #[serde(default)]
     pub client_secret: Option<String>,
 }
@@ -223,16 +261,22 @@ impl ProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimsMapping {
+    /// Claim path of the subject (default `sub`).
     #[serde(default = "default_subject_claim")]
     pub subject: String,
+    /// Claim path of the email (default `email`).
     #[serde(default = "default_email_claim")]
     pub email: String,
+    /// Claim path of the display name (default `preferred_username`).
     #[serde(default = "default_name_claim")]
     pub name: String,
+    /// Claim path of the groups (default `groups`).
     #[serde(default = "default_groups_claim")]
     pub groups: String,
+    /// Claim path of the roles, e.g. `realm_access.roles` (none by default).
     #[serde(default)]
     pub roles: Option<String>,
+    /// Claim path of the scopes: a space-separated string or an array (default `scope`).
     #[serde(default = "default_scopes_claim")]
     pub scopes: String,
     /// When unset: `client_id`, then `azp`.
@@ -274,9 +318,13 @@ fn default_scopes_claim() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
+    /// The introspection endpoint URL.
     pub endpoint: String,
+    /// Client id used to authenticate to the endpoint.
     pub client_id: String,
+    /// Client secret used to authenticate to the endpoint; never logged.
     pub client_secret: String,
+    /// How long an introspection result is reused (default 60s).
     #[serde(default = "default_introspection_ttl")]
     pub cache_ttl: Duration,
 }
@@ -289,7 +337,9 @@ fn default_introspection_ttl() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadIdentityConfig {
+    /// The SPIFFE trust domain, e.g. `example.org` (no `spiffe://`).
     pub trust_domain: String,
+    /// Sources of workload identity that count.
     #[serde(default)]
     pub accept: Vec<WorkloadSource>,
 }
@@ -298,8 +348,11 @@ pub struct WorkloadIdentityConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadSource {
+    /// The URI SAN of a verified client certificate.
     Mtls,
+    /// Linkerd's `l5d-client-id` header, from trusted proxies only.
     Linkerd,
+    /// Envoy/Istio `x-forwarded-client-cert`, from trusted proxies only.
     Xfcc,
 }
 
@@ -307,10 +360,14 @@ pub enum WorkloadSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginConfig {
+    /// Name of the provider to log in with (needs `client_id` and `client_secret`).
     pub provider: String,
+    /// Scopes requested at login (default `openid email profile`).
     #[serde(default = "default_login_scopes")]
     pub scopes: Vec<String>,
+    /// The session cookie.
     pub cookie: CookieConfig,
+    /// Hosts that post-login redirects may point to (names or `*.suffix`).
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<String>,
 }
@@ -327,12 +384,15 @@ fn default_login_scopes() -> Vec<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CookieConfig {
+    /// Cookie name (default `_portcullis`).
     #[serde(default = "default_cookie_name")]
     pub name: String,
     /// 32+ bytes; never logged.
     pub secret: String,
+    /// Cookie `Domain` attribute; host-only when absent.
     #[serde(default)]
     pub domain: Option<String>,
+    /// Session lifetime (default 8h).
     #[serde(default = "default_cookie_ttl")]
     pub ttl: Duration,
 }
@@ -348,16 +408,22 @@ fn default_cookie_ttl() -> Duration {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssertionConfig {
+    /// Signature algorithm (default ES256).
     #[serde(default)]
     pub algorithm: AssertionAlgorithm,
+    /// A fixed signing key (PEM).
     #[serde(default)]
     pub signing_key_file: Option<String>,
+    /// A directory of generated, rotated signing keys (created when missing).
     #[serde(default)]
     pub signing_keys_dir: Option<String>,
+    /// How often a new signing key is generated (default 24h).
     #[serde(default = "default_rotate_every")]
     pub rotate_every: Duration,
+    /// Lifetime of each assertion (default 60s).
     #[serde(default = "default_assertion_ttl")]
     pub ttl: Duration,
+    /// Request header that carries the assertion (default `X-Portcullis-Assertion`).
     #[serde(default = "default_assertion_header")]
     pub header: String,
 }
@@ -388,8 +454,10 @@ fn default_assertion_header() -> String {
 /// Signature algorithm of assertions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum AssertionAlgorithm {
+    /// ECDSA P-256 with SHA-256.
     #[default]
     ES256,
+    /// Ed25519.
     EdDSA,
 }
 
@@ -397,7 +465,9 @@ pub enum AssertionAlgorithm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedStateConfig {
+    /// `redis://HOST:PORT/DB`, or `rediss://` for TLS.
     pub redis: String,
+    /// What rate limiting does when Redis is unreachable (default `local`).
     #[serde(default)]
     pub on_redis_down: OnRedisDown,
 }
@@ -406,8 +476,10 @@ pub struct SharedStateConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnRedisDown {
+    /// Fall back to each replica's own limiter.
     #[default]
     Local,
+    /// Refuse rate-limited requests while Redis is down.
     Deny,
 }
 
@@ -415,6 +487,7 @@ pub enum OnRedisDown {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// Where audit lines go (default `stdout`).
     #[serde(default = "default_audit_sink")]
     pub sink: AuditSink,
 }
@@ -434,8 +507,11 @@ fn default_audit_sink() -> AuditSink {
 /// Where audit lines go: `stdout`, `file:PATH` or `none`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditSink {
+    /// Standard output.
     Stdout,
+    /// Append to this file (reopened on SIGHUP or rotation).
     File(String),
+    /// No audit lines.
     None,
 }
 
@@ -459,6 +535,7 @@ impl<'de> Deserialize<'de> for AuditSink {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtAuthzConfig {
+    /// Address of the `Authorization/Check` gRPC server, `IP:PORT`.
     pub grpc_listen: String,
 }
 
@@ -466,6 +543,7 @@ pub struct ExtAuthzConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettings {
+    /// How much of a decision a 403 body reveals (default `reason`).
     #[serde(default)]
     pub explain_to_caller: ExplainToCaller,
 }
@@ -474,9 +552,12 @@ pub struct PolicySettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExplainToCaller {
+    /// Every rule and condition with actual and required values.
     Full,
+    /// The deciding reason only.
     #[default]
     Reason,
+    /// Nothing beyond the status.
     None,
 }
 
@@ -487,26 +568,34 @@ pub struct RouteConfig {
     /// Used in metrics and audit lines; defaults to `route-INDEX`.
     #[serde(default)]
     pub name: Option<String>,
+    /// Which requests this route takes (`match`).
     #[serde(rename = "match", default)]
     pub matcher: RouteMatch,
     /// Absent only for routes served by the proxy itself (forward-auth only setups).
     #[serde(default)]
     pub upstream: Option<Upstreams>,
+    /// TLS (and mTLS) settings for `https://` upstreams.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTlsConfig>,
+    /// Whether a caller identity is required (default `required`).
     #[serde(default)]
     pub auth: AuthMode,
+    /// Who may do what; absent with `auth: required` means deny all.
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
+    /// Enforce decisions, or only log them (default `enforce`).
     #[serde(default)]
     pub mode: PolicyMode,
+    /// Per-route rate limit.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Pass the caller's `Authorization` header upstream (default false: removed).
     #[serde(default)]
     pub forward_token: bool,
     /// Per-route request timeout; defaults to `server.request_timeout`.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Retries of idempotent requests on connect errors and 502/503 (at most 10).
     #[serde(default)]
     pub retries: u32,
     /// The assertion's `aud` for this route; defaults to the upstream origin.
@@ -524,10 +613,13 @@ pub struct RouteMatch {
     /// Exact host names or `*.example.com` wildcards; empty means any host.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Paths starting with this prefix (`/api` matches `/api` and `/api/...`).
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// Exactly this path.
     #[serde(default)]
     pub path: Option<String>,
+    /// Paths matching this regex (anchor it with `^`).
     #[serde(default)]
     pub path_regex: Option<String>,
     /// Empty means any method.
@@ -539,7 +631,9 @@ pub struct RouteMatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Upstreams {
+    /// A single upstream URL.
     One(String),
+    /// Several upstream URLs, used round-robin.
     Many(Vec<String>),
 }
 
@@ -557,12 +651,16 @@ impl Upstreams {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
+    /// CA bundle (PEM) the upstream's certificate must chain to.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// Client certificate (PEM) presented to the upstream.
     #[serde(default)]
     pub cert_file: Option<String>,
+    /// Private key (PEM) of `cert_file`.
     #[serde(default)]
     pub key_file: Option<String>,
+    /// Name to verify in the upstream's certificate (and send as SNI).
     #[serde(default)]
     pub server_name: Option<String>,
 }
@@ -571,9 +669,12 @@ pub struct UpstreamTlsConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
+    /// A valid identity is required.
     #[default]
     Required,
+    /// An identity is attached when present and valid; an invalid one is still a 401.
     Optional,
+    /// Public: no identity is looked for.
     None,
 }
 
@@ -581,8 +682,10 @@ pub enum AuthMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
+    /// Deny what the policy denies.
     #[default]
     Enforce,
+    /// Evaluate and log, but let denied requests through (`"enforced": false`).
     Audit,
 }
 
@@ -590,8 +693,10 @@ pub enum PolicyMode {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// Rules checked first: any match denies.
     #[serde(default)]
     pub deny: Vec<RuleConfig>,
+    /// Rules checked next: any match allows; none → 403.
     #[serde(default)]
     pub allow: Vec<RuleConfig>,
     /// Overrides the global `policy.explain_to_caller` for this route.
@@ -604,33 +709,46 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
+    /// Name used in logs and `explain`; unnamed rules are shown by index.
     #[serde(default)]
     pub name: Option<String>,
+    /// Any of these HTTP methods.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// Any of these path globs.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
+    /// Any of these subjects.
     #[serde(default)]
     pub subjects: Option<Vec<String>>,
+    /// Any of these verified emails.
     #[serde(default)]
     pub emails: Option<Vec<String>>,
+    /// Any of these email domains (the part after the only `@`).
     #[serde(default)]
     pub email_domains: Option<Vec<String>>,
+    /// Any of these groups.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
+    /// Any of these roles.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// All of these scopes.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+    /// Any of these OAuth client ids.
     #[serde(default)]
     pub clients: Option<Vec<String>>,
+    /// Any of these SPIFFE IDs (`*` globs).
     #[serde(default)]
     pub workloads: Option<Vec<String>>,
+    /// Any of these providers (by name).
     #[serde(default)]
     pub providers: Option<Vec<String>>,
     /// Dotted claim path → one value or a list of accepted values.
     #[serde(default)]
     pub claims: Option<BTreeMap<String, OneOrMany>>,
+    /// `true`: any authenticated caller.
     #[serde(default)]
     pub authenticated: Option<bool>,
 }
@@ -639,7 +757,9 @@ pub struct RuleConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// One accepted value.
     One(String),
+    /// Any of these values.
     Many(Vec<String>),
 }
 
@@ -657,9 +777,12 @@ impl OneOrMany {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Sustained rate.
     pub requests_per_second: f64,
+    /// Largest burst of requests allowed at once.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// What is counted separately (default `identity`).
     #[serde(default)]
     pub key: RateLimitKey,
 }
@@ -668,10 +791,14 @@ pub struct RateLimitConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitKey {
+    /// Per caller identity.
     #[default]
     Identity,
+    /// Per OAuth client id.
     Client,
+    /// Per client IP (after trusted proxies).
     Ip,
+    /// One budget for the whole route.
     Route,
 }
 

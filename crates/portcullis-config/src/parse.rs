@@ -341,6 +341,14 @@ fn translate(err: &Error) -> ParseError {
                 None => "duplicate key: a key may appear only once in a mapping".to_string(),
             }
         }
+        Error::Unexpected { expected, .. } => match *expected {
+            "mapping start" => "expected a mapping (`key: value` entries)".to_string(),
+            "sequence start" => "expected a list (`- item` lines or `[a, b]`)".to_string(),
+            "string scalar" | "scalar" => {
+                "expected a single value, not a list or mapping".to_string()
+            }
+            other => format!("expected {other}"),
+        },
         Error::InvalidScalar { ty, .. } => format!("expected {}", scalar_kind(ty)),
         Error::InvalidBooleanStrict { .. } => {
             "expected `true` or `false` (yes/no/on/off are not booleans here)".to_string()

@@ -9,10 +9,12 @@ use std::fmt;
 pub struct Duration(pub std::time::Duration);
 
 impl Duration {
+    /// A duration of `secs` seconds.
     pub const fn from_secs(secs: u64) -> Self {
         Duration(std::time::Duration::from_secs(secs))
     }
 
+    /// A duration of `ms` milliseconds.
     pub const fn from_millis(ms: u64) -> Self {
         Duration(std::time::Duration::from_millis(ms))
     }
