@@ -1,1 +1,23 @@
+//! Portcullis data plane: the listener (TCP/TLS, HTTP/1.1 + HTTP/2), the request
+//! pipeline, the upstream client, the proxy's own endpoints, the admin listener,
+//! metrics and the audit log.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod audit;
+pub mod authn;
+pub mod body;
+pub mod endpoints;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod pipeline;
+pub mod propagate;
+pub mod ratelimit;
+pub mod request_meta;
+pub mod respond;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+
+pub use server::Server;

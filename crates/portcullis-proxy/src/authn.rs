@@ -1,0 +1,122 @@
+//! Finding and checking the caller's credentials: the bearer token (exactly one),
+//! and workload identity from mTLS or a trusted sidecar's header.
+
+use crate::pipeline::ConnInfo;
+use crate::respond::Refusal;
+use crate::runtime::Runtime;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request};
+use portcullis_config::WorkloadSource;
+use portcullis_core::{Identity, IdentityKind, Reason};
+use portcullis_identity::workload;
+
+/// The credential a request carries.
+pub enum Credential {
+    None,
+    Bearer(String),
+}
+
+/// Reads the bearer token. Two `Authorization` headers are refused (400): guessing
+/// which one counts is how confused-deputy bugs start.
+pub fn credential(headers: &HeaderMap) -> Result<Credential, Refusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(Credential::None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "more than one Authorization header",
+        ));
+    }
+    let text = value.to_str().map_err(|_| {
+        Refusal::with_message(Reason::InvalidToken, "malformed Authorization header")
+    })?;
+    let Some((scheme, token)) = text.split_once(' ') else {
+        return Ok(Credential::None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Basic and other schemes are not ours to judge; they are removed before
+        // forwarding unless the route forwards the token.
+        return Ok(Credential::None);
+    }
+    let token = token.trim();
+    if token.is_empty() || token.contains(' ') {
+        return Err(Refusal::with_message(
+            Reason::InvalidToken,
+            "malformed bearer token",
+        ));
+    }
+    Ok(Credential::Bearer(token.to_string()))
+}
+
+/// The caller's SPIFFE ID from the sources `workload_identity.accept` allows. Sidecar
+/// headers count only from trusted peers (they were already stripped from others).
+pub fn workload_identity<B>(
+    req: &Request<B>,
+    conn: &ConnInfo,
+    rt: &Runtime,
+    peer_trusted: bool,
+) -> Option<String> {
+    let cfg = rt.config.workload_identity.as_ref()?;
+    for source in &cfg.accept {
+        let found = match source {
+            WorkloadSource::Mtls => conn
+                .peer_cert
+                .as_deref()
+                .and_then(|der| workload::spiffe_id_from_cert_der(der).ok()),
+            WorkloadSource::Linkerd if peer_trusted => req
+                .headers()
+                .get("l5d-client-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| workload::spiffe_id_from_linkerd(v, &cfg.trust_domain).ok()),
+            WorkloadSource::Xfcc if peer_trusted => req
+                .headers()
+                .get("x-forwarded-client-cert")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| workload::spiffe_id_from_xfcc(v).ok().flatten()),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// Adds a verified workload identity to the caller (who may also carry a token).
+pub fn attach_workload(identity: &mut Identity, spiffe: String) {
+    if identity.kind == IdentityKind::Anonymous {
+        identity.kind = IdentityKind::Workload;
+        identity.subject = spiffe.clone();
+    }
+    identity.workload = Some(spiffe);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn one_bearer_only() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(credential(&h), Ok(Credential::None)));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def.ghi"),
+        );
+        assert!(matches!(credential(&h), Ok(Credential::Bearer(t)) if t == "abc.def.ghi"));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer other"));
+        let err = credential(&h).err().unwrap();
+        assert_eq!(err.reason, Reason::BadRequest);
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer  "));
+        assert!(credential(&h).is_err());
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert!(matches!(credential(&h), Ok(Credential::None)));
+    }
+}

@@ -1,0 +1,223 @@
+//! Header hygiene for forwarded requests and returned responses: hop-by-hop headers
+//! (RFC 9110 §7.6.1), forwarding headers, and identity headers a client may try to
+//! spoof (SPEC §3).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use std::net::IpAddr;
+
+/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+/// Returns the `Upgrade` value when the message asked for a protocol upgrade, so the
+/// caller can re-add it for a WebSocket-style tunnel.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let wants_upgrade = named.iter().any(|n| n.as_str() == "upgrade");
+    let upgrade = if wants_upgrade {
+        headers.get(http::header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        // A client must not be able to make the proxy drop the headers it sets itself
+        // (or that carry identity) by naming them in `Connection`; those are removed
+        // and re-set after this anyway, so removing here is harmless and complete.
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// True for identity headers that only the proxy may set (SPEC §3), in any case and
+/// with `_` or `-`: `X-Auth-Request-*`, `X-Forwarded-User`, `X-Forwarded-Email`,
+/// `X-Forwarded-Groups`, `X-Portcullis-*`, and the configured assertion header.
+pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
+    let canon = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    let n = canon(name);
+    n.starts_with("x-auth-request-")
+        || n.starts_with("x-portcullis-")
+        || n == "x-forwarded-user"
+        || n == "x-forwarded-email"
+        || n == "x-forwarded-groups"
+        || n == canon(assertion_header)
+}
+
+/// Removes every spoofable identity header, however spelled and however often repeated.
+pub fn strip_identity_headers(headers: &mut HeaderMap, assertion_header: &str) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_identity_header(k.as_str(), assertion_header))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Headers only believed from a trusted proxy (SPEC §2 `trusted_proxies`); from anyone
+/// else they are removed before the request goes further.
+pub const TRUSTED_ONLY: [&str; 5] = [
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "l5d-client-id",
+    "x-forwarded-client-cert",
+];
+
+/// Sets `X-Forwarded-For/Proto/Host`. From a trusted peer the existing chain is
+/// extended; from anyone else it is replaced, so a client cannot forge its origin.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    scheme: &str,
+    host: &str,
+) {
+    let xff = "x-forwarded-for";
+    let chain = if peer_trusted {
+        let prior: Vec<&str> = headers
+            .get_all(xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        }
+    } else {
+        peer.to_string()
+    };
+    headers.remove(xff);
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(xff, v);
+    }
+    let keep = |headers: &HeaderMap, name: &str| peer_trusted && headers.contains_key(name);
+    if !keep(headers, "x-forwarded-proto") {
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+        );
+    }
+    if !keep(headers, "x-forwarded-host") {
+        headers.remove("x-forwarded-host");
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+}
+
+/// The client's address for logs and rate limits: from a trusted peer, the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy; else the peer.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, is_trusted: impl Fn(IpAddr) -> bool) -> IpAddr {
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for").iter() {
+        let Ok(text) = v.to_str() else { return peer };
+        for part in text.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => addrs.push(ip),
+                // A garbled chain cannot be trusted past this hop.
+                Err(_) => return peer,
+            }
+        }
+    }
+    addrs
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret, upgrade"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let up = strip_hop_by_hop(&mut h);
+        assert_eq!(up.unwrap(), "websocket");
+        assert!(h.get("x-secret").is_none() && h.get("te").is_none() && h.get("upgrade").is_none());
+        assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn identity_headers_in_every_spelling() {
+        for n in [
+            "X-Auth-Request-User",
+            "x_auth_request_email",
+            "X-PORTCULLIS-WORKLOAD",
+            "x-forwarded_user",
+            "X-Forwarded-Groups",
+            "x-portcullis-assertion",
+            "My-Assertion",
+        ] {
+            assert!(is_identity_header(n, "my_assertion"), "{n}");
+        }
+        assert!(!is_identity_header(
+            "x-forwarded-for",
+            "X-Portcullis-Assertion"
+        ));
+    }
+
+    #[test]
+    fn forwarded_chain_only_from_trusted_peers() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        set_forwarded(&mut h, peer, false, "http", "api.example.com");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        set_forwarded(&mut h, peer, true, "https", "api");
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn client_ip_walks_the_trusted_chain() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 5.5.5.5, 10.0.0.2"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(&h, peer, trusted).to_string(), "5.5.5.5");
+        let outsider: IpAddr = "7.7.7.7".parse().unwrap();
+        assert_eq!(client_ip(&h, outsider, trusted), outsider);
+    }
+}

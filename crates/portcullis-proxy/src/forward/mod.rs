@@ -1,0 +1,168 @@
+//! Forwarding a request to its upstream and streaming the answer back: bodies are
+//! never buffered, connections are pooled, failures become 502/504, idempotent
+//! requests without a body are retried, and `Upgrade` (WebSocket) is tunnelled.
+
+pub mod client;
+pub mod headers;
+pub mod upstreams;
+
+use crate::body::{boxed, empty, ProxyBody};
+use crate::respond::Refusal;
+use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use portcullis_core::Reason;
+use portcullis_policy::NormalizedPath;
+use std::time::Duration;
+use upstreams::{Endpoint, UpstreamPool};
+
+/// Sends `req` to one of the pool's endpoints, with the already-normalized `path`.
+pub async fn forward(
+    mut req: Request<Incoming>,
+    pool: &UpstreamPool,
+    path: &NormalizedPath,
+    timeout: Duration,
+    retries: u32,
+) -> Result<Response<ProxyBody>, Refusal> {
+    // Upgrade tunnels need the client side's upgrade handle before the request moves.
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    if let Some(proto) = &upgrade {
+        req.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(UPGRADE, proto.clone());
+    }
+    if !req.headers().contains_key(HOST) {
+        // An h2 client names the host in `:authority`; an HTTP/1 upstream needs `Host`.
+        if let Some(auth) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(HOST, auth);
+        }
+    }
+    let query = req.uri().query().map(str::to_string);
+    let (mut parts, body) = req.into_parts();
+    parts.version = Version::HTTP_11;
+    let replayable = body.is_end_stream() && is_idempotent(&parts.method) && upgrade.is_none();
+    let mut body = Some(boxed(body));
+    let attempts = if replayable { retries + 1 } else { 1 };
+
+    let mut last_refusal = Refusal::new(Reason::UpstreamUnavailable);
+    for attempt in 0..attempts {
+        let Some(endpoint) = pool.pick() else { break };
+        let uri = upstream_uri(endpoint, path, query.as_deref())
+            .map_err(|e| Refusal::with_message(Reason::BadRequest, e))?;
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .version(parts.version);
+        if let Some(h) = builder.headers_mut() {
+            *h = parts.headers.clone();
+        }
+        let body = body.take().unwrap_or_else(empty);
+        let upstream_req = builder
+            .body(body)
+            .map_err(|e| Refusal::with_message(Reason::BadRequest, e.to_string()))?;
+        match tokio::time::timeout(timeout, pool.client.inner.request(upstream_req)).await {
+            Err(_) => {
+                // A timed-out upstream may be slow rather than down: no ejection, no retry
+                // (the request may have been acted upon).
+                return Err(Refusal::new(Reason::UpstreamTimeout));
+            }
+            Ok(Err(e)) => {
+                pool.report(endpoint, false);
+                tracing::warn!(upstream = %endpoint.origin, error = %error_chain(&e), attempt, "upstream request failed");
+                last_refusal = Refusal::new(Reason::UpstreamUnavailable);
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let unhealthy = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                );
+                pool.report(endpoint, !unhealthy);
+                if unhealthy && attempt + 1 < attempts {
+                    continue;
+                }
+                return Ok(into_client_response(resp, client_upgrade));
+            }
+        }
+    }
+    Err(last_refusal)
+}
+
+/// `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE` (RFC 9110 §9.2.2).
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn upstream_uri(
+    endpoint: &Endpoint,
+    path: &NormalizedPath,
+    query: Option<&str>,
+) -> Result<Uri, String> {
+    let mut pq = String::with_capacity(endpoint.base_path.len() + path.as_str().len() + 1);
+    pq.push_str(&endpoint.base_path);
+    pq.push_str(path.as_str());
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(endpoint.scheme.clone())
+        .authority(endpoint.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| format!("cannot build upstream URI: {e}"))
+}
+
+/// Prepares the upstream's response for the client: hop-by-hop headers removed, and
+/// for `101 Switching Protocols` a tunnel spliced between the two upgraded streams.
+fn into_client_response(
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = client_upgrade {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_side, upstream_side) {
+                    Ok((client, upstream)) => {
+                        let mut client = hyper_util::rt::TokioIo::new(client);
+                        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            let proto = resp.headers().get(UPGRADE).cloned();
+            headers::strip_hop_by_hop(resp.headers_mut());
+            if let Some(proto) = proto {
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                resp.headers_mut().insert(UPGRADE, proto);
+            }
+            return resp.map(|_| empty());
+        }
+    }
+    headers::strip_hop_by_hop(resp.headers_mut());
+    resp.map(boxed)
+}
+
+/// The error and its sources on one line, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

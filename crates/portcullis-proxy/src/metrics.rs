@@ -1,0 +1,134 @@
+//! Prometheus metrics of SPEC §8. One registry for the process; every metric here
+//! outlives config reloads. Labels are bounded: route names (from config), reason
+//! codes and result words, never paths or subjects.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub decision: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsFailureLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~65 s: proxy overhead sits at the bottom, slow upstreams at the top.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00025, 2.0, 19,
+    ))
+}
+
+/// The proxy's own metrics (identity metrics live in `portcullis_identity`).
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily,
+    pub upstream_duration: HistogramFamily,
+    pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
+    pub rate_limited: Family<RouteLabel, Counter>,
+    pub config_reloads: Family<ResultLabel, Counter>,
+    pub registry: Arc<std::sync::Mutex<Registry>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in a new registry.
+    pub fn new() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = HistogramFamily::new_with_constructor(latency_histogram);
+        let upstream_duration = HistogramFamily::new_with_constructor(latency_histogram);
+        let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
+        let rate_limited = Family::<RouteLabel, Counter>::default();
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+
+        // Full names, no registry prefix: the identity crate registers its own
+        // `portcullis_*` series into the same registry.
+        let mut registry = Registry::default();
+        registry.register(
+            "portcullis_requests",
+            "Requests handled, by route, decision and code",
+            requests.clone(),
+        );
+        registry.register(
+            "portcullis_request_duration_seconds",
+            "Time from request head to response head",
+            request_duration.clone(),
+        );
+        registry.register(
+            "portcullis_upstream_duration_seconds",
+            "Time the upstream took to answer with a response head",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "portcullis_tls_handshake_failures",
+            "TLS handshakes that failed",
+            tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "portcullis_rate_limited",
+            "Requests refused by a rate limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "portcullis_config_reloads",
+            "Configuration reload attempts",
+            config_reloads.clone(),
+        );
+        Metrics {
+            requests,
+            request_duration,
+            upstream_duration,
+            tls_handshake_failures,
+            rate_limited,
+            config_reloads,
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+        }
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+                out.clear();
+            }
+        }
+        out
+    }
+
+    /// Counts a configuration reload attempt.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

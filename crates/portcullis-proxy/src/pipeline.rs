@@ -1,0 +1,359 @@
+//! The request pipeline, readable top to bottom:
+//!
+//! sanitize → route → authenticate → authorize → rate-limit → propagate → forward →
+//! respond → record.
+//!
+//! Every request, whatever way it ends, leaves through [`finish`], which attaches
+//! the audit line and metrics to the response body so they are written once, when
+//! the body is done (or dropped by a vanishing client).
+
+use crate::audit::{AuditIdentity, AuditRecord, AuditTime};
+use crate::authn::{self, Credential};
+use crate::body::{Counted, ProxyBody};
+use crate::endpoints;
+use crate::forward::{self, headers};
+use crate::listener::h1_guard::{Refusal as GuardRefusal, Verdict, REJECTED_PATH};
+use crate::metrics::{RequestLabels, RouteLabel};
+use crate::propagate;
+use crate::request_meta::{request_id, TraceContext};
+use crate::respond::{error_response, wants_html, Refusal};
+use crate::runtime::Runtime;
+use crate::server::Shared;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use portcullis_config::{AuthMode, RateLimitKey};
+use portcullis_core::{Identity, Reason};
+use portcullis_policy::{normalize, Decision, RequestFacts};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the listener knows about a connection.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// DER of the verified client certificate, when one was presented over mTLS.
+    pub peer_cert: Option<Vec<u8>>,
+    pub verdict: Arc<Verdict>,
+}
+
+/// The facts about one request, gathered as it moves through the pipeline and
+/// written to the audit line at the end.
+pub struct Exchange {
+    pub started: Instant,
+    /// When the request arrived: the audit line's `timestamp`.
+    pub arrived: AuditTime,
+    pub request_id: String,
+    pub trace: TraceContext,
+    pub client_ip: IpAddr,
+    pub method: String,
+    pub host: String,
+    /// Normalized when normalization succeeded, else the raw path (never the query).
+    pub path: String,
+    pub route: Option<String>,
+    pub decision: Option<Decision>,
+    pub identity: Identity,
+    pub upstream_ms: Option<f64>,
+    pub html: bool,
+    /// Set when the request ended in an error response: its SPEC §6 code.
+    pub refused: Option<Reason>,
+}
+
+/// hyper's entry point for every request on the main listener.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<Counted>, Infallible> {
+    let rt = shared.runtime.load_full();
+    let peer_trusted = rt.is_trusted(conn.peer.ip());
+    let trusted_header = |name: &str| {
+        peer_trusted
+            .then(|| req.headers().get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+    };
+    let mut ex = Exchange {
+        started: Instant::now(),
+        arrived: AuditTime::now(),
+        request_id: request_id(trusted_header("x-request-id")),
+        trace: TraceContext::continue_or_start(trusted_header("traceparent")),
+        client_ip: headers::client_ip(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip)),
+        method: req.method().as_str().to_string(),
+        host: request_host(&req).unwrap_or_default(),
+        path: req.uri().path().to_string(),
+        route: None,
+        decision: None,
+        identity: Identity::anonymous(),
+        upstream_ms: None,
+        html: wants_html(req.headers()),
+        refused: None,
+    };
+    let result = run(req, &conn, &shared, &rt, peer_trusted, &mut ex).await;
+    let response = match result {
+        Ok(resp) => resp,
+        Err(refusal) => {
+            ex.refused = Some(refusal.reason);
+            error_response(&refusal, &ex.request_id, ex.html)
+        }
+    };
+    Ok(finish(ex, response, &shared))
+}
+
+async fn run(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    peer_trusted: bool,
+    ex: &mut Exchange,
+) -> Result<Response<ProxyBody>, Refusal> {
+    // A head the guard refused arrives as a synthetic request: answer and close.
+    if req.uri().path() == REJECTED_PATH {
+        if let Some(refusal) = conn.verdict.take() {
+            ex.path = "-".to_string();
+            let mut r = match refusal {
+                GuardRefusal::BadRequest(why) => {
+                    Refusal::with_message(Reason::BadRequest, format!("malformed request: {why}"))
+                }
+                GuardRefusal::HeadersTooLarge => {
+                    let mut r =
+                        Refusal::with_message(Reason::BadRequest, "request headers too large");
+                    r.status = Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                    r
+                }
+            };
+            r.close = true;
+            return Err(r);
+        }
+    }
+
+    // Sanitize: what only a trusted hop may say is removed from everyone else, and no
+    // client may pre-set the identity headers the proxy vouches for.
+    let assertion_header = rt.config.assertion.header.clone();
+    if !peer_trusted {
+        for name in headers::TRUSTED_ONLY {
+            req.headers_mut().remove(name);
+        }
+    }
+    headers::strip_identity_headers(req.headers_mut(), &assertion_header);
+
+    // The proxy's own endpoints answer before routing.
+    if let Some(resp) = endpoints::serve(&req, rt, ex).await {
+        return resp;
+    }
+
+    // Route on the normalized path; the upstream receives exactly this path.
+    let path = normalize(req.uri().path(), rt.config.server.allow_encoded_slashes)
+        .map_err(|e| Refusal::with_message(Reason::BadRequest, format!("invalid path: {e}")))?;
+    ex.path = path.as_str().to_string();
+    let facts = RequestFacts {
+        method: req.method().as_str(),
+        host: &ex.host,
+        path: &path,
+    };
+    let Some((index, route)) = rt.routes.find(&ex.host, req.method().as_str(), &path) else {
+        return Err(Refusal::new(Reason::NoRoute));
+    };
+    let route_cfg = &rt.config.routes[index];
+    ex.route = Some(route.name().to_string());
+
+    // Authenticate.
+    let workload = authn::workload_identity(&req, conn, rt, peer_trusted);
+    match authn::credential(req.headers())? {
+        Credential::None if route_cfg.auth == AuthMode::Required && workload.is_none() => {
+            return Err(Refusal::new(Reason::MissingToken));
+        }
+        Credential::None => {}
+        Credential::Bearer(token) if route_cfg.auth != AuthMode::None => {
+            ex.identity = rt
+                .auth
+                .verify_bearer(&token)
+                .await
+                .map_err(|e| Refusal::with_message(e.reason, e.description))?;
+        }
+        Credential::Bearer(_) => {}
+    }
+    if let Some(spiffe) = workload {
+        authn::attach_workload(&mut ex.identity, spiffe);
+    }
+
+    // Authorize: one Decision drives the response, the audit line and the metrics.
+    let decision = route.evaluate(&ex.identity, &facts);
+    let permitted = decision.permits();
+    let denial = (!permitted).then(|| authz_refusal(&decision, ex));
+    ex.decision = Some(decision);
+    if let Some(refusal) = denial {
+        return Err(refusal);
+    }
+
+    // Rate-limit per caller.
+    if let Some(limiter) = &rt.limiters[index] {
+        let key = match limiter.key {
+            RateLimitKey::Identity if ex.identity.is_authenticated() => ex.identity.subject.clone(),
+            RateLimitKey::Client => ex
+                .identity
+                .client_id
+                .clone()
+                .unwrap_or_else(|| ex.client_ip.to_string()),
+            RateLimitKey::Route => String::new(),
+            RateLimitKey::Identity | RateLimitKey::Ip => ex.client_ip.to_string(),
+        };
+        if let Err(retry) = limiter.check(&key) {
+            shared
+                .metrics
+                .rate_limited
+                .get_or_create(&RouteLabel {
+                    route: route.name().to_string(),
+                })
+                .inc();
+            let mut r = Refusal::new(Reason::RateLimited);
+            r.retry_after = Some(retry);
+            return Err(r);
+        }
+    }
+
+    // Propagate the verified identity, then forward.
+    let Some(pool) = rt.pools[index].clone() else {
+        return Err(Refusal::with_message(
+            Reason::NoRoute,
+            "this route has no upstream",
+        ));
+    };
+    let scheme = if conn.tls { "https" } else { "http" };
+    headers::set_forwarded(
+        req.headers_mut(),
+        conn.peer.ip(),
+        peer_trusted,
+        scheme,
+        &ex.host,
+    );
+    set_header(req.headers_mut(), "x-request-id", &ex.request_id);
+    set_header(req.headers_mut(), "traceparent", &ex.trace.header());
+    if !route_cfg.forward_token {
+        req.headers_mut().remove(http::header::AUTHORIZATION);
+    }
+    propagate::identity_headers(req.headers_mut(), &ex.identity, rt, route_cfg, &pool).map_err(
+        |e| {
+            tracing::error!(error = %e, "cannot sign assertion");
+            Refusal::with_message(
+                Reason::UpstreamUnavailable,
+                "cannot sign identity assertion",
+            )
+        },
+    )?;
+
+    let timeout = route_cfg
+        .timeout
+        .unwrap_or(rt.config.server.request_timeout)
+        .get();
+    let upstream_started = Instant::now();
+    let result = forward::forward(req, &pool, &path, timeout, route_cfg.retries).await;
+    let upstream_secs = upstream_started.elapsed().as_secs_f64();
+    ex.upstream_ms = Some(upstream_secs * 1000.0);
+    shared
+        .metrics
+        .upstream_duration
+        .get_or_create(&RouteLabel {
+            route: route.name().to_string(),
+        })
+        .observe(upstream_secs);
+    let mut resp = result?;
+    set_header(resp.headers_mut(), "x-request-id", &ex.request_id);
+    Ok(resp)
+}
+
+/// The 403 for a policy denial, with as much explanation as the route allows.
+fn authz_refusal(decision: &Decision, ex: &Exchange) -> Refusal {
+    let level = decision.explain_to_caller;
+    let mut r = Refusal::with_message(decision.reason, decision.caller_message(level));
+    r.needed_scopes = decision.missing_scopes.clone();
+    if ex.html {
+        r.html = Some(decision.html_page(&ex.identity, &ex.request_id, level));
+    }
+    r
+}
+
+fn set_header(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// The request's host without port, lowercased: `Host`, or the h2 `:authority`.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req.uri().host().map(str::to_string).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| match h.rsplit_once(':') {
+                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+                _ => h.to_string(),
+            })
+    })?;
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Attaches the audit line and metrics to the response, to be written when its body
+/// is finished or dropped.
+fn finish(ex: Exchange, response: Response<ProxyBody>, shared: &Shared) -> Response<Counted> {
+    let status = response.status().as_u16();
+    let route_label = ex.route.clone().unwrap_or_else(|| "none".to_string());
+    // `decision` is the policy's word when it spoke (an allowed call can still fail
+    // upstream); `reason` is how the request actually ended.
+    let (decision_word, reason, rule, enforced) = match (&ex.decision, ex.refused) {
+        (Some(d), refused) => {
+            let word = if d.is_allowed() { "allow" } else { "deny" };
+            let rule = d.rule.as_ref().map(|r| r.label().into_owned());
+            (word, refused.unwrap_or(d.reason), rule, d.enforced)
+        }
+        (None, Some(r)) => ("deny", r, None, true),
+        (None, None) => ("allow", Reason::Allowed, None, true),
+    };
+    let metrics = shared.metrics.clone();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route_label.clone(),
+            decision: decision_word,
+            code: status.to_string(),
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&RouteLabel { route: route_label })
+        .observe(ex.started.elapsed().as_secs_f64());
+
+    let audit = shared.audit.clone();
+    let record = AuditRecord {
+        timestamp: ex.arrived,
+        request_id: ex.request_id,
+        trace_id: ex.trace.trace_id,
+        client_ip: ex.client_ip.to_string(),
+        method: ex.method,
+        host: ex.host,
+        path: ex.path,
+        route: ex.route,
+        decision: decision_word,
+        reason: reason.as_str(),
+        rule,
+        enforced,
+        identity: AuditIdentity::from_identity(&ex.identity),
+        status,
+        duration_ms: 0.0,
+        upstream_ms: ex.upstream_ms,
+        bytes_out: 0,
+    };
+    let started = ex.started;
+    let (parts, body) = response.into_parts();
+    let body = Counted::new(
+        body,
+        Box::new(move |bytes_out| {
+            let mut record = record;
+            record.bytes_out = bytes_out;
+            record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            audit.record(record);
+        }),
+    );
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,119 @@
+//! Correlation ids: `X-Request-Id` and W3C `traceparent`, kept from trusted peers
+//! (an API gateway or mesh in front of us) and started here otherwise, so one id
+//! follows a call through every log.
+
+use rand::Rng;
+
+/// The request id: a trusted peer's, when well-formed, else a new random one.
+pub fn request_id(from_trusted_peer: Option<&str>) -> String {
+    match from_trusted_peer {
+        Some(id) if is_valid_request_id(id) => id.to_string(),
+        _ => new_hex::<16>(),
+    }
+}
+
+/// Ids are echoed into headers and logs: keep them short and printable.
+fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// A W3C trace context: the trace this request belongs to and the span the proxy adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: String,
+    pub span_id: String,
+    pub flags: String,
+}
+
+impl TraceContext {
+    /// Continues a trusted peer's valid `traceparent`, or starts a new trace.
+    pub fn continue_or_start(from_trusted_peer: Option<&str>) -> Self {
+        if let Some((trace_id, flags)) = from_trusted_peer.and_then(parse_traceparent) {
+            return TraceContext {
+                trace_id: trace_id.to_string(),
+                span_id: new_hex::<8>(),
+                flags: flags.to_string(),
+            };
+        }
+        TraceContext {
+            trace_id: new_hex::<16>(),
+            span_id: new_hex::<8>(),
+            flags: "01".to_string(),
+        }
+    }
+
+    /// The `traceparent` header value to send upstream.
+    pub fn header(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+/// Parses `00-<32 hex>-<16 hex>-<2 hex>`; all-zero ids are invalid (W3C §3.2.2).
+fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace_id, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace_id.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then_some((trace_id, flags))
+}
+
+/// `N` random bytes as lowercase hex.
+fn new_hex<const N: usize>() -> String {
+    let bytes: [u8; N] = rand::rng().random();
+    let mut out = String::with_capacity(N * 2);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id(Some("abc-123")), "abc-123");
+        assert_eq!(request_id(None).len(), 32);
+        assert_ne!(request_id(Some("bad id\n")), "bad id\n");
+        assert_eq!(request_id(Some(&"a".repeat(200))).len(), 32);
+    }
+
+    #[test]
+    fn traceparent_continued_or_started() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::continue_or_start(Some(incoming));
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(t.span_id, "00f067aa0ba902b7");
+        assert!(t
+            .header()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let t = TraceContext::continue_or_start(Some(bad));
+            assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(t.trace_id.len(), 32);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Every error the proxy answers with is built here, so each status code, header and
+//! body of SPEC §6 comes from exactly one function.
+
+use crate::body::{full, ProxyBody};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use portcullis_core::Reason;
+
+/// What the proxy must say about a refused or failed request.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: Reason,
+    /// One sentence for the caller. Never contains a token or secret.
+    pub message: String,
+    /// For 403: the scopes that were missing (`insufficient_scope`).
+    pub needed_scopes: Vec<String>,
+    /// For 429: seconds until a retry can succeed.
+    pub retry_after: Option<u64>,
+    /// A ready HTML page for browsers (403 pages name the caller and what was
+    /// missing); when absent a plain page is built from `message`.
+    pub html: Option<String>,
+    /// Close the connection after answering (refused request heads).
+    pub close: bool,
+    /// A status other than the reason's own (431 for oversized heads, whose code is
+    /// still `bad_request`).
+    pub status: Option<StatusCode>,
+}
+
+impl Refusal {
+    /// A refusal with the default message for its reason.
+    pub fn new(reason: Reason) -> Self {
+        Refusal::with_message(reason, default_message(reason))
+    }
+
+    /// A refusal with a specific message.
+    pub fn with_message(reason: Reason, message: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            message: message.into(),
+            needed_scopes: Vec::new(),
+            retry_after: None,
+            html: None,
+            close: false,
+            status: None,
+        }
+    }
+}
+
+fn default_message(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Allowed => "allowed",
+        Reason::MissingToken => "authentication required: send a bearer token",
+        Reason::InvalidToken => "the token is invalid",
+        Reason::TokenExpired => "the token has expired",
+        Reason::TokenNotYetValid => "the token is not valid yet",
+        Reason::BadSignature => "the token signature is invalid",
+        Reason::UnknownKey => "the token was signed with an unknown key",
+        Reason::AlgorithmNotAllowed => "the token's signing algorithm is not allowed",
+        Reason::WrongIssuer => "the token's issuer is not trusted",
+        Reason::WrongAudience => "the token is not meant for this service",
+        Reason::Forbidden => "access denied by policy",
+        Reason::InsufficientScope => "the token lacks a required scope",
+        Reason::RateLimited => "too many requests",
+        Reason::NoRoute => "no route matches this request",
+        Reason::BadRequest => "bad request",
+        Reason::UpstreamUnavailable => "the upstream service is unavailable",
+        Reason::UpstreamTimeout => "the upstream service did not answer in time",
+    }
+}
+
+/// True when the client prefers an HTML page (a browser).
+pub fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// Builds the SPEC §6 response for a refusal.
+pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Response<ProxyBody> {
+    let status = refusal.status.unwrap_or_else(|| {
+        StatusCode::from_u16(refusal.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    let (content_type, body) = if html {
+        let page = refusal
+            .html
+            .clone()
+            .unwrap_or_else(|| plain_page(status, &refusal.message, request_id));
+        ("text/html; charset=utf-8", page)
+    } else {
+        let json = serde_json::json!({
+            "error": refusal.reason.as_str(),
+            "message": refusal.message,
+            "request_id": request_id,
+        });
+        ("application/json", json.to_string())
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(value) = www_authenticate(refusal) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    if let Some(secs) = refusal.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if refusal.close {
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    resp
+}
+
+/// The `WWW-Authenticate` challenge for 401s and scope-related 403s.
+fn www_authenticate(refusal: &Refusal) -> Option<HeaderValue> {
+    let text = match refusal.reason {
+        Reason::MissingToken => r#"Bearer realm="portcullis""#.to_string(),
+        r if r.is_token_failure() => format!(
+            r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
+            quote_safe(&refusal.message)
+        ),
+        Reason::InsufficientScope => format!(
+            r#"Bearer error="insufficient_scope", scope="{}""#,
+            quote_safe(&refusal.needed_scopes.join(" "))
+        ),
+        _ => return None,
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+/// Keeps a value safe inside a quoted-string: no quotes, backslashes or controls.
+fn quote_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .collect()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn plain_page(status: StatusCode, message: &str, request_id: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {canon}</title></head>\
+         <body><h1>{code} {canon}</h1><p>{msg}</p><p>Request id: <code>{rid}</code></p></body></html>\n",
+        code = status.as_u16(),
+        canon = status.canonical_reason().unwrap_or(""),
+        msg = html_escape(message),
+        rid = html_escape(request_id),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_spec() {
+        let r = Refusal::new(Reason::MissingToken);
+        assert_eq!(
+            www_authenticate(&r).unwrap(),
+            r#"Bearer realm="portcullis""#
+        );
+        let r = Refusal::with_message(Reason::TokenExpired, "token expired \"at\" 5");
+        assert_eq!(
+            www_authenticate(&r).unwrap(),
+            r#"Bearer realm="portcullis", error="invalid_token", error_description="token expired at 5""#
+        );
+        let mut r = Refusal::new(Reason::InsufficientScope);
+        r.needed_scopes = vec!["orders:write".into()];
+        assert_eq!(
+            www_authenticate(&r).unwrap(),
+            r#"Bearer error="insufficient_scope", scope="orders:write""#
+        );
+        assert!(www_authenticate(&Refusal::new(Reason::Forbidden)).is_none());
+    }
+
+    #[test]
+    fn json_body_and_status() {
+        let resp = error_response(&Refusal::new(Reason::NoRoute), "rid-1", false);
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let r = Refusal::with_message(Reason::BadRequest, "<script>");
+        assert!(plain_page(StatusCode::BAD_REQUEST, &r.message, "<id>").contains("&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Starting, reloading and draining the proxy. The binary wires signals to these.
+
+use crate::audit::AuditLog;
+use crate::metrics::Metrics;
+use crate::runtime::{Carried, Runtime};
+use crate::tls::ReloadingTls;
+use crate::{admin, listener};
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulShutdown;
+use portcullis_config::Config;
+use portcullis_identity::{Fetch, HttpFetch, IdentityMetrics};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// State every request can reach.
+pub struct Shared {
+    /// The current compiled config; swapped whole on reload.
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub identity_metrics: IdentityMetrics,
+    pub fetch: Arc<dyn Fetch>,
+    pub audit: AuditLog,
+}
+
+/// A running proxy.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    config_path: Option<PathBuf>,
+    local_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    graceful: Arc<GracefulShutdown>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving `config`. `config_path` is where
+    /// reloads read from (none: reloads are refused).
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Server> {
+        let metrics = Metrics::new();
+        let identity_metrics = IdentityMetrics::default();
+        if let Ok(mut registry) = metrics.registry.lock() {
+            identity_metrics.register(&mut registry);
+        }
+        let audit = AuditLog::open(&config.audit.sink).context("cannot open the audit sink")?;
+        let fetch: Arc<dyn Fetch> = Arc::new(
+            HttpFetch::new(Duration::from_secs(10)).map_err(|e| anyhow::anyhow!(e.to_string()))?,
+        );
+        let mut runtime = Runtime::build(
+            config,
+            Carried {
+                previous: None,
+                identity_metrics: &identity_metrics,
+                fetch: &fetch,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        runtime.start_background();
+        let server_cfg = runtime.config.server.clone();
+        let admin_listen = runtime.config.admin.listen.clone();
+
+        let listener = TcpListener::bind(&server_cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", server_cfg.listen))?;
+        let admin_listener = TcpListener::bind(&admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+        let local_addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let tls = match &server_cfg.tls {
+            Some(tls_cfg) => Some(ReloadingTls::new(tls_cfg).map_err(|e| anyhow::anyhow!(e))?),
+            None => None,
+        };
+
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            identity_metrics,
+            fetch,
+            audit,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut tasks = Vec::new();
+        if let Some(tls) = &tls {
+            tasks.push(tls.clone().watch(Duration::from_secs(2)));
+        }
+        tasks.push(tokio::spawn(listener::accept_loop(
+            listener,
+            tls,
+            shared.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(admin::run(
+            admin_listener,
+            shared.clone(),
+            stop_rx,
+        )));
+        tracing::info!(listen = %local_addr, admin = %admin_addr, "portcullis serving");
+        Ok(Server {
+            shared,
+            config_path,
+            local_addr,
+            admin_addr,
+            stop,
+            graceful,
+            tasks,
+        })
+    }
+
+    /// The main listener's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Re-reads the config file and swaps it in. An invalid config is refused, logged,
+    /// and counted; the old one keeps serving. Also reopens the audit file (rotation).
+    pub fn reload(&self) -> Result<(), String> {
+        self.shared.audit.reopen();
+        let result = self.try_reload();
+        self.shared.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; keeping the old one")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("this server was not started from a config file")?;
+        let loaded = portcullis_config::load_file(path).map_err(|e| e.to_string())?;
+        self.apply(loaded.config)
+    }
+
+    /// Swaps in an already-loaded config (used by reload and by tests).
+    pub fn apply(&self, config: Config) -> Result<(), String> {
+        let current = self.shared.runtime.load_full();
+        if config.server.listen != current.config.server.listen
+            || config.admin.listen != current.config.admin.listen
+        {
+            tracing::warn!("listen addresses cannot change on reload; restart to apply them");
+        }
+        if config.audit.sink != current.config.audit.sink {
+            tracing::warn!("the audit sink cannot change on reload; restart to apply it");
+        }
+        let mut next = Runtime::build(
+            config,
+            Carried {
+                previous: Some(&current),
+                identity_metrics: &self.shared.identity_metrics,
+                fetch: &self.shared.fetch,
+            },
+        )?;
+        next.start_background();
+        self.shared.runtime.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then
+    /// flushes the audit log.
+    pub async fn shutdown(self) {
+        let grace = self
+            .shared
+            .runtime
+            .load()
+            .config
+            .server
+            .shutdown_grace
+            .get();
+        let _ = self.stop.send(true);
+        // Connections hold only watchers; once the accept loops are gone this is the
+        // last handle, and `shutdown` can own it.
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Ok(graceful) = Arc::try_unwrap(self.graceful) {
+            if tokio::time::timeout(grace, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    ?grace,
+                    "shutdown grace elapsed with requests still in flight"
+                );
+            }
+        }
+        self.shared.audit.shutdown();
+    }
+}

@@ -1,0 +1,103 @@
+//! Shared helpers for the proxy's end-to-end tests: start a real server on
+//! 127.0.0.1:0 in front of a real echo upstream, and talk to it over real sockets.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use portcullis_proxy::Server;
+use portcullis_testkit::EchoUpstream;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Loads a YAML config from text; panics with the loader's messages on error.
+pub fn config(yaml: &str) -> portcullis_config::Config {
+    match portcullis_config::load_str(yaml, "test.yaml", &|_| None) {
+        Ok(loaded) => loaded.config,
+        Err(errors) => panic!("test config invalid:\n{errors}"),
+    }
+}
+
+/// A server in front of an echo upstream. `routes` is YAML for the `routes:` list,
+/// with `UPSTREAM` standing for the echo upstream's URL.
+pub struct Harness {
+    pub server: Server,
+    pub echo: EchoUpstream,
+    pub base: String,
+}
+
+pub const SERVER_PREAMBLE: &str =
+    "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n";
+
+impl Harness {
+    pub async fn start(routes: &str) -> Harness {
+        Self::start_with(SERVER_PREAMBLE, routes).await
+    }
+
+    /// `preamble` holds the non-route sections (must set listen addresses).
+    pub async fn start_with(preamble: &str, routes: &str) -> Harness {
+        let echo = EchoUpstream::start().await.expect("echo upstream");
+        let yaml = format!(
+            "{preamble}routes:\n{}",
+            routes.replace("UPSTREAM", &echo.url())
+        );
+        let server = Server::start(config(&yaml), None)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.local_addr());
+        Harness { server, echo, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and returns status, headers and the whole body as text.
+pub async fn send(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    let (status, _, body) = send(&client(), "GET", url, &[]).await;
+    (status, body)
+}
+
+/// Writes raw bytes on a fresh connection and reads until the server closes it (or
+/// `wait` passes). Returns what the server sent.
+pub async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON body the echo upstream returned.
+pub fn echoed(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not echo JSON ({e}): {body}"))
+}

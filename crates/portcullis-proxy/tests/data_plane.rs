@@ -1,0 +1,377 @@
+//! End-to-end tests of the data plane: a real server on 127.0.0.1:0 in front of a
+//! real echo upstream, driven over real sockets.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const OPEN_ROUTES: &str = r#"
+  - name: exact
+    match: { path: /exact, methods: [GET] }
+    upstream: UPSTREAM
+    auth: none
+  - name: wild-host
+    match: { hosts: ["*.example.com"], path_prefix: /api }
+    upstream: UPSTREAM
+    auth: none
+  - name: regex
+    match: { path_regex: "^/items/[0-9]+$" }
+    upstream: UPSTREAM
+    auth: none
+  - name: api
+    match: { path_prefix: /api }
+    upstream: UPSTREAM
+    auth: none
+  - name: post-only
+    match: { path_prefix: /submit, methods: [POST] }
+    upstream: UPSTREAM
+    auth: none
+"#;
+
+#[tokio::test]
+async fn routing_table_first_match_wins() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    let c = client();
+    let cases = [
+        ("GET", "/exact", 200),
+        ("POST", "/exact", 404),
+        ("GET", "/exact/more", 404),
+        ("GET", "/api/orders", 200),
+        ("GET", "/api", 200),
+        ("GET", "/apix", 404),
+        ("GET", "/items/42", 200),
+        ("GET", "/items/42x", 404),
+        ("POST", "/submit", 200),
+        ("GET", "/submit", 404),
+        ("GET", "/nothing", 404),
+    ];
+    for (method, path, want) in cases {
+        let (status, _, body) = send(&c, method, &h.url(path), &[]).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+    }
+    // Which route answered is visible in metrics by name.
+    let (status, _, body) =
+        send(&c, "GET", &h.url("/api/x"), &[("host", "shop.example.com")]).await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = get(&format!("http://{}/metrics", h.server.admin_addr()))
+        .await
+        .1;
+    assert!(metrics.contains(r#"route="wild-host""#), "{metrics}");
+    assert!(metrics.contains(r#"route="regex""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn no_route_is_404_json() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    let (status, headers, body) = send(&client(), "GET", &h.url("/nope"), &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["content-type"], "application/json");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"], "no_route");
+    assert!(json["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(h.echo.seen().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_receives_exactly_the_normalized_path() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    let c = client();
+    let cases = [
+        ("/api//a///b", "/api/a/b"),
+        ("/api/./a/./b", "/api/a/b"),
+        ("/api/x/../y", "/api/y"),
+        ("/api/%2e%2e/api/z", "/api/z"),
+        ("/api/%41bc", "/api/Abc"),
+        ("/api/a;b=c", "/api/a;b=c"),
+        ("/api/CaSe", "/api/CaSe"),
+        ("/api/q?x=%2F&y=1", "/api/q?x=%2F&y=1"),
+    ];
+    for (sent, expected) in cases {
+        h.echo.clear();
+        let (status, _, body) = send(&c, "GET", &h.url(sent), &[]).await;
+        assert_eq!(status, 200, "{sent}: {body}");
+        let seen = h.echo.seen();
+        assert_eq!(seen.len(), 1, "{sent}");
+        assert_eq!(seen[0].path_and_query, expected, "{sent}");
+    }
+    // `..` cannot climb out of a route: /api/../exact is judged (and routed) as /exact.
+    h.echo.clear();
+    let (status, _, _) = send(&c, "GET", &h.url("/api/../exact"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.echo.seen()[0].path_and_query, "/exact");
+    for refused in ["/api/a%2Fb", "/api/a%2fb", "/api/a%5Cb"] {
+        h.echo.clear();
+        let (status, _, body) = send(&c, "GET", &h.url(refused), &[]).await;
+        assert_eq!(status, 400, "{refused}: {body}");
+        assert!(h.echo.seen().is_empty(), "{refused} reached the upstream");
+    }
+    let raw_backslash = raw(
+        h.server.local_addr(),
+        b"GET /api/a\\b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(raw_backslash.starts_with("HTTP/1.1 400"), "{raw_backslash}");
+    assert!(h.echo.seen().is_empty());
+}
+
+#[tokio::test]
+async fn encoded_slashes_allowed_when_configured() {
+    let preamble = SERVER_PREAMBLE.replace(
+        "  listen: 127.0.0.1:0\nadmin",
+        "  listen: 127.0.0.1:0\n  allow_encoded_slashes: true\nadmin",
+    );
+    let h = Harness::start_with(&preamble, OPEN_ROUTES).await;
+    let (status, _, _) = send(&client(), "GET", &h.url("/api/a%2Fb"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.echo.seen()[0].path_and_query, "/api/a%2Fb");
+}
+
+#[tokio::test]
+async fn smuggling_shapes_are_refused_and_never_forwarded() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    let shapes: &[(&str, &[u8])] = &[
+        ("CL+TE", b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE+CL", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
+        ("differing CL", b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        ("CL list", b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 5\r\n\r\nabcde"),
+        ("TE xchunked", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        ("TE list", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("TE space before colon", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ("TE vertical tab", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n"),
+        ("obs-fold", b"GET /api HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"),
+        ("bare LF", b"GET /api HTTP/1.1\nHost: x\n\n"),
+        ("NUL in header", b"GET /api HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n"),
+    ];
+    for (name, bytes) in shapes {
+        h.echo.clear();
+        let reply = raw(h.server.local_addr(), bytes, Duration::from_secs(3)).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{name}: got {reply:?}");
+        assert!(
+            reply.contains("\"error\":\"bad_request\""),
+            "{name}: {reply}"
+        );
+        assert!(
+            reply.to_ascii_lowercase().contains("connection: close"),
+            "{name}: {reply}"
+        );
+        // The server closed the connection (read_to_end returned) and nothing reached the upstream.
+        assert!(h.echo.seen().is_empty(), "{name} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let preamble = SERVER_PREAMBLE.replace(
+        "  listen: 127.0.0.1:0\nadmin",
+        "  listen: 127.0.0.1:0\n  max_header_bytes: 4KiB\nadmin",
+    );
+    let h = Harness::start_with(&preamble, OPEN_ROUTES).await;
+    let big = "a".repeat(8 * 1024);
+    let req = format!("GET /api HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let reply = raw(
+        h.server.local_addr(),
+        req.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert!(h.echo.seen().is_empty());
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off() {
+    let preamble = SERVER_PREAMBLE.replace(
+        "  listen: 127.0.0.1:0\nadmin",
+        "  listen: 127.0.0.1:0\n  header_read_timeout: 300ms\nadmin",
+    );
+    let h = Harness::start_with(&preamble, OPEN_ROUTES).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(h.server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Keep dribbling a header byte at a time; the server must still hang up.
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        if tcp.write_all(b"X").await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            _ => {}
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+    };
+    assert!(closed, "slow client was not cut off");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(h.echo.seen().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    // A port that was just free: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let routes = format!(
+        r#"
+  - name: dead
+    match: {{ path_prefix: /dead }}
+    upstream: http://{dead}
+    auth: none
+    retries: 2
+  - name: slow
+    match: {{ path_prefix: /sleep }}
+    upstream: UPSTREAM
+    auth: none
+    timeout: 200ms
+"#
+    );
+    let h = Harness::start(&routes).await;
+    let (status, _, body) = send(&client(), "GET", &h.url("/dead"), &[]).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_unavailable"));
+    let (status, _, body) = send(&client(), "GET", &h.url("/sleep/2000"), &[]).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("upstream_timeout"));
+}
+
+#[tokio::test]
+async fn retries_reach_a_healthy_endpoint_for_idempotent_requests() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let routes = format!(
+        r#"
+  - name: mixed
+    match: {{ path_prefix: / }}
+    upstream: [http://{dead}, UPSTREAM]
+    auth: none
+    retries: 1
+"#
+    );
+    let h = Harness::start(&routes).await;
+    let c = client();
+    for _ in 0..6 {
+        let (status, _, body) = send(&c, "GET", &h.url("/x"), &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_forwarding_headers() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    let (status, _, body) = send(
+        &client(),
+        "GET",
+        &h.url("/api/h"),
+        &[
+            ("connection", "x-drop-me"),
+            ("x-drop-me", "1"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-request-id", "spoofed-id"),
+            ("x-auth-request-user", "admin"),
+            ("X_Auth_Request_Email", "root@example.com"),
+            ("x-portcullis-assertion", "forged"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &h.echo.seen()[0].headers;
+    assert!(seen.get("x-drop-me").is_none());
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_ne!(seen["x-request-id"], "spoofed-id");
+    assert!(seen.get("x-auth-request-user").is_none());
+    assert!(seen.get("x_auth_request_email").is_none());
+    assert!(seen.get("x-portcullis-assertion").is_none());
+    assert!(seen.get("traceparent").is_some());
+}
+
+#[tokio::test]
+async fn trusted_proxy_headers_are_kept() {
+    let preamble = SERVER_PREAMBLE.replace(
+        "  listen: 127.0.0.1:0\nadmin",
+        "  listen: 127.0.0.1:0\n  trusted_proxies: [127.0.0.1/32]\nadmin",
+    );
+    let h = Harness::start_with(&preamble, OPEN_ROUTES).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, headers, _) = send(
+        &client(),
+        "GET",
+        &h.url("/api/t"),
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-request-id", "gw-123"),
+            ("traceparent", tp),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-request-id"], "gw-123");
+    let seen = &h.echo.seen()[0].headers;
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-request-id"], "gw-123");
+    assert!(seen["traceparent"]
+        .to_str()
+        .unwrap()
+        .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(h.server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /api/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp.write_all(b"ping through the tunnel").await.unwrap();
+    let mut got = vec![0u8; 23];
+    tokio::time::timeout(Duration::from_secs(3), tcp.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"ping through the tunnel");
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_and_h1_on_one_port() {
+    let h = Harness::start(OPEN_ROUTES).await;
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let resp = h2
+        .request(
+            http::Request::get(h.url("/api/h2"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let (status, _) = get(&h.url("/api/h1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.echo.seen().len(), 2);
+}
