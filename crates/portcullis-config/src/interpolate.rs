@@ -15,35 +15,43 @@
 //! expanded again. Keys are never interpolated. A double-quoted scalar still
 //! deserializes into numbers, booleans and durations, so `retries: ${RETRIES}` works.
 //!
+//! A value whose reference fails is left as written and reported; parsing and
+//! validation go on so that `check` lists the file's other errors as well.
+//!
 //! `$${` is a literal `${`. References inside `|`/`>` block scalars are refused: a
 //! block scalar cannot be rewritten in place without changing its indentation rules.
 
 use crate::layout::{Layout, ValueScalar};
+use crate::path::KeyPath;
 use crate::position::{Edit, SourceMap};
 use serde_saphyr::granit_parser::ScalarStyle;
 
-/// The text that is actually parsed, and the map back to the user's file.
+/// The text that is actually parsed, the map back to the user's file, and the
+/// references that could not be expanded.
 #[derive(Debug)]
 pub(crate) struct Interpolated {
     pub(crate) text: String,
     pub(crate) map: SourceMap,
+    /// Values left as written because a reference in them failed. Parsing goes on
+    /// regardless, so that the other errors of the file are reported too.
+    pub(crate) errors: Vec<InterpolationError>,
 }
 
 /// A reference that could not be expanded, at the start of its value.
 #[derive(Debug)]
 pub(crate) struct InterpolationError {
     pub(crate) offset: usize,
+    pub(crate) path: KeyPath,
     pub(crate) message: String,
 }
 
-/// Expands every `${NAME}` in the value scalars of `layout`. All failures are
-/// returned together; environment values never appear in messages (they are often
-/// secrets).
+/// Expands every `${NAME}` in the value scalars of `layout`. Environment values
+/// never appear in messages (they are often secrets).
 pub(crate) fn interpolate(
     text: &str,
     layout: &Layout,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Interpolated, Vec<InterpolationError>> {
+) -> Interpolated {
     let mut errors = Vec::new();
     let mut replacements: Vec<(&ValueScalar, String)> = Vec::new();
     for scalar in &layout.dollar_scalars {
@@ -57,6 +65,7 @@ pub(crate) fn interpolate(
             Ok(Some(_)) if matches!(scalar.style, ScalarStyle::Literal | ScalarStyle::Folded) => {
                 errors.push(InterpolationError {
                     offset: scalar.span.start,
+                    path: scalar.path.clone(),
                     message: format!(
                         "{prefix}${{NAME}} is not replaced inside a `|` or `>` block scalar: \
                          write the value as a quoted string"
@@ -66,12 +75,10 @@ pub(crate) fn interpolate(
             Ok(Some(expanded)) => replacements.push((scalar, expanded)),
             Err(problems) => errors.extend(problems.into_iter().map(|p| InterpolationError {
                 offset: scalar.span.start,
+                path: scalar.path.clone(),
                 message: format!("{prefix}{p}"),
             })),
         }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
     }
 
     let mut out = String::with_capacity(text.len());
@@ -89,10 +96,11 @@ pub(crate) fn interpolate(
         copied = span.end;
     }
     out.push_str(text.get(copied..).unwrap_or(""));
-    Ok(Interpolated {
+    Interpolated {
         text: out,
         map: SourceMap::new(edits),
-    })
+        errors,
+    }
 }
 
 /// Expands the references in one value: `Ok(None)` when it has none.
@@ -198,9 +206,22 @@ mod tests {
 
     fn run(text: &str) -> Result<String, Vec<String>> {
         let layout = walk(text).map_err(|e| vec![e.message])?;
-        interpolate(text, &layout, &env)
-            .map(|i| i.text)
-            .map_err(|es| es.into_iter().map(|e| e.message).collect())
+        let done = interpolate(text, &layout, &env);
+        if done.errors.is_empty() {
+            Ok(done.text)
+        } else {
+            Err(done.errors.into_iter().map(|e| e.message).collect())
+        }
+    }
+
+    #[test]
+    fn failed_values_are_left_as_written_and_the_rest_is_expanded() {
+        let text = "a: ${NOPE}\nb: ${HOST}\n";
+        let layout = walk(text).unwrap();
+        let done = interpolate(text, &layout, &env);
+        assert_eq!(done.text, "a: ${NOPE}\nb: \"idp.example.com\"\n");
+        assert_eq!(done.errors.len(), 1);
+        assert_eq!(done.errors[0].path.to_string(), "a");
     }
 
     #[test]

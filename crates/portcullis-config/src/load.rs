@@ -10,6 +10,7 @@ use crate::parse::{parse, unknown_top_level_key, ParseError, TOP_LEVEL_KEYS};
 use crate::path::KeyPath;
 use crate::position::{LineIndex, Pos, SourceMap};
 use crate::validate::{validate, Report, Scope};
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 
@@ -87,14 +88,19 @@ pub fn load_str(
                 .to_string(),
         )]));
     }
-    let interpolated = interpolate(text, &layout, env).map_err(|errors| {
-        errors_in_order(
-            errors
-                .into_iter()
-                .map(|e| at(e.offset, e.message))
-                .collect(),
-        )
-    })?;
+    let interpolated = interpolate(text, &layout, env);
+    // A value whose `${NAME}` failed is parsed as written; whatever else is reported
+    // at that value is a consequence, not news, and sections holding one are treated
+    // as incomplete so that cross-references to them are not misjudged.
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut consequences = HashSet::new();
+    let mut incomplete: Vec<String> = Vec::new();
+    for e in &interpolated.errors {
+        let pos = lines.pos(text, e.offset);
+        consequences.insert((pos.line, pos.column));
+        incomplete.extend(e.path.section().map(str::to_string));
+        diagnostics.push(at(e.offset, e.message.clone()));
+    }
     let top_keys: Vec<(String, Option<usize>)> = layout
         .top_keys
         .iter()
@@ -104,8 +110,20 @@ pub fn load_str(
         })
         .collect();
 
-    let config = match parse(&interpolated.text, &top_keys) {
-        Ok(config) => config,
+    let mut others = Vec::new();
+    let mut loaded = None;
+    match parse(&interpolated.text, &top_keys) {
+        Ok(config) => {
+            let mut scope = Scope::complete(&config);
+            scope.failed.extend(incomplete);
+            let mut report = Report::new(scope, file_name, text, &lines, &layout);
+            validate(&config, &mut report);
+            others = report.errors;
+            loaded = Some(Loaded {
+                config,
+                warnings: report.warnings,
+            });
+        }
         Err((errors, partial)) => {
             let parsed = LineIndex::new(&interpolated.text);
             let locate = Locate {
@@ -116,33 +134,34 @@ pub fn load_str(
                 map: &interpolated.map,
                 layout: &layout,
             };
-            let mut diagnostics: Vec<Diagnostic> = errors
-                .into_iter()
-                .map(|e| locate.diagnostic(file_name, e))
-                .collect();
+            others.extend(errors.into_iter().map(|e| locate.diagnostic(file_name, e)));
             for (key, span) in &layout.top_keys {
                 if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-                    diagnostics.push(at(span.start, unknown_top_level_key(key)));
+                    others.push(at(span.start, unknown_top_level_key(key)));
                 }
             }
             // Semantic errors in the parts that did parse belong in the same report.
             if let Some(partial) = partial {
-                let mut report = Report::new(partial.scope, file_name, text, &lines, &layout);
+                let mut scope = partial.scope;
+                scope.failed.extend(incomplete);
+                let mut report = Report::new(scope, file_name, text, &lines, &layout);
                 validate(&partial.config, &mut report);
-                diagnostics.extend(report.errors);
+                others.extend(report.errors);
             }
-            return Err(errors_in_order(diagnostics));
         }
-    };
-
-    let mut report = Report::new(Scope::complete(&config), file_name, text, &lines, &layout);
-    validate(&config, &mut report);
-    if !report.errors.is_empty() {
-        return Err(errors_in_order(report.errors));
     }
-    let mut warnings = report.warnings;
-    sort_dedup(&mut warnings);
-    Ok(Loaded { config, warnings })
+    diagnostics.extend(
+        others
+            .into_iter()
+            .filter(|d| !consequences.contains(&(d.line, d.column))),
+    );
+    match loaded {
+        Some(mut loaded) if diagnostics.is_empty() => {
+            sort_dedup(&mut loaded.warnings);
+            Ok(loaded)
+        }
+        _ => Err(errors_in_order(diagnostics)),
+    }
 }
 
 /// `{secret: ${X}}` is a YAML syntax error (`{` and `}` end a plain value inside
@@ -161,7 +180,7 @@ fn with_flow_hint(text: &str, lines: &LineIndex, offset: usize, message: String)
 
 fn sort_dedup(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by_key(|d| (d.line, d.column));
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     diagnostics.retain(|d| seen.insert(d.clone()));
 }
 

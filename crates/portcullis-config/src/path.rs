@@ -44,6 +44,14 @@ impl KeyPath {
     pub(crate) fn is_root(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The top-level section this path is in.
+    pub(crate) fn section(&self) -> Option<&str> {
+        match self.0.first() {
+            Some(Segment::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 /// Keys made only of these characters are shown bare; anything else (dots, spaces,

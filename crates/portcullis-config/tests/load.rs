@@ -268,6 +268,36 @@ fn every_unset_variable_is_reported() {
 }
 
 #[test]
+fn an_unset_variable_does_not_hide_other_errors_nor_cause_spurious_ones() {
+    let yaml = "\
+server:
+  listen: ${NOPE}
+  public_url: nope
+providers:
+  - name: ${PROVIDER}
+    issuer: https://idp.example.com
+    audiences: [a]
+routes:
+  - name: a
+    retries: ${RETRIES_UNSET}
+    policy: { allow: [ { providers: [idp] } ] }
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "portcullis.yaml:2:11: server.listen: environment variable `NOPE` is not set: \
+             export it or remove ${NOPE}",
+            "portcullis.yaml:3:15: server.public_url: `nope` is not an absolute URL: write it \
+             with a scheme, like https://host/path",
+            "portcullis.yaml:5:11: providers[0].name: environment variable `PROVIDER` is not \
+             set: export it or remove ${PROVIDER}",
+            "portcullis.yaml:10:14: routes[0].retries: environment variable `RETRIES_UNSET` is \
+             not set: export it or remove ${RETRIES_UNSET}",
+        ]
+    );
+}
+
+#[test]
 fn duplicate_key() {
     let yaml = "\
 server:
