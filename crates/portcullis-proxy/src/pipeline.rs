@@ -128,8 +128,10 @@ async fn run(
         }
     }
 
-    // Sanitize: what only a trusted hop may say is removed from everyone else, and no
-    // client may pre-set the identity headers the proxy vouches for.
+    // Sanitize: hop-by-hop headers go first (so a header named in `Connection` can
+    // never take the proxy's own identity headers with it later), then what only a
+    // trusted hop may say, then any identity header the client tried to pre-set.
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
     let assertion_header = rt.config.assertion.header.clone();
     if !peer_trusted {
         for name in headers::TRUSTED_ONLY {
@@ -248,7 +250,7 @@ async fn run(
         .unwrap_or(rt.config.server.request_timeout)
         .get();
     let upstream_started = Instant::now();
-    let result = forward::forward(req, &pool, &path, timeout, route_cfg.retries).await;
+    let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_secs = upstream_started.elapsed().as_secs_f64();
     ex.upstream_ms = Some(upstream_secs * 1000.0);
     shared

@@ -18,15 +18,17 @@ use std::time::Duration;
 use upstreams::{Endpoint, UpstreamPool};
 
 /// Sends `req` to one of the pool's endpoints, with the already-normalized `path`.
+/// `upgrade` is the protocol the client asked to switch to (its hop-by-hop headers
+/// were already removed by the pipeline).
 pub async fn forward(
     mut req: Request<Incoming>,
+    upgrade: Option<HeaderValue>,
     pool: &UpstreamPool,
     path: &NormalizedPath,
     timeout: Duration,
     retries: u32,
 ) -> Result<Response<ProxyBody>, Refusal> {
     // Upgrade tunnels need the client side's upgrade handle before the request moves.
-    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     if let Some(proto) = &upgrade {
         req.headers_mut()

@@ -1,0 +1,177 @@
+//! A development token issuer on loopback: OIDC discovery, a JWKS, key rotation,
+//! and token minting. Keys are generated at start; nothing is ever written to disk.
+//! Used by the end-to-end tests and by `portcullis demo`.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use portcullis_identity::jose::Alg;
+use portcullis_identity::keys::{mint_with, KeyError, SigningKey};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+
+struct Keys {
+    /// Newest first: the first key signs, all are published.
+    keys: Vec<SigningKey>,
+}
+
+/// A running development issuer.
+#[derive(Clone)]
+pub struct DevIssuer {
+    pub addr: SocketAddr,
+    keys: Arc<RwLock<Keys>>,
+    jwks_fetches: Arc<AtomicUsize>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl DevIssuer {
+    /// Starts on 127.0.0.1 with an OS-chosen port and one ES256 key.
+    pub async fn start() -> std::io::Result<DevIssuer> {
+        Self::start_with(Alg::ES256).await
+    }
+
+    /// Starts with one key of `alg` (RS256, ES256, ES384 or EdDSA).
+    pub async fn start_with(alg: Alg) -> std::io::Result<DevIssuer> {
+        let key = SigningKey::generate(alg).map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let keys = Arc::new(RwLock::new(Keys { keys: vec![key] }));
+        let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let issuer = format!("http://{addr}");
+        let (k, f) = (keys.clone(), jwks_fetches.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (k, f, issuer) = (k.clone(), f.clone(), issuer.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (k, f, issuer) = (k.clone(), f.clone(), issuer.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &k, &f, &issuer)) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Ok(DevIssuer {
+            addr,
+            keys,
+            jwks_fetches,
+            task: Arc::new(task),
+        })
+    }
+
+    /// The issuer URL (`iss`), also the base of discovery.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Adds a new signing key (same algorithm) in front; the old ones stay published.
+    pub fn rotate(&self) -> Result<(), KeyError> {
+        let mut keys = self.keys.write().map_err(|_| KeyError::SignFailed)?;
+        let alg = keys.keys.first().map(SigningKey::alg).unwrap_or(Alg::ES256);
+        keys.keys.insert(0, SigningKey::generate(alg)?);
+        Ok(())
+    }
+
+    /// Signs `claims` exactly as given with the current key.
+    pub fn sign(&self, claims: &Value) -> Result<String, KeyError> {
+        let keys = self.keys.read().map_err(|_| KeyError::SignFailed)?;
+        let key = keys.keys.first().ok_or(KeyError::SignFailed)?;
+        mint_with(key, None, claims)
+    }
+
+    /// A token for `sub` and `aud`, valid for `ttl_secs` (negative: already expired),
+    /// with `extra` claims merged in (they win over the defaults).
+    pub fn token(
+        &self,
+        sub: &str,
+        aud: &str,
+        ttl_secs: i64,
+        extra: Value,
+    ) -> Result<String, KeyError> {
+        let now = now();
+        let mut claims = json!({
+            "iss": self.issuer(),
+            "sub": sub,
+            "aud": aud,
+            "iat": now,
+            "exp": now + ttl_secs,
+            "jti": format!("{now}-{}", rand_suffix()),
+        });
+        if let (Some(base), Value::Object(more)) = (claims.as_object_mut(), extra) {
+            base.extend(more);
+        }
+        self.sign(&claims)
+    }
+
+    /// Stops serving (simulates an IdP outage).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now() as u64);
+    h.finish()
+}
+
+fn answer(
+    req: Request<Incoming>,
+    keys: &RwLock<Keys>,
+    fetches: &AtomicUsize,
+    issuer: &str,
+) -> Response<Full<Bytes>> {
+    let body = match req.uri().path() {
+        "/.well-known/openid-configuration" => json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/jwks"),
+            "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        }),
+        "/jwks" => {
+            fetches.fetch_add(1, Ordering::Relaxed);
+            let published: Vec<Value> = keys
+                .read()
+                .map(|k| k.keys.iter().map(|key| key.public_jwk(None)).collect())
+                .unwrap_or_default();
+            json!({ "keys": published })
+        }
+        _ => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"not found")));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            return resp;
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
