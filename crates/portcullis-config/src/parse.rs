@@ -181,23 +181,41 @@ impl Probes<'_> {
             }
             return parsed;
         };
-        for index in 0..n {
-            if self.stopped {
-                self.scope.failed.push(key.to_string());
+        // One parse per failing item, not per item: each run deserializes items from
+        // `from` on, keeping those that parse, and stops at the first that does not;
+        // the next run starts after it.
+        let mut found: Vec<(usize, T)> = Vec::new();
+        let mut from = 0;
+        let mut previous: Option<ParseError> = None;
+        while from < n && !self.stopped {
+            let before = found.len();
+            let seed = ItemsFrom {
+                from,
+                found: &mut found,
+            };
+            let error = match run_probe(self.text, key, seed) {
+                Ok(_) => break,
+                Err(e) => translate(&e),
+            };
+            // An error outside the items (the same one again, with no item read) would
+            // repeat for every start: stop instead of re-parsing n times.
+            let repeated = found.len() == before && previous.as_ref() == Some(&error);
+            self.stopped |= error.fatal;
+            self.scope.failed.push(key.to_string());
+            if repeated {
                 break;
             }
-            let seed = Item::<T> {
-                index,
-                item: PhantomData,
+            self.errors.push(error.clone());
+            previous = Some(error);
+            let failing = match found.last() {
+                Some((last, _)) if found.len() > before => last + 1,
+                _ => from,
             };
-            match run_probe(self.text, key, seed) {
-                Ok(Some(Some(item))) => {
-                    record(&mut self.scope, index);
-                    parsed.push(item);
-                }
-                Ok(_) => {}
-                Err(e) => self.fail(key, &e),
-            }
+            from = failing + 1;
+        }
+        for (index, item) in found {
+            record(&mut self.scope, index);
+            parsed.push(item);
         }
         parsed
     }
@@ -260,37 +278,37 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Whole<T> {
     }
 }
 
-/// Deserializes item `index` of a sequence as a `T`, skipping the others.
-struct Item<T> {
-    index: usize,
-    item: PhantomData<T>,
+/// Deserializes the items of a sequence from index `from` on into `found`, skipping
+/// those before. Items stay in `found` when a later one fails.
+struct ItemsFrom<'v, T> {
+    from: usize,
+    found: &'v mut Vec<(usize, T)>,
 }
 
-impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Item<T> {
-    type Value = Option<T>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for ItemsFrom<'_, T> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de, T: DeserializeOwned> Visitor<'de> for Item<T> {
-    type Value = Option<T>;
+impl<'de, T: DeserializeOwned> Visitor<'de> for ItemsFrom<'_, T> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
-        let mut found = None;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         loop {
-            let more = if i == self.index {
-                seq.next_element::<T>()?
-                    .map(|item| found = Some(item))
-                    .is_some()
+            if i < self.from {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
             } else {
-                seq.next_element::<IgnoredAny>()?.is_some()
-            };
-            if !more {
-                return Ok(found);
+                match seq.next_element::<T>()? {
+                    Some(item) => self.found.push((i, item)),
+                    None => return Ok(()),
+                }
             }
             i += 1;
         }

@@ -436,6 +436,28 @@ routes:
         .starts_with("portcullis.yaml:7:15: routes[2].upstream: expected a URL or a list of URLs"));
 }
 
+#[test]
+fn errors_in_many_routes_are_found_without_one_parse_per_route() {
+    let mut yaml = String::from("routes:\n");
+    for i in 0..300 {
+        let retries = if i == 50 || i == 250 { "lots" } else { "1" };
+        yaml.push_str(&format!(
+            "  - name: r{i}\n    auth: none\n    retries: {retries}\n    match: {{ path_prefix: /r{i} }}\n"
+        ));
+    }
+    let started = Instant::now();
+    let errors = errors(&yaml);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0]
+        .starts_with("portcullis.yaml:204:14: routes[50].retries: expected a whole number"));
+    assert!(errors[1].starts_with("portcullis.yaml:1004:14: routes[250].retries"));
+}
+
 // ---- interpolation -----------------------------------------------------------------
 
 #[test]
