@@ -1,0 +1,141 @@
+// A real OpenID Provider (npm `oidc-provider`) for the interop suite.
+//
+//   node idp/server.mjs [PORT]        (PORT 0 or absent: a free port is picked)
+//
+// Issues OAuth2 client-credentials access tokens as RS256 JWTs (RFC 9068,
+// `typ: at+jwt`) for the resource `urn:portcullis:orders-api`, audience
+// `orders-api`. Signing keys are generated at startup; nothing secret is on disk.
+//
+// Clients (secrets come from the environment, so each test run has its own):
+//   orders-agent   client_secret_basic   secret $IDP_SECRET_BASIC
+//   reports-agent  client_secret_post    secret $IDP_SECRET_POST
+//
+// Test hooks, on the same listener (outside every oidc-provider route):
+//   POST /__admin/rotate[?retire=1]  new RSA key first in the JWKS (old keys kept
+//                                    published unless retire=1); answers {kid, kids}
+//   GET  /__admin/stats              {jwks_fetches, last_jwks_fetch_ms, kids}
+//
+// oidc-provider's keystore is fixed when a Provider is constructed, so rotation
+// builds a new Provider (same issuer, clients and configuration, new key set)
+// and swaps it in behind this process's own HTTP server: the port and issuer
+// never change, and in-flight requests finish on the instance they started on.
+// Prints "READY <port>" on stdout once it listens.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+const RESOURCE = 'urn:portcullis:orders-api';
+const AUDIENCE = 'orders-api';
+const SCOPES = 'orders:read orders:write';
+
+function newSigningKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: `rsa-${crypto.randomBytes(6).toString('hex')}`, alg: 'RS256', use: 'sig' };
+}
+
+function secretFromEnv(name) {
+  return process.env[name] || crypto.randomBytes(24).toString('base64url');
+}
+
+const clients = [
+  {
+    client_id: 'orders-agent',
+    client_secret: secretFromEnv('IDP_SECRET_BASIC'),
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
+    client_id: 'reports-agent',
+    client_secret: secretFromEnv('IDP_SECRET_POST'),
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_post',
+  },
+];
+
+function buildProvider(issuer, keys) {
+  const provider = new Provider(issuer, {
+    clients,
+    jwks: { keys },
+    ttl: { ClientCredentials: 600 },
+    // Cookies are unused by the client-credentials grant; random keys keep the
+    // provider from warning about its development defaults.
+    cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => RESOURCE,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, resourceIndicator) => {
+          if (resourceIndicator !== RESOURCE) throw new errors.InvalidTarget();
+          return {
+            scope: SCOPES,
+            audience: AUDIENCE,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: 600,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
+    },
+  });
+  provider.on('server_error', (ctx, err) => console.error('idp server_error:', err));
+  return provider;
+}
+
+const requested = Number(process.argv[2] ?? process.env.IDP_PORT ?? 0);
+let keys = [newSigningKey()];
+let handler = null;
+const stats = { jwks_fetches: 0, last_jwks_fetch_ms: null };
+
+function json(res, status, body) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+function publicKids() {
+  return keys.map((k) => k.kid);
+}
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://idp.invalid');
+  if (url.pathname === '/__admin/rotate' && req.method === 'POST') {
+    const key = newSigningKey();
+    keys = url.searchParams.get('retire') === '1' ? [key] : [key, ...keys];
+    handler = buildProvider(issuer, keys).callback();
+    console.error(`idp: rotated, signing with ${key.kid}; published ${publicKids().join(',')}`);
+    return json(res, 200, { kid: key.kid, kids: publicKids() });
+  }
+  if (url.pathname === '/__admin/stats' && req.method === 'GET') {
+    return json(res, 200, { ...stats, kids: publicKids() });
+  }
+  if (url.pathname === '/jwks') {
+    stats.jwks_fetches += 1;
+    stats.last_jwks_fetch_ms = Date.now();
+  }
+  return handler(req, res);
+});
+
+let issuer;
+server.listen(requested, '127.0.0.1', () => {
+  const { port } = server.address();
+  issuer = `http://127.0.0.1:${port}`;
+  handler = buildProvider(issuer, keys).callback();
+  process.stdout.write(`READY ${port}\n`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
+}
