@@ -4,10 +4,10 @@
 //! no async.
 //!
 //! Loading goes: read (size-capped) → walk the YAML events once to learn where every
-//! key and value is ([`layout`]) → replace `${NAME}` ([`interpolate`]) → deserialize
-//! with serde-saphyr ([`parse`], strict booleans, duplicate keys refused, YAML-bomb
+//! key and value is (`layout`) → replace `${NAME}` (`interpolate`) → deserialize
+//! with serde-saphyr (`parse`, strict booleans, duplicate keys refused, YAML-bomb
 //! budgets; on failure every section is probed so all errors are reported) →
-//! semantic checks ([`validate`]).
+//! semantic checks (`validate`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -605,6 +605,11 @@ fn server_errors() {
         "server: {listen: 127.0.0.1:8080}\nadmin: {listen: 127.0.0.1:8080}\n",
         "admin.listen: same address as server.listen",
     );
+    assert_error(
+        "server: {listen: '0.0.0.0:9901'}\n",
+        "portcullis.yaml:1:18: server.listen: same address as admin.listen (default 127.0.0.1:9901)",
+    );
+    assert_ok("server: {listen: '0.0.0.0:0'}\nadmin: {listen: '0.0.0.0:0'}\n");
     let errs = errors("server:\n  trusted_proxies: [10.0.0.0/8, 192.0.2.7, \"::1\", not-a-cidr]\n");
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].contains("2:51: server.trusted_proxies[3]: invalid CIDR `not-a-cidr`"));

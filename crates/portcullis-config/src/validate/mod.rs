@@ -103,6 +103,11 @@ impl<'a> Report<'a> {
         self.errors.push(d);
     }
 
+    /// True when `path` is written in the file (rather than defaulted).
+    pub(crate) fn is_written(&self, path: &KeyPath) -> bool {
+        self.layout.node(path).is_some()
+    }
+
     /// A warning at the value of `path`: the config works, but probably not as meant.
     pub(crate) fn warn(&mut self, path: &KeyPath, message: impl Display) {
         let d = self.diagnostic(self.layout.value_offset(path), path, message);

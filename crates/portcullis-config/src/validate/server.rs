@@ -64,13 +64,29 @@ fn check_distinct_listeners(listeners: &[(KeyPath, SocketAddr)], report: &mut Re
         if addr.port() == 0 {
             continue;
         }
-        if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| a == addr) {
-            report.error(
-                path,
-                format!("same address as {other}: give each listener its own port"),
-            );
+        if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| overlaps(a, addr)) {
+            // Report on an address the user wrote, not on a default they never saw.
+            if report.is_written(path) || !report.is_written(other) {
+                report.error(
+                    path,
+                    format!("same address as {other}: give each listener its own port"),
+                );
+            } else {
+                report.error(
+                    other,
+                    format!(
+                        "same address as {path} (default {addr}): give each listener its own port"
+                    ),
+                );
+            }
         }
     }
+}
+
+/// Same port, and the same IP or a wildcard (`0.0.0.0`/`[::]`) on either side: the
+/// second bind would fail with "address in use".
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn server(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
