@@ -5,6 +5,7 @@ use crate::body::{full, ProxyBody};
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use portcullis_core::Reason;
+use portcullis_policy::html_escape;
 
 /// What the proxy must say about a refused or failed request.
 #[derive(Debug, Clone)]
@@ -138,22 +139,6 @@ fn quote_safe(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .collect()
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 fn plain_page(status: StatusCode, message: &str, request_id: &str) -> String {
