@@ -9,6 +9,8 @@ use std::process::ExitCode;
 #[command(
     name = "portcullis",
     version,
+    // `--version` is accepted by every subcommand too (SPEC §1).
+    propagate_version = true,
     about = "An identity-aware reverse proxy"
 )]
 pub struct Cli {
@@ -29,6 +31,28 @@ enum Command {
         #[arg(short, long, env = "PORTCULLIS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Evaluate a request against the config's routes and policy, offline.
+    Explain(crate::explain::ExplainArgs),
+    /// Mint or inspect JWTs for development and tests.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Generate signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a signed JWT (RS256, ES256 or EdDSA, chosen by the key's type).
+    Mint(crate::token::MintArgs),
+    /// Decode a JWT's header and claims (verifying the signature only with --jwks).
+    Inspect(crate::token::InspectArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new private key (DIR/private.pem) and its public JWKS (DIR/jwks.json).
+    Generate(crate::keys::GenerateArgs),
 }
 
 /// The config path: the flag, `$PORTCULLIS_CONFIG` (through clap), or `./portcullis.yaml`.
@@ -44,7 +68,60 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config_path(config))),
+        Command::Explain(args) => {
+            let path = config_path(args.config.clone());
+            crate::explain::run(&path, args)
+        }
+        Command::Token(TokenCommand::Mint(args)) => crate::token::mint(args),
+        Command::Token(TokenCommand::Inspect(args)) => crate::token::inspect(args),
+        Command::Keys(KeysCommand::Generate(args)) => crate::keys::generate(args),
     }
+}
+
+/// Reports a command-line parse error. Help and version go to stdout (exit 0); a
+/// usage error becomes one line on stderr (exit 1) — clap's own rendering adds a
+/// usage block, and SPEC §1 wants every user error on one clear line.
+pub fn report_parse_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let line = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // The "error" is the whole help text; its usage line says what is missing.
+        let usage = rendered
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Usage:"))
+            .map(str::trim)
+            .unwrap_or("portcullis --help");
+        format!("error: incomplete command; usage: {usage}")
+    } else {
+        // The first paragraph is the message; clap continues a list (missing
+        // arguments) on indented lines, so they are joined rather than dropped.
+        let first: Vec<&str> = rendered
+            .lines()
+            .map(str::trim)
+            .skip_while(|l| l.is_empty())
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let text = first.join(" ");
+        if text.starts_with("error:") {
+            text
+        } else {
+            format!("error: {text}")
+        }
+    };
+    eprintln!("{line} (see --help)");
+    ExitCode::from(1)
+}
+
+/// Writes `text` to stdout, ignoring a closed pipe (`portcullis token inspect … |
+/// head -1` must not panic the way `print!` does).
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 /// `check`: prints `ok` (and warnings) or every error as `FILE:LINE:COL: message`.
@@ -80,6 +157,15 @@ pub fn init_logging() {
 /// Builds the multi-threaded runtime every async command runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A single-threaded runtime for the short async parts of the developer commands
+/// (key loading, token verification): no worker threads to start for one request.
+pub fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")

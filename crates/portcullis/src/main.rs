@@ -2,7 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod explain;
+mod keys;
 mod serve;
+mod token;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -10,15 +13,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // clap prints help/version to stdout (exit 0) and usage errors to stderr.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        // Help and version to stdout (exit 0); usage errors as one line (exit 1).
+        Err(e) => return cli::report_parse_error(&e),
     };
     match cli::run(cli) {
         Ok(code) => code,
