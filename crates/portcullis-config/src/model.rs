@@ -619,7 +619,7 @@ pub struct RouteMatch {
     /// Exactly this path.
     #[serde(default)]
     pub path: Option<String>,
-    /// Paths matching this regex (anchor it with `^`).
+    /// Paths matching this regex; it must match the whole normalized path.
     #[serde(default)]
     pub path_regex: Option<String>,
     /// Empty means any method.

@@ -47,9 +47,10 @@ pub(crate) fn is_hostname(text: &str) -> bool {
         })
 }
 
-/// A host to match requests on: a name, `*.suffix`, or an IP literal, optionally
-/// with `:port`.
-pub(crate) fn host_pattern(text: &str) -> Result<(), String> {
+/// A host to match requests on: a name, `*.suffix`, or an IP literal. With
+/// `allow_port`, also `host:port` (redirect targets carry ports; route matching
+/// ignores the request's port, so a route host must not have one).
+pub(crate) fn host_pattern(text: &str, allow_port: bool) -> Result<(), String> {
     let bad = || {
         format!(
             "invalid host `{text}`: write a name like api.example.com or a wildcard like \
@@ -58,6 +59,11 @@ pub(crate) fn host_pattern(text: &str) -> Result<(), String> {
     };
     let without_port = match text.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit()) => {
+            if !allow_port {
+                return Err(format!(
+                    "host `{text}`: leave out the port (the request's port is ignored)"
+                ));
+            }
             if p.parse::<u16>().is_err() {
                 return Err(bad());
             }
@@ -82,6 +88,74 @@ pub(crate) fn host_pattern(text: &str) -> Result<(), String> {
     }
 }
 
+/// A path as routes and rules compare it: the same refusals as request-path
+/// normalization (so a configured path can never be one no request could have).
+/// `allow_encoded_slashes` mirrors `server.allow_encoded_slashes`.
+pub(crate) fn config_path(text: &str, allow_encoded_slashes: bool) -> Result<(), String> {
+    if !text.starts_with('/') {
+        return Err(format!("`{text}` must start with `/`"));
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!(
+            "`{text}` contains `?` or `#`: paths are matched without the query"
+        ));
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (byte, escaped) = if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    i += 3;
+                    (b, true)
+                }
+                None => {
+                    return Err(format!(
+                        "`{text}`: `%` must be followed by two hex digits (write %25 for `%`)"
+                    ))
+                }
+            }
+        } else {
+            i += 1;
+            (bytes[i - 1], false)
+        };
+        if byte.is_ascii_control() {
+            return Err(format!("`{text}` contains a control character"));
+        }
+        if !allow_encoded_slashes && escaped && byte == b'/' {
+            return Err(format!(
+                "`{text}` contains %2F, which requests may not (unless \
+                 server.allow_encoded_slashes is true)"
+            ));
+        }
+        if !allow_encoded_slashes && byte == b'\\' {
+            return Err(format!(
+                "`{text}` contains a backslash, which requests may not"
+            ));
+        }
+    }
+    if text
+        .split('/')
+        .any(|seg| seg.starts_with(".;") || seg.starts_with("..;"))
+    {
+        return Err(format!("`{text}` has a dot segment with a `;` parameter"));
+    }
+    Ok(())
+}
+
+/// A glob over `/`-separated segments: `**` must be a whole segment.
+pub(crate) fn glob(text: &str) -> Result<(), String> {
+    if text.split('/').any(|seg| seg != "**" && seg.contains("**")) {
+        return Err(format!(
+            "`{text}`: `**` must be a whole segment (write `/**/` or `*`)"
+        ));
+    }
+    Ok(())
+}
+
 /// RFC 9110 `tchar`.
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
@@ -92,10 +166,10 @@ pub(crate) fn is_token(text: &str) -> bool {
     !text.is_empty() && text.chars().all(is_tchar)
 }
 
-/// An HTTP method: an uppercase token (methods are case-sensitive; `get` would never
-/// match a real request).
+/// An HTTP method: uppercase letters and `-` (methods are case-sensitive; `get`
+/// is not `GET`).
 pub(crate) fn method(text: &str) -> Result<(), String> {
-    if !is_token(text) {
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
         return Err(format!("invalid HTTP method `{text}`"));
     }
     if text.chars().any(|c| c.is_ascii_lowercase()) {
@@ -174,15 +248,13 @@ mod tests {
 
     #[test]
     fn hosts_methods_tokens() {
-        for ok in [
-            "api.example.com",
-            "*.example.com",
-            "localhost:8080",
-            "10.1.2.3",
-            "[::1]:80",
-        ] {
-            assert!(host_pattern(ok).is_ok(), "{ok}");
+        for ok in ["api.example.com", "*.example.com", "10.1.2.3", "[::1]"] {
+            assert!(host_pattern(ok, false).is_ok(), "{ok}");
         }
+        let port = host_pattern("localhost:8080", false).unwrap_err();
+        assert!(port.contains("leave out the port"), "{port}");
+        assert!(host_pattern("localhost:8080", true).is_ok());
+        assert!(host_pattern("[::1]:80", true).is_ok());
         for bad in [
             "",
             "*",
@@ -193,14 +265,37 @@ mod tests {
             "http://x",
             "x:99999",
         ] {
-            assert!(host_pattern(bad).is_err(), "{bad}");
+            assert!(host_pattern(bad, true).is_err(), "{bad}");
         }
         assert!(method("GET").is_ok());
         assert!(method("PROPFIND").is_ok());
         assert!(method("get").unwrap_err().contains("`GET`"));
         assert!(method("GE T").is_err());
+        assert!(method("M_SEARCH").is_err());
         assert!(is_token("X-Portcullis-Assertion"));
         assert!(!is_token("X Bad"));
+    }
+
+    #[test]
+    fn paths_like_requests_have_them() {
+        assert!(config_path("/api/orders", false).is_ok());
+        assert!(config_path("/caf%C3%A9", false).is_ok());
+        assert!(config_path("api", false)
+            .unwrap_err()
+            .contains("start with `/`"));
+        assert!(config_path("/a?b", false).unwrap_err().contains("`?`"));
+        assert!(config_path("/a%zz", false).unwrap_err().contains("hex"));
+        assert!(config_path("/a%2Fb", false).unwrap_err().contains("%2F"));
+        assert!(config_path("/a%2Fb", true).is_ok());
+        assert!(config_path("/a\\b", false)
+            .unwrap_err()
+            .contains("backslash"));
+        assert!(config_path("/a%00", true).unwrap_err().contains("control"));
+        assert!(config_path("/..;x/admin", true)
+            .unwrap_err()
+            .contains("dot segment"));
+        assert!(glob("/api/**/x").is_ok());
+        assert!(glob("/api/a**").is_err());
     }
 
     #[test]

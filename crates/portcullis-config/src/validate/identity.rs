@@ -317,7 +317,7 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
     }
     nonzero(report, &cookie.key("ttl"), login.cookie.ttl);
     for (i, host) in login.allowed_redirect_hosts.iter().enumerate() {
-        if let Err(e) = checks::host_pattern(host) {
+        if let Err(e) = checks::host_pattern(host, true) {
             report.error(&at.key("allowed_redirect_hosts").index(i), e);
         }
     }

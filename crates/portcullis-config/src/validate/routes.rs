@@ -28,7 +28,12 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         } else {
             names.insert(name, i);
         }
-        matcher(&r.matcher, &at.key("match"), report);
+        matcher(
+            &r.matcher,
+            config.server.allow_encoded_slashes,
+            &at.key("match"),
+            report,
+        );
         upstream(r, &at, report);
         settings(config, r, &at, report);
         if let Some(policy) = &r.policy {
@@ -45,7 +50,7 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
     }
 }
 
-fn matcher(m: &RouteMatch, at: &KeyPath, report: &mut Report<'_>) {
+fn matcher(m: &RouteMatch, allow_encoded_slashes: bool, at: &KeyPath, report: &mut Report<'_>) {
     let set: Vec<&str> = [
         ("path", m.path.is_some()),
         ("path_prefix", m.path_prefix.is_some()),
@@ -66,14 +71,10 @@ fn matcher(m: &RouteMatch, at: &KeyPath, report: &mut Report<'_>) {
         }
     }
     for (key, value) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
-        let Some(value) = value else { continue };
-        if !value.starts_with('/') {
-            report.error(&at.key(key), format!("`{value}` must start with `/`"));
-        } else if value.contains(['?', '#']) {
-            report.error(
-                &at.key(key),
-                format!("`{value}` contains `?` or `#`: paths are matched without the query"),
-            );
+        if let Some(value) = value {
+            if let Err(e) = checks::config_path(value, allow_encoded_slashes) {
+                report.error(&at.key(key), e);
+            }
         }
     }
     if let Some(re) = &m.path_regex {
@@ -88,20 +89,14 @@ fn matcher(m: &RouteMatch, at: &KeyPath, report: &mut Report<'_>) {
                 ),
             );
         } else {
-            match regex::RegexBuilder::new(re)
+            // The route table matches the regex against the whole normalized path
+            // (`^(?:RE)$`); compiling it the same way keeps limits and errors equal.
+            let compiled = regex::RegexBuilder::new(&format!("^(?:{re})$"))
                 .size_limit(limits::MAX_REGEX_SIZE)
                 .dfa_size_limit(limits::MAX_REGEX_SIZE)
-                .build()
-            {
-                Err(e) => report.error(&path, format!("invalid regex: {}", regex_error(&e))),
-                Ok(_) if !re.starts_with('^') => report.warn(
-                    &path,
-                    format!(
-                        "`{re}` is not anchored with `^`, so it matches anywhere in the path \
-                         (`/public/x/admin` matches `admin`); anchor it unless that is meant"
-                    ),
-                ),
-                Ok(_) => {}
+                .build();
+            if let Err(e) = compiled {
+                report.error(&path, format!("invalid regex: {}", regex_error(&e)));
             }
         }
     }
@@ -111,7 +106,7 @@ fn matcher(m: &RouteMatch, at: &KeyPath, report: &mut Report<'_>) {
         }
     }
     for (i, host) in m.hosts.iter().enumerate() {
-        if let Err(e) = checks::host_pattern(host) {
+        if let Err(e) = checks::host_pattern(host, false) {
             report.error(&at.key("hosts").index(i), e);
         }
     }

@@ -99,18 +99,21 @@ fn rule(config: &Config, rule: &RuleConfig, list: &str, at: &KeyPath, report: &m
 fn condition_value(config: &Config, key: &str, value: &str) -> Result<(), String> {
     match key {
         "methods" => checks::method(value),
-        "paths" if !(value.starts_with('/') || value.starts_with('*')) => Err(format!(
-            "`{value}` must start with `/` (a path glob like /api/*)"
+        "paths" => checks::config_path(value, true).and_then(|()| checks::glob(value)),
+        "scopes" if value.contains(char::is_whitespace) => Err(format!(
+            "`{value}` is not one scope: list each scope separately"
         )),
         "emails" if value.matches('@').count() != 1 => {
             Err(format!("`{value}` is not an email address"))
         }
-        "email_domains" if value.contains('@') => Err(format!(
-            "write the domain without `@`: `{}`",
-            value.trim_start_matches('@')
-        )),
-        "email_domains" if !checks::is_hostname(value) => {
-            Err(format!("`{value}` is not a domain name"))
+        "email_domains" => {
+            // `@example.com` means `example.com`, as the policy engine reads it.
+            let domain = value.strip_prefix('@').unwrap_or(value);
+            if checks::is_hostname(domain) {
+                Ok(())
+            } else {
+                Err(format!("`{value}` is not a domain name"))
+            }
         }
         "workloads" => workload_glob(value),
         "providers" if !config.providers.iter().any(|p| p.name == value) => {
@@ -143,5 +146,5 @@ fn workload_glob(value: &str) -> Result<(), String> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{value}` contains whitespace"));
     }
-    Ok(())
+    checks::glob(value)
 }
