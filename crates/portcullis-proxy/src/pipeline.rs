@@ -223,12 +223,20 @@ async fn run(
         ));
     };
     let scheme = if conn.tls { "https" } else { "http" };
+    // X-Forwarded-Host carries the host as the client wrote it, port included.
+    let client_host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| ex.host.clone());
     headers::set_forwarded(
         req.headers_mut(),
         conn.peer.ip(),
         peer_trusted,
         scheme,
-        &ex.host,
+        &client_host,
     );
     set_header(req.headers_mut(), "x-request-id", &ex.request_id);
     set_header(req.headers_mut(), "traceparent", &ex.trace.header());
