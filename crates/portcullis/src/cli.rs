@@ -26,6 +26,13 @@ enum Command {
         #[arg(short, long, env = "PORTCULLIS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the embedded demo: a development issuer, an echo upstream and the proxy, on
+    /// loopback, with ready-to-paste curl commands.
+    Demo {
+        /// Where the demo proxy listens (a free port is used if this one is taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// Validate a config without contacting any network.
     Check {
         #[arg(short, long, env = "PORTCULLIS_CONFIG")]
@@ -65,6 +72,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             init_logging();
             crate::serve::run(&config_path(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { listen } => {
+            init_logging();
+            crate::demo::run(&listen)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config_path(config))),
@@ -151,6 +163,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
