@@ -143,6 +143,19 @@ fn check(path: &Path) -> ExitCode {
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");
             }
+            match policy_warnings(&loaded.config) {
+                Ok(warnings) => {
+                    for warning in warnings {
+                        eprintln!("warning: {}: {warning}", path.display());
+                    }
+                }
+                Err(errors) => {
+                    for error in errors {
+                        eprintln!("{}: {error}", path.display());
+                    }
+                    return ExitCode::from(1);
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -153,6 +166,12 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Routes that can never match and rules that can never matter (compiling the route
+/// table exactly as `serve` will). `Err` only if the table cannot be compiled at all.
+pub fn policy_warnings(config: &portcullis_config::Config) -> Result<Vec<String>, Vec<String>> {
+    portcullis_policy::RouteTable::compile(config).map(|table| table.shadowed())
 }
 
 /// Logs go to stderr; `PORTCULLIS_LOG` (or `RUST_LOG`) sets the filter, default `info`.

@@ -17,6 +17,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    for warning in crate::cli::policy_warnings(&loaded.config).unwrap_or_default() {
+        tracing::warn!("{warning}");
+    }
     crate::cli::runtime()?.block_on(async move {
         let watch = loaded.config.server.watch;
         let server = Server::start(loaded.config, Some(path.to_path_buf())).await?;

@@ -274,6 +274,25 @@ fn check_reports_errors_with_line_and_column() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    // A route hidden behind a broader earlier one is reported, but is not an error.
+    let shadowed = dir.path().join("shadowed.yaml");
+    std::fs::write(
+        &shadowed,
+        "routes:\n  - name: all\n    match: { path_prefix: /api }\n    upstream: http://127.0.0.1:8000\n    auth: none\n  - name: hidden\n    match: { path: /api/orders }\n    upstream: http://127.0.0.1:8000\n    auth: none\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&shadowed)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning:") && stderr.contains("hidden") && stderr.contains("never match"),
+        "{stderr}"
+    );
 }
 
 #[test]
