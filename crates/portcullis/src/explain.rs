@@ -10,7 +10,10 @@
 //! Exit codes: 0 allow; 3 deny — by policy, no route, a path the proxy would refuse
 //! with 400, a missing credential, or a token that is rejected (including one that
 //! cannot even be parsed: the proxy would answer 401, which is a denial, not a
-//! usage error); 1 for a usage or config error.
+//! usage error); 1 for a usage or config error. Under `mode: audit` the exit code
+//! still follows the evaluated outcome (the text says it would not be enforced):
+//! explain answers "what does this policy decide", which is the point of a shadow
+//! rollout.
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
@@ -79,11 +82,32 @@ enum Credential {
     Claims(Map<String, Value>),
 }
 
+/// Why a request is refused before policy is consulted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Basis {
+    /// The path is one the proxy answers with 400.
+    BadRequest,
+    /// `auth: required` and no credential (401 `missing_token`).
+    MissingCredentials,
+    /// The token (or the `--claims`) could not be turned into an identity (401).
+    TokenRejected,
+}
+
+impl Basis {
+    /// The `basis` value of the JSON report (the policy's own bases are snake_case too).
+    fn as_str(self) -> &'static str {
+        match self {
+            Basis::BadRequest => "bad_request",
+            Basis::MissingCredentials => "missing_credentials",
+            Basis::TokenRejected => "token_rejected",
+        }
+    }
+}
+
 /// A refusal that happens before policy: the proxy answers it without a Decision.
 struct Refusal {
     reason: Reason,
-    /// `bad_request`, `missing_credentials` or `token_rejected`.
-    basis: &'static str,
+    basis: Basis,
     message: String,
     provider: Option<String>,
 }
@@ -153,7 +177,7 @@ fn judge(
         Err(e) => {
             let refusal = Refusal {
                 reason: Reason::BadRequest,
-                basis: "bad_request",
+                basis: Basis::BadRequest,
                 message: format!("invalid path: {e}"),
                 provider: None,
             };
@@ -192,7 +216,7 @@ fn judge(
             Err(e) => {
                 token_failure = Some(Refusal {
                     reason: e.reason,
-                    basis: "token_rejected",
+                    basis: Basis::TokenRejected,
                     message: e.description,
                     provider: e.provider,
                 })
@@ -205,6 +229,14 @@ fn judge(
     let path_shown = path.as_str().to_string();
 
     let Some((index, route)) = route else {
+        // The proxy answers 404 before looking at credentials; say what it would
+        // have found anyway, so one run tells the whole story.
+        if let Some(failure) = token_failure {
+            notes.push(format!(
+                "the token would also be rejected: {}: {}",
+                failure.reason, failure.message
+            ));
+        }
         return Ok((Verdict::Decided(Decision::no_route()), identity, path_shown));
     };
     let route_id = Some((index, route.name().to_string()));
@@ -218,7 +250,7 @@ fn judge(
     if auth_mode == AuthMode::Required && !identity.is_authenticated() {
         let refusal = Refusal {
             reason: Reason::MissingToken,
-            basis: "missing_credentials",
+            basis: Basis::MissingCredentials,
             message: "the route has auth: required and the request carries no credential".into(),
             provider: None,
         };
@@ -501,7 +533,7 @@ fn verify_token(
                 }
                 Err(Refusal {
                     reason: e.reason,
-                    basis: "token_rejected",
+                    basis: Basis::TokenRejected,
                     message,
                     provider: e.provider,
                 })
@@ -670,16 +702,15 @@ fn identity_from_claims(
 
 /// Control characters as escapes: token and claim values reach the terminal.
 fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn caller_text(identity: &Identity) -> String {
@@ -756,12 +787,12 @@ fn text_report(verdict: &Verdict, identity: &Identity, request: &Request, path: 
                 None => text.push_str("route: none matched\n"),
             }
             let what = match refusal.basis {
-                "token_rejected" => match &refusal.provider {
+                Basis::TokenRejected => match &refusal.provider {
                     Some(p) => format!("token rejected by provider {}", clean(p)),
                     None => "token rejected".to_string(),
                 },
-                "bad_request" => "request refused".to_string(),
-                _ => "no credentials".to_string(),
+                Basis::BadRequest => "request refused".to_string(),
+                Basis::MissingCredentials => "no credentials".to_string(),
             };
             text.push_str(&format!(
                 "{what}: {}: {}\n",
@@ -790,14 +821,14 @@ fn json_report(
             let mut map = Map::new();
             map.insert("decision".into(), "deny".into());
             map.insert("reason".into(), json!(refusal.reason));
-            map.insert("basis".into(), refusal.basis.into());
+            map.insert("basis".into(), refusal.basis.as_str().into());
             map.insert("route".into(), json!(route.as_ref().map(|(_, n)| n)));
             map.insert("route_index".into(), json!(route.as_ref().map(|(i, _)| i)));
             map.insert("rule".into(), Value::Null);
             map.insert("enforced".into(), true.into());
             map.insert("rules".into(), json!([]));
             map.insert("message".into(), refusal.message.clone().into());
-            if refusal.basis == "token_rejected" {
+            if refusal.basis == Basis::TokenRejected {
                 map.insert(
                     "token_error".into(),
                     json!({
