@@ -3,8 +3,8 @@
 //   node idp/server.mjs [PORT]        (PORT 0 or absent: a free port is picked)
 //
 // Issues OAuth2 client-credentials access tokens as RS256 JWTs (RFC 9068,
-// `typ: at+jwt`) for the resource `urn:portcullis:orders-api`, audience
-// `orders-api`. Signing keys are generated at startup; nothing secret is on disk.
+// `typ: at+jwt`) for the resource `urn:portcullis:orders-api` (the default;
+// audience `orders-api`) or `urn:portcullis:billing-api` (audience `billing-api`). Signing keys are generated at startup; nothing secret is on disk.
 //
 // Clients (secrets come from the environment, so each test run has its own):
 //   orders-agent   client_secret_basic   secret $IDP_SECRET_BASIC
@@ -26,9 +26,14 @@ import * as http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
+// Resource indicator -> the resource server it names. Tokens for the orders
+// API are what Portcullis accepts; billing-api tokens (another audience, same
+// issuer and keys) are what it must refuse as `wrong_audience`.
 const RESOURCE = 'urn:portcullis:orders-api';
-const AUDIENCE = 'orders-api';
-const SCOPES = 'orders:read orders:write';
+const RESOURCE_SERVERS = {
+  [RESOURCE]: { audience: 'orders-api', scope: 'orders:read orders:write' },
+  'urn:portcullis:billing-api': { audience: 'billing-api', scope: 'billing:read' },
+};
 
 function newSigningKey() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -75,10 +80,10 @@ function buildProvider(issuer, keys) {
         defaultResource: () => RESOURCE,
         useGrantedResource: () => true,
         getResourceServerInfo: (ctx, resourceIndicator) => {
-          if (resourceIndicator !== RESOURCE) throw new errors.InvalidTarget();
+          const rs = RESOURCE_SERVERS[resourceIndicator];
+          if (!rs) throw new errors.InvalidTarget();
           return {
-            scope: SCOPES,
-            audience: AUDIENCE,
+            ...rs,
             accessTokenFormat: 'jwt',
             accessTokenTTL: 600,
             jwt: { sign: { alg: 'RS256' } },

@@ -1,0 +1,349 @@
+"""Fixtures for the interop suite: a real OpenID Provider (npm oidc-provider),
+the Portcullis release binary, and a FastAPI upstream that verifies Portcullis's
+assertions with PyJWT. All three run on loopback for the whole session and are
+stopped in teardown, also when a test or a fixture fails.
+
+PORTCULLIS_BIN names the binary (default: ../target/release/portcullis).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+E2E = Path(__file__).resolve().parent
+ROOT = E2E.parent
+STARTUP_TIMEOUT = 60  # seconds; two busy cores make node and the venv slow to start
+
+# Every token string handed out or sent during the session: test_6 checks that
+# none of them was written to the audit file or to Portcullis's stderr.
+TOKENS_SEEN: list[str] = []
+# Every request sent to Portcullis's listener, as (method, url): test_6 checks
+# that each one produced exactly one audit line.
+REQUESTS_SENT: list[tuple[str, str]] = []
+
+
+# --------------------------------------------------------------------- helpers
+
+def remember(token: str) -> str:
+    TOKENS_SEEN.append(token)
+    return token
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def jwt_parts(token: str) -> tuple[dict, dict]:
+    header, payload, _ = token.split(".")
+    return json.loads(b64url_decode(header)), json.loads(b64url_decode(payload))
+
+
+def parse_www_authenticate(value: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="x", error="y"` -> ("Bearer", {"realm": "x", "error": "y"})."""
+    scheme, _, rest = value.strip().partition(" ")
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        while i < len(rest) and rest[i] in " ,":
+            i += 1
+        eq = rest.find("=", i)
+        if eq < 0:
+            break
+        name = rest[i:eq].strip()
+        i = eq + 1
+        if i < len(rest) and rest[i] == '"':
+            j = i + 1
+            buf = []
+            while j < len(rest) and rest[j] != '"':
+                if rest[j] == "\\" and j + 1 < len(rest):
+                    j += 1
+                buf.append(rest[j])
+                j += 1
+            params[name] = "".join(buf)
+            i = j + 1
+        else:
+            j = rest.find(",", i)
+            j = len(rest) if j < 0 else j
+            params[name] = rest[i:j].strip()
+            i = j
+    return scheme, params
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+    """A child in its own process group, stdout+stderr (or stderr only) to files."""
+    return subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stderr=open(log, "wb"), **kw)
+
+
+def stop(proc: subprocess.Popen | None, grace: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def read_line(stream, timeout: float = 0.5) -> str:
+    """One line from a child's stdout, or "" when none arrives within timeout."""
+    if select.select([stream], [], [], timeout)[0]:
+        return stream.readline().decode()
+    return ""
+
+
+def wait_until(what: str, check, proc: subprocess.Popen, log: Path, timeout=STARTUP_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} during startup:\n"
+                               f"{log.read_text(errors='replace')[-4000:]}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as err:  # not up yet
+            last = err
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready after {timeout}s (last: {last!r}):\n"
+                       f"{log.read_text(errors='replace')[-4000:]}")
+
+
+# ---------------------------------------------------------------------- the IdP
+
+@dataclass
+class Idp:
+    issuer: str
+    secrets: dict[str, str]
+    proc: subprocess.Popen
+
+    def token_response(self, client_id="orders-agent", scope="orders:read orders:write",
+                       resource: str | None = None) -> dict:
+        """A real token request; orders-agent authenticates with client_secret_basic,
+        reports-agent with client_secret_post."""
+        form = {"grant_type": "client_credentials"}
+        if scope:
+            form["scope"] = scope
+        if resource:
+            form["resource"] = resource
+        auth = None
+        if client_id == "orders-agent":
+            auth = (client_id, self.secrets[client_id])
+        else:
+            form |= {"client_id": client_id, "client_secret": self.secrets[client_id]}
+        r = httpx.post(f"{self.issuer}/token", data=form, auth=auth, timeout=30)
+        assert r.status_code == 200, f"token endpoint: {r.status_code} {r.text}"
+        body = r.json()
+        remember(body["access_token"])
+        return body
+
+    def token(self, **kw) -> str:
+        return self.token_response(**kw)["access_token"]
+
+    def rotate(self, retire: bool = False) -> dict:
+        r = httpx.post(f"{self.issuer}/__admin/rotate", params={"retire": "1"} if retire else {})
+        r.raise_for_status()
+        return r.json()
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.issuer}/__admin/stats").json()
+
+    def jwks(self) -> dict:
+        return httpx.get(f"{self.issuer}/jwks").json()
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("portcullis-e2e")
+
+
+@pytest.fixture(scope="session")
+def idp(workdir) -> Idp:
+    if not (E2E / "node_modules" / "oidc-provider").is_dir():
+        pytest.fail("e2e/node_modules is missing: run `npm ci` in e2e/ first")
+    client_secrets = {"orders-agent": secrets.token_urlsafe(24),
+                      "reports-agent": secrets.token_urlsafe(24)}
+    env = os.environ | {"IDP_SECRET_BASIC": client_secrets["orders-agent"],
+                        "IDP_SECRET_POST": client_secrets["reports-agent"]}
+    log = workdir / "idp.stderr"
+    proc = start(["node", str(E2E / "idp" / "server.mjs"), "0"], log,
+                 stdout=subprocess.PIPE, env=env, cwd=E2E)
+    try:
+        line = wait_until("oidc-provider", lambda: read_line(proc.stdout), proc, log)
+        assert line.startswith("READY "), line
+        issuer = f"http://127.0.0.1:{int(line.split()[1])}"
+        wait_until("oidc-provider discovery",
+                   lambda: httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200,
+                   proc, log)
+        yield Idp(issuer, client_secrets, proc)
+    finally:
+        stop(proc)
+
+
+# ----------------------------------------------------------- Portcullis + upstream
+
+@dataclass
+class Stack:
+    url: str            # Portcullis listener = server.public_url
+    admin: str          # admin listener
+    upstream: str       # the FastAPI service, directly
+    audit_log: Path
+    stderr_log: Path
+    config_file: Path
+    proc: subprocess.Popen
+    upstream_proc: subprocess.Popen
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    def get(self, path: str, token: str | None = None, **kw) -> httpx.Response:
+        return self.request("GET", path, token, **kw)
+
+    def post(self, path: str, token: str | None = None, **kw) -> httpx.Response:
+        return self.request("POST", path, token, **kw)
+
+    def request(self, method: str, path: str, token: str | None = None,
+                headers: dict | None = None, **kw) -> httpx.Response:
+        headers = dict(headers or {})
+        if token is not None:
+            remember(token)
+            headers["Authorization"] = f"Bearer {token}"
+        REQUESTS_SENT.append((method, path))
+        return self.client.request(method, f"{self.url}{path}", headers=headers, **kw)
+
+    def upstream_seen(self) -> list[dict]:
+        return httpx.get(f"{self.upstream}/__upstream/seen").json()
+
+    def audit_lines(self) -> list[dict]:
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+
+
+CONFIG = """\
+# Written by e2e/conftest.py for one test session.
+server:
+  listen: 127.0.0.1:{port}
+  public_url: http://127.0.0.1:{port}
+admin:
+  listen: 127.0.0.1:{admin_port}
+providers:
+  - name: oidc-provider
+    issuer: {issuer}               # keys via OIDC discovery
+    audiences: [orders-api]
+    algorithms: [RS256, ES256, PS256]
+    jwks_min_refresh: 1s
+assertion:
+  algorithm: ES256
+audit:
+  sink: "file:{audit_log}"
+routes:
+  - name: orders-read
+    match: {{ path_prefix: /api/orders, methods: [GET, HEAD] }}
+    upstream: {upstream}
+    policy:
+      allow:
+        - name: readers
+          scopes: [orders:read]
+  - name: orders-write
+    match: {{ path_prefix: /api/orders, methods: [POST, PUT, PATCH, DELETE] }}
+    upstream: {upstream}
+    policy:
+      allow:
+        - name: writers
+          scopes: [orders:write]
+"""
+
+
+def portcullis_bin() -> str:
+    binary = os.environ.get("PORTCULLIS_BIN") or str(ROOT / "target" / "release" / "portcullis")
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        pytest.fail(f"Portcullis binary not found at {binary}: "
+                    "run `cargo build --release -p portcullis` or set PORTCULLIS_BIN")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def stack(idp, workdir) -> Stack:
+    binary = portcullis_bin()
+    port, admin_port = free_port(), free_port()
+    while admin_port == port:
+        admin_port = free_port()
+    proxy_url = f"http://127.0.0.1:{port}"
+
+    # The upstream's socket is bound here and inherited, so its port is known
+    # (and is the assertion audience) before Portcullis's config is written.
+    up_sock = socket.socket()
+    up_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    up_sock.bind(("127.0.0.1", 0))
+    up_sock.listen(64)
+    upstream = f"http://127.0.0.1:{up_sock.getsockname()[1]}"
+    up_log = workdir / "upstream.log"
+    up_env = os.environ | {"PORTCULLIS_URL": proxy_url, "ASSERTION_AUDIENCE": upstream,
+                           "UPSTREAM_FD": str(up_sock.fileno())}
+    upstream_proc = start([sys.executable, str(E2E / "upstream" / "app.py")], up_log,
+                          stdout=subprocess.DEVNULL, env=up_env, pass_fds=[up_sock.fileno()])
+    up_sock.close()
+
+    audit_log = workdir / "audit.log"
+    config_file = workdir / "portcullis.yaml"
+    config_file.write_text(CONFIG.format(port=port, admin_port=admin_port, issuer=idp.issuer,
+                                         audit_log=audit_log, upstream=upstream))
+    stderr_log = workdir / "portcullis.stderr"
+    proc = None
+    try:
+        wait_until("FastAPI upstream",
+                   lambda: httpx.get(f"{upstream}/__upstream/seen").status_code == 200,
+                   upstream_proc, up_log)
+        check = subprocess.run([binary, "check", "-c", str(config_file)],
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, f"portcullis check: {check.stdout}{check.stderr}"
+        # debug logging on purpose: test_6 asserts no token reaches the log even then.
+        proc = start([binary, "serve", "-c", str(config_file)], stderr_log,
+                     stdout=subprocess.DEVNULL, env=os.environ | {"PORTCULLIS_LOG": "debug"})
+        wait_until("Portcullis /readyz",
+                   lambda: httpx.get(f"http://127.0.0.1:{admin_port}/readyz").status_code == 200,
+                   proc, stderr_log)
+        s = Stack(proxy_url, f"http://127.0.0.1:{admin_port}", upstream, audit_log, stderr_log,
+                  config_file, proc, upstream_proc)
+        yield s
+        s.client.close()
+    finally:
+        stop(proc, grace=20)
+        stop(upstream_proc)
+
+
+@pytest.fixture(scope="session")
+def curl() -> str:
+    path = shutil.which("curl")
+    if not path:
+        pytest.fail("the curl binary is required (scripts/test installs it)")
+    return path
