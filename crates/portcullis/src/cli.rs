@@ -63,8 +63,10 @@ enum KeysCommand {
 }
 
 /// The config path: the flag, `$PORTCULLIS_CONFIG` (through clap), or `./portcullis.yaml`.
+/// An empty `$PORTCULLIS_CONFIG` counts as unset.
 fn config_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(|| PathBuf::from("portcullis.yaml"))
+    flag.filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("portcullis.yaml"))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
