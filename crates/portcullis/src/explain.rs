@@ -559,13 +559,9 @@ fn expiry_hint(token: &str) -> String {
     }
 }
 
-/// Maps already-verified claims to an [`Identity`] with the claims mapping of the
-/// provider whose `issuer` equals the claims' `iss` (else the default mapping).
-///
-/// This mirrors `portcullis-identity`'s private `claims` module, which has no
-/// public entry point: the same paths, the same types (a mapped claim of the wrong
-/// JSON type is invalid, never empty), the same unverified-email rule, and the
-/// same user/service heuristics. Keep the two in step.
+/// Maps claims to an [`Identity`] with the claims mapping of the provider whose
+/// `issuer` equals the claims' `iss` (else the default mapping), through the same
+/// function the proxy's verifier uses.
 fn identity_from_claims(
     config: &Config,
     claims: &Map<String, Value>,
@@ -577,8 +573,8 @@ fn identity_from_claims(
         .iter()
         .find(|p| Some(p.issuer.as_str()) == iss);
     let default_mapping = ClaimsMapping::default();
-    let mapping = match provider {
-        Some(p) => &p.claims,
+    let (mapping, name, issuer) = match provider {
+        Some(p) => (&p.claims, p.name.as_str(), p.issuer.as_str()),
         None => {
             notes.push(match iss {
                 Some(iss) => format!(
@@ -586,115 +582,23 @@ fn identity_from_claims(
                 ),
                 None => "the claims have no `iss`: the default claims mapping is used".into(),
             });
-            &default_mapping
+            (&default_mapping, "", iss.unwrap_or(""))
         }
     };
-    let invalid = |description: String| AuthError {
-        reason: Reason::InvalidToken,
-        description,
-        provider: provider.map(|p| p.name.clone()),
-    };
-    let c = Value::Object(claims.clone());
-    let path = |p: &str| {
-        portcullis_config::parse_claim_path(p)
-            .map_err(|e| invalid(format!("claim path `{p}`: {e}")))
-    };
-    let get = |p: &[String]| p.iter().try_fold(&c, |v, key| v.as_object()?.get(key));
-    let optional_string = |p: &[String]| -> Result<Option<String>, AuthError> {
-        match get(p) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(format!("claim `{}` is not a string", p.join(".")))),
-        }
-    };
-    let list = |p: &[String], split_spaces: bool| -> Result<Vec<String>, AuthError> {
-        match get(p) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::String(s)) if split_spaces => {
-                Ok(s.split_whitespace().map(str::to_string).collect())
-            }
-            // A bare string is a list of one (ADFS emits one for a single group).
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str().map(str::to_string).ok_or_else(|| {
-                        invalid(format!("claim `{}` is not a list of strings", p.join(".")))
-                    })
-                })
-                .collect(),
-            Some(_) => Err(invalid(format!(
-                "claim `{}` is not a string or a list of strings",
-                p.join(".")
-            ))),
-        }
-    };
-
-    let client_id = match &mapping.client_id {
-        Some(p) => optional_string(&path(p)?)?,
-        None => match optional_string(&["client_id".to_string()])? {
-            Some(id) => Some(id),
-            None => optional_string(&["azp".to_string()])?,
-        },
-    };
-    let mut email = optional_string(&path(&mapping.email)?)?;
-    if email.is_some() {
-        let unverified = match c.get("email_verified") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => !b,
-            Some(Value::String(s)) if s == "true" || s == "false" => s == "false",
-            Some(_) => return Err(invalid("claim `email_verified` is not a boolean".into())),
-        };
-        if unverified {
-            email = None;
-        }
-    }
-    let subject_path = path(&mapping.subject)?;
-    let subject = match optional_string(&subject_path)? {
-        Some(s) if !s.is_empty() => s,
-        _ => {
-            return Err(invalid(format!(
-                "token has no subject claim `{}`",
-                subject_path.join(".")
-            )))
-        }
-    };
-    let name = optional_string(&path(&mapping.name)?)?;
-    let groups = list(&path(&mapping.groups)?, false)?;
-    let roles = match &mapping.roles {
-        Some(p) => list(&path(p)?, false)?,
-        None => Vec::new(),
-    };
-    let scopes = list(&path(&mapping.scopes)?, true)?;
-    let claim = |n: &str| c.get(n).and_then(Value::as_str);
-    let service = claim("gty") == Some("client-credentials")
-        || claim("idtyp") == Some("app")
-        || subject.starts_with("system:serviceaccount:")
-        || (email.is_none()
-            && (client_id.as_deref() == Some(subject.as_str())
-                || claim("preferred_username").is_some_and(|u| u.starts_with("service-account-"))));
-    let expires_at = c.get("exp").and_then(Value::as_u64);
-    Ok(Identity {
-        kind: if service {
-            IdentityKind::Service
-        } else {
-            IdentityKind::User
-        },
-        subject,
-        provider: provider.map(|p| p.name.clone()),
-        issuer: provider
-            .map(|p| p.issuer.clone())
-            .or(iss.map(str::to_string)),
-        email,
+    let mut identity = portcullis_identity::identity_from_claims(
+        mapping,
+        Value::Object(claims.clone()),
         name,
-        groups,
-        roles,
-        scopes,
-        client_id,
-        workload: None,
-        claims: Arc::new(c.clone()),
-        expires_at,
-    })
+        issuer,
+    )
+    .map_err(|mut e| {
+        e.provider = provider.map(|p| p.name.clone());
+        e
+    })?;
+    if provider.is_none() {
+        identity.provider = None;
+    }
+    Ok(identity)
 }
 
 // ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ pub struct MintArgs {
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
     /// Header `kid` (default: the key's RFC 7638 thumbprint, as `keys generate` writes).
-    #[arg(long, value_name = "K")]
+    #[arg(allow_hyphen_values = true, long, value_name = "K")]
     kid: Option<String>,
     /// Issuer (`iss`).
     #[arg(long, value_name = "URL")]
@@ -51,7 +51,8 @@ pub struct MintArgs {
 #[derive(Args)]
 pub struct InspectArgs {
     /// The token (a leading `Bearer ` is ignored); `-` reads it from stdin.
-    #[arg(value_name = "JWT")]
+    // A (tampered) token or a base64url thumbprint may start with `-`.
+    #[arg(value_name = "JWT", allow_hyphen_values = true)]
     token: String,
     /// Also verify the signature against this JWKS file, with Portcullis's verifier.
     #[arg(long, value_name = "FILE")]

@@ -258,6 +258,20 @@ fn mint_parses_claim_values_as_json_when_they_are_json() {
     assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
 }
 
+/// A base64url kid (or a tampered token) may start with `-`; it is a value, not a flag.
+#[test]
+fn values_starting_with_a_hyphen_are_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path(), "k", "ES256");
+    let token = mint(&key, &["--kid", "-Abc_def"]);
+    let r = run(&["token", "inspect", &token]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("-Abc_def"), "{}", r.stdout);
+    let r = run(&["token", "inspect", "-not.a.token"]);
+    assert_ne!(r.code, 0);
+    assert!(!r.stderr.contains("unexpected argument"), "{}", r.stderr);
+}
+
 #[test]
 fn keys_generate_refuses_to_overwrite() {
     let dir = TempDir::new().unwrap();
