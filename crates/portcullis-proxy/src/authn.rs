@@ -77,11 +77,21 @@ pub fn workload_identity<B>(
                 .and_then(|v| workload::spiffe_id_from_xfcc(v).ok().flatten()),
             _ => None,
         };
-        if found.is_some() {
-            return found;
+        // Only identities of our own trust domain count: a certificate or a sidecar
+        // header naming another domain proves nothing about this mesh's workloads.
+        if let Some(id) = found.filter(|id| in_trust_domain(id, &cfg.trust_domain)) {
+            return Some(id);
         }
     }
     None
+}
+
+/// True when `spiffe_id` is `spiffe://TRUST_DOMAIN/...`.
+fn in_trust_domain(spiffe_id: &str, trust_domain: &str) -> bool {
+    spiffe_id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.strip_prefix(trust_domain))
+        .is_some_and(|path| path.starts_with('/'))
 }
 
 /// Adds a verified workload identity to the caller (who may also carry a token).
@@ -97,6 +107,23 @@ pub fn attach_workload(identity: &mut Identity, spiffe: String) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn trust_domain_must_match_exactly() {
+        assert!(in_trust_domain(
+            "spiffe://cluster.local/ns/a/sa/b",
+            "cluster.local"
+        ));
+        assert!(!in_trust_domain(
+            "spiffe://cluster.local.evil/ns/a/sa/b",
+            "cluster.local"
+        ));
+        assert!(!in_trust_domain(
+            "spiffe://other/ns/a/sa/b",
+            "cluster.local"
+        ));
+        assert!(!in_trust_domain("spiffe://cluster.local", "cluster.local"));
+    }
 
     #[test]
     fn one_bearer_only() {

@@ -7,7 +7,7 @@
 //! the audit line and metrics to the response body so they are written once, when
 //! the body is done (or dropped by a vanishing client).
 
-use crate::audit::{AuditIdentity, AuditRecord, AuditTime};
+use crate::audit::{millis, AuditIdentity, AuditRecord, AuditTime};
 use crate::authn::{self, Credential};
 use crate::body::{Counted, ProxyBody};
 use crate::endpoints;
@@ -183,7 +183,15 @@ async fn run(
     // Authorize: one Decision drives the response, the audit line and the metrics.
     let decision = route.evaluate(&ex.identity, &facts);
     let permitted = decision.permits();
-    let denial = (!permitted).then(|| authz_refusal(&decision, ex));
+    // A caller who brought no credential at all is asked for one (401), not told
+    // that someone unknown is forbidden (SPEC §6).
+    let denial = (!permitted).then(|| {
+        if ex.identity.is_authenticated() {
+            authz_refusal(&decision, ex)
+        } else {
+            Refusal::new(Reason::MissingToken)
+        }
+    });
     ex.decision = Some(decision);
     if let Some(refusal) = denial {
         return Err(refusal);
@@ -260,7 +268,7 @@ async fn run(
     let upstream_started = Instant::now();
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_secs = upstream_started.elapsed().as_secs_f64();
-    ex.upstream_ms = Some(upstream_secs * 1000.0);
+    ex.upstream_ms = Some(millis(upstream_started.elapsed()));
     shared
         .metrics
         .upstream_duration
@@ -361,7 +369,7 @@ fn finish(ex: Exchange, response: Response<ProxyBody>, shared: &Shared) -> Respo
         Box::new(move |bytes_out| {
             let mut record = record;
             record.bytes_out = bytes_out;
-            record.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            record.duration_ms = millis(started.elapsed());
             audit.record(record);
         }),
     );

@@ -494,3 +494,95 @@ async fn every_request_leaves_one_audit_line_without_secrets() {
         assert!(reasons.contains(&code), "no {code} line in {reasons:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_from_trusted_sidecars_and_optional_auth() {
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = format!(
+        r#"server:
+  listen: 127.0.0.1:0
+  trusted_proxies: [127.0.0.1/32]
+admin:
+  listen: 127.0.0.1:0
+audit:
+  sink: none
+workload_identity:
+  trust_domain: cluster.local
+  accept: [linkerd, xfcc]
+routes:
+  - name: billing
+    match: {{ path_prefix: /billing }}
+    upstream: {up}
+    policy:
+      allow:
+        - workloads: ["spiffe://cluster.local/ns/shop/sa/*"]
+  - name: optional
+    match: {{ path_prefix: /optional }}
+    upstream: {up}
+    auth: optional
+    policy:
+      allow:
+        - groups: [admins]
+"#,
+        up = echo.url()
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", server.local_addr());
+    let c = client();
+
+    let (status, _, body) = send(
+        &c,
+        "GET",
+        &url("/billing"),
+        &[(
+            "l5d-client-id",
+            "web.shop.serviceaccount.identity.linkerd.cluster.local",
+        )],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        echo.seen()[0].headers["x-portcullis-workload"],
+        "spiffe://cluster.local/ns/shop/sa/web"
+    );
+
+    let xfcc = r#"By=spiffe://cluster.local/ns/billing/sa/api;Hash=abc;URI=spiffe://cluster.local/ns/shop/sa/cart"#;
+    let (status, _, body) = send(
+        &c,
+        "GET",
+        &url("/billing"),
+        &[("x-forwarded-client-cert", xfcc)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Another trust domain proves nothing here.
+    let foreign = "URI=spiffe://cluster.local.evil/ns/shop/sa/cart";
+    let (status, _, _) = send(
+        &c,
+        "GET",
+        &url("/billing"),
+        &[("x-forwarded-client-cert", foreign)],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = send(
+        &c,
+        "GET",
+        &url("/billing"),
+        &[(
+            "l5d-client-id",
+            "web.other.serviceaccount.identity.linkerd.cluster.local",
+        )],
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a workload outside the shop namespace is authenticated but not allowed"
+    );
+
+    // auth: optional, no credential, policy needs a group: ask for a credential (401).
+    let (status, headers, body) = send(&c, "GET", &url("/optional"), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
+}
