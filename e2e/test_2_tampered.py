@@ -44,6 +44,12 @@ def alg_none(idp):
     return reencode(token, header={**header, "alg": "none"}, signature="")
 
 
+def alg_none_signature_kept(idp):
+    token = idp.token()
+    header, claims = jwt_parts(token)
+    return reencode(token, header={**header, "alg": "none"})
+
+
 def hs256_with_public_key(idp):
     """The classic key-confusion attack: HMAC keyed with the provider's public key."""
     token = idp.token()
@@ -77,6 +83,7 @@ CASES = [
     (payload_changed, "bad_signature"),
     (signature_changed, "bad_signature"),
     (alg_none, "algorithm_not_allowed"),
+    (alg_none_signature_kept, "algorithm_not_allowed"),
     (hs256_with_public_key, "algorithm_not_allowed"),
     (unknown_kid, "unknown_key"),
     (wrong_audience, "wrong_audience"),
