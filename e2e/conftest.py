@@ -9,6 +9,7 @@ PORTCULLIS_BIN names the binary (default: ../target/release/portcullis).
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import secrets
@@ -94,10 +95,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if pytest itself is killed."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def start(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
-    """A child in its own process group, stdout+stderr (or stderr only) to files."""
-    return subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
-                            stderr=open(log, "wb"), **kw)
+    """A child in its own process group (so teardown can stop all of it), its
+    stderr to a file, killed by the kernel should pytest die without teardown."""
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                                stderr=stderr, preexec_fn=_die_with_parent, **kw)
 
 
 def stop(proc: subprocess.Popen | None, grace: float = 10) -> None:
@@ -291,9 +300,8 @@ def portcullis_bin() -> str:
     return binary
 
 
-@pytest.fixture(scope="session")
-def stack(idp, workdir) -> Stack:
-    binary = portcullis_bin()
+def launch(binary: str, idp: Idp, workdir: Path) -> Stack:
+    """Start the upstream and Portcullis; stop both if either fails to come up."""
     port, admin_port = free_port(), free_port()
     while admin_port == port:
         admin_port = free_port()
@@ -332,13 +340,32 @@ def stack(idp, workdir) -> Stack:
         wait_until("Portcullis /readyz",
                    lambda: httpx.get(f"http://127.0.0.1:{admin_port}/readyz").status_code == 200,
                    proc, stderr_log)
-        s = Stack(proxy_url, f"http://127.0.0.1:{admin_port}", upstream, audit_log, stderr_log,
-                  config_file, proc, upstream_proc)
-        yield s
-        s.client.close()
-    finally:
-        stop(proc, grace=20)
+    except BaseException:
+        stop(proc)
         stop(upstream_proc)
+        raise
+    return Stack(proxy_url, f"http://127.0.0.1:{admin_port}", upstream, audit_log, stderr_log,
+                 config_file, proc, upstream_proc)
+
+
+@pytest.fixture(scope="session")
+def stack(idp, workdir) -> Stack:
+    binary = portcullis_bin()
+    for attempt in range(3):
+        try:
+            s = launch(binary, idp, workdir)
+            break
+        except RuntimeError as err:
+            # A probed free port can be taken by someone else before Portcullis
+            # binds it: then start over on new ports. Anything else is a failure.
+            if attempt == 2 or "in use" not in str(err).lower():
+                raise
+    try:
+        yield s
+    finally:
+        s.client.close()
+        stop(s.proc, grace=20)
+        stop(s.upstream_proc)
 
 
 @pytest.fixture(scope="session")
