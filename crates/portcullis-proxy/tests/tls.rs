@@ -192,3 +192,85 @@ async fn tls_alpn_client_certs_and_cert_reload() {
     }
     assert!(rotated, "certificate was not reloaded from disk");
 }
+
+/// A TLS upstream that requires a client certificate from `ca` and answers with the
+/// HTTP version it saw (h2 when ALPN picked it).
+async fn mtls_upstream(ca: &Ca, server: (&rcgen::Certificate, &KeyPair)) -> std::net::SocketAddr {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server.0.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.1.serialize_der())),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_mtls_with_own_ca_and_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca("upstream CA");
+    let (scert, skey) = leaf(
+        &ca,
+        "orders.internal",
+        vec![SanType::DnsName("orders.internal".try_into().unwrap())],
+    );
+    let upstream = mtls_upstream(&ca, (&scert, &skey)).await;
+    let (ccert, ckey) = leaf(&ca, "portcullis", vec![]);
+    let ca_file = write(dir.path(), "ca.pem", &ca.cert.pem());
+    let cert_file = write(dir.path(), "client.pem", &ccert.pem());
+    let key_file = write(dir.path(), "client.key", &ckey.serialize_pem());
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\nroutes:\n  - name: mtls\n    match: {{ path_prefix: /mtls }}\n    upstream: https://{upstream}\n    upstream_tls: {{ ca_file: {ca_file}, cert_file: {cert_file}, key_file: {key_file}, server_name: orders.internal }}\n    auth: none\n  - name: no-client-cert\n    match: {{ path_prefix: /nocert }}\n    upstream: https://{upstream}\n    upstream_tls: {{ ca_file: {ca_file}, server_name: orders.internal }}\n    auth: none\n  - name: wrong-name\n    match: {{ path_prefix: /wrongname }}\n    upstream: https://{upstream}\n    upstream_tls: {{ ca_file: {ca_file}, cert_file: {cert_file}, key_file: {key_file}, server_name: other.internal }}\n    auth: none\n"
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (status, body) = get(&format!("{base}/mtls")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "HTTP/2.0", "h2 upstream negotiated by ALPN");
+    // Pooled: a second request reuses the connection and still works.
+    assert_eq!(get(&format!("{base}/mtls")).await.0, 200);
+    assert_eq!(get(&format!("{base}/nocert")).await.0, 502);
+    assert_eq!(get(&format!("{base}/wrongname")).await.0, 502);
+}
