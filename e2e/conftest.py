@@ -191,9 +191,21 @@ class Idp:
         return httpx.get(f"{self.issuer}/jwks").json()
 
 
+WORKDIR: list[Path] = []
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("portcullis-e2e")
+    path = tmp_path_factory.mktemp("portcullis-e2e")
+    WORKDIR.append(path)
+    return path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if WORKDIR and exitstatus != 0:
+        terminalreporter.write_line(
+            f"e2e logs (portcullis.yaml, portcullis.stderr, audit.log, idp.stderr, "
+            f"upstream.log): {WORKDIR[0]}")
 
 
 @pytest.fixture(scope="session")
