@@ -259,7 +259,10 @@ impl AssertionSigner {
             workload: identity.workload.as_deref(),
             idp: identity.issuer.as_deref(),
             iat: now,
-            exp: now + self.ttl,
+            // Never outlive the credential it vouches for.
+            exp: identity
+                .expires_at
+                .map_or(now + self.ttl, |token_exp| token_exp.min(now + self.ttl)),
             jti: std::str::from_utf8(&jti).map_err(|_| AssertionError::Sign)?,
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| AssertionError::Sign)?;
@@ -517,6 +520,14 @@ mod tests {
         let claims = verify(&s.sign(&workload, "i", "a").unwrap(), &s.jwks_json());
         assert_eq!(claims["sub"], "spiffe://td/ns/a/sa/b");
         assert_eq!(claims["workload"], "spiffe://td/ns/a/sa/b");
+
+        // An assertion never outlives the token it vouches for.
+        let short = Identity {
+            expires_at: Some(1_010),
+            ..identity()
+        };
+        let t = s.sign_at(&short, "i", "a", 1_000).unwrap();
+        assert_eq!(verify(&t, &s.state.load().jwks)["exp"], 1_010);
     }
 
     #[test]
