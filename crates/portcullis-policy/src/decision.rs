@@ -138,10 +138,12 @@ pub enum Combine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConditionTrace {
     /// `groups`, `scopes`, `claims.realm_access.roles`, …
-    pub condition: String,
+    #[serde(serialize_with = "serialize_str")]
+    pub condition: Arc<str>,
     pub combine: Combine,
-    /// The values the rule asks for.
-    pub required: Vec<String>,
+    /// The values the rule asks for (shared with the compiled rule).
+    #[serde(serialize_with = "serialize_strings")]
+    pub required: Arc<[String]>,
     /// What the request or caller has (empty: nothing).
     pub actual: Vec<String>,
     pub passed: bool,
@@ -191,6 +193,14 @@ pub struct Decision {
     /// How much of this decision a 403 body may reveal (the route's setting).
     #[serde(skip)]
     pub explain_to_caller: ExplainToCaller,
+}
+
+fn serialize_str<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+fn serialize_strings<S: Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter())
 }
 
 fn serialize_opt_str<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
@@ -384,7 +394,7 @@ fn only_scopes_missing(trace: &RuleTrace) -> Option<Vec<String>> {
     }
     let mut missing = None;
     for c in trace.conditions.iter().filter(|c| !c.passed) {
-        if c.condition != "scopes" || c.missing.is_empty() {
+        if &*c.condition != "scopes" || c.missing.is_empty() {
             return None;
         }
         missing = Some(c.missing.clone());

@@ -60,7 +60,7 @@ fn combine_words(c: Combine) -> &'static str {
 
 /// `needs group admins or ops; you have: users, dev`.
 fn needs_clause(c: &ConditionTrace) -> String {
-    if c.condition == "authenticated" {
+    if &*c.condition == "authenticated" {
         let wants_auth = c.required.first().map(String::as_str) == Some("true");
         return if wants_auth {
             "needs a signed-in caller; you have: none".to_string()
@@ -68,29 +68,28 @@ fn needs_clause(c: &ConditionTrace) -> String {
             "needs an anonymous caller; you are signed in".to_string()
         };
     }
-    let (noun, values, word) = match c.condition.as_str() {
-        "scopes" => {
-            let wanted = if c.missing.is_empty() {
-                &c.required
-            } else {
-                &c.missing
-            };
-            let noun = if wanted.len() == 1 { "scope" } else { "scopes" };
-            (noun.to_string(), wanted, "and")
-        }
-        "methods" => ("method".to_string(), &c.required, "or"),
-        "paths" => ("path matching".to_string(), &c.required, "or"),
-        "subjects" => ("subject".to_string(), &c.required, "or"),
-        "emails" => ("email".to_string(), &c.required, "or"),
-        "email_domains" => ("email domain".to_string(), &c.required, "or"),
-        "groups" => ("group".to_string(), &c.required, "or"),
-        "roles" => ("role".to_string(), &c.required, "or"),
-        "clients" => ("client".to_string(), &c.required, "or"),
-        "workloads" => ("workload matching".to_string(), &c.required, "or"),
-        "providers" => ("provider".to_string(), &c.required, "or"),
+    let values: &[String] = if &*c.condition == "scopes" && !c.missing.is_empty() {
+        // Only what is lacking: the caller already has the rest.
+        &c.missing
+    } else {
+        &c.required
+    };
+    let (noun, word) = match &*c.condition {
+        "scopes" if values.len() == 1 => ("scope".to_string(), "and"),
+        "scopes" => ("scopes".to_string(), "and"),
+        "methods" => ("method".to_string(), "or"),
+        "paths" => ("path matching".to_string(), "or"),
+        "subjects" => ("subject".to_string(), "or"),
+        "emails" => ("email".to_string(), "or"),
+        "email_domains" => ("email domain".to_string(), "or"),
+        "groups" => ("group".to_string(), "or"),
+        "roles" => ("role".to_string(), "or"),
+        "clients" => ("client".to_string(), "or"),
+        "workloads" => ("workload matching".to_string(), "or"),
+        "providers" => ("provider".to_string(), "or"),
         other => {
             let claim = other.strip_prefix("claims.").unwrap_or(other);
-            (format!("claim {} =", clean(claim)), &c.required, "or")
+            (format!("claim {} =", clean(claim)), "or")
         }
     };
     let required = if values.is_empty() {
@@ -223,7 +222,7 @@ impl Decision {
                         .iter()
                         .flatten()
                         .flat_map(|t| t.conditions.iter())
-                        .find(|c| c.condition == "scopes")
+                        .find(|c| &*c.condition == "scopes")
                         .map(|c| have(&c.actual))
                         .unwrap_or_else(|| "none".to_string());
                     if have_scopes.is_empty() {

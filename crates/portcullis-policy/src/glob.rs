@@ -21,11 +21,50 @@ enum Seg {
     Wild(String),
 }
 
+/// Shapes common enough to match with one comparison instead of the general walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// No `*`: string equality.
+    Exact,
+    /// `BASE/**` with a literal base: the base itself or anything under it.
+    Subtree(String),
+    /// `BASE/*` with a literal base (kept with its `/`): one more segment.
+    OneSegment(String),
+    /// Anything else, with the literal text before the first `*` (minus a `/`
+    /// that only precedes `**`) as a cheap pre-check.
+    General(String),
+}
+
 /// A compiled glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     source: String,
     segs: Vec<Seg>,
+    shape: Shape,
+    /// Number of `/` a subject must have: exactly this without `**`, at least this
+    /// with one. A cheap reject before the segment walk.
+    slashes: usize,
+    has_any: bool,
+}
+
+fn shape_of(pattern: &str) -> Shape {
+    let Some(first_star) = pattern.find('*') else {
+        return Shape::Exact;
+    };
+    let head = pattern.get(..first_star).unwrap_or("");
+    let tail = pattern.get(first_star..).unwrap_or("");
+    if tail == "**" && head.ends_with('/') {
+        return Shape::Subtree(head.trim_end_matches('/').to_string());
+    }
+    if tail == "*" && (head.ends_with('/') || head.is_empty()) {
+        return Shape::OneSegment(head.to_string());
+    }
+    let prefix = if tail.starts_with("**") {
+        head.strip_suffix('/').unwrap_or(head)
+    } else {
+        head
+    };
+    Shape::General(prefix.to_string())
 }
 
 impl Glob {
@@ -50,8 +89,13 @@ impl Glob {
             };
             segs.push(seg);
         }
+        let has_any = segs.contains(&Seg::Any);
+        let fixed = segs.iter().filter(|s| **s != Seg::Any).count();
         Ok(Glob {
             source: pattern.to_string(),
+            shape: shape_of(pattern),
+            slashes: fixed.saturating_sub(1),
+            has_any,
             segs,
         })
     }
@@ -68,6 +112,31 @@ impl Glob {
 
     /// True when `subject` matches the whole pattern.
     pub fn matches(&self, subject: &str) -> bool {
+        match &self.shape {
+            Shape::Exact => subject == self.source,
+            Shape::Subtree(base) => subject
+                .strip_prefix(base.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            Shape::OneSegment(base) => subject
+                .strip_prefix(base.as_str())
+                .is_some_and(|rest| !crate::bytes::has(rest, b'/')),
+            Shape::General(prefix) => {
+                if !subject.starts_with(prefix.as_str()) {
+                    return false;
+                }
+                let slashes = subject.bytes().filter(|&b| b == b'/').count();
+                let plausible = if self.has_any {
+                    slashes >= self.slashes
+                } else {
+                    slashes == self.slashes
+                };
+                plausible && self.walk(subject)
+            }
+        }
+    }
+
+    /// The general segment-by-segment match.
+    fn walk(&self, subject: &str) -> bool {
         let pat = &self.segs;
         let mut p = 0usize;
         // The unconsumed rest of the subject: `Some(s)` is one or more segments
@@ -119,7 +188,7 @@ impl Glob {
 }
 
 fn split_segment(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('/') {
+    match crate::bytes::split_once(s, b'/') {
         Some((head, tail)) => (head, Some(tail)),
         None => (s, None),
     }
@@ -200,6 +269,61 @@ mod tests {
         for (pat, subject, want) in cases {
             let g = Glob::new(pat).unwrap();
             assert_eq!(g.matches(subject), *want, "{pat} vs {subject}");
+        }
+    }
+
+    #[test]
+    fn shapes_agree_with_the_general_walk() {
+        let patterns = [
+            "/a",
+            "/a/**",
+            "/**",
+            "/a/*",
+            "/*",
+            "*",
+            "**",
+            "/a/**/b",
+            "/x*/a/**",
+            "/a/*/b/*",
+            "/a*b",
+            "spiffe://t/**",
+            "spiffe://t/ns/*",
+            "/**/z",
+            "/a/b*",
+            "/a/b/**/**",
+        ];
+        let subjects = [
+            "",
+            "/",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/x/b",
+            "/ab",
+            "/a/b/c",
+            "/xy/a",
+            "/xy/a/q",
+            "/a/q/b/r",
+            "/aqb",
+            "spiffe://t",
+            "spiffe://t/ns/x",
+            "spiffe://t/ns/x/y",
+            "/z",
+            "/q/z",
+            "/a/bc",
+            "a",
+            "/a/b/",
+        ];
+        for p in patterns {
+            let g = Glob::new(p).unwrap();
+            for s in subjects {
+                assert_eq!(
+                    g.matches(s),
+                    g.walk(s),
+                    "{p} vs {s:?} (shape {:?})",
+                    g.shape
+                );
+            }
         }
     }
 

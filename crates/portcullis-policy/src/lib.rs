@@ -15,6 +15,7 @@
 //!    [`Decision::html_page`], or serialize it to JSON.
 #![forbid(unsafe_code)]
 
+mod bytes;
 mod claim_path;
 pub mod decision;
 pub mod explain;

@@ -74,7 +74,7 @@ impl AsRef<str> for NormalizedPath {
 /// The first segment of an absolute path string, without the leading `/`.
 pub(crate) fn first_segment(path: &str) -> &str {
     let rest = path.strip_prefix('/').unwrap_or(path);
-    match rest.split_once('/') {
+    match crate::bytes::split_once(rest, b'/') {
         Some((first, _)) => first,
         None => rest,
     }
@@ -129,11 +129,65 @@ pub fn normalize(raw_path: &str, allow_encoded_slashes: bool) -> Result<Normaliz
     if !raw_path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    // Pass 1: canonical escapes. Segment separators are exactly the raw `/` bytes
-    // that remain, because `%2F` is never decoded.
-    let decoded = canonical_escapes(raw_path.as_bytes(), allow_encoded_slashes)?;
-    // Pass 2: dot segments and empty segments, per RFC 3986 §5.2.4 plus `//` collapse.
-    resolve_segments(&decoded)
+    // One pass, one allocation: each raw segment is decoded onto the end of `out`,
+    // then judged (`.`, `..`, empty) once complete. Segment separators are exactly
+    // the raw `/` bytes, because `%2F` is never decoded.
+    //
+    // Invariant between segments: `out` is `/` followed by complete segments, each
+    // followed by `/`; `seg_start` is where the next segment begins.
+    let bytes = raw_path.as_bytes();
+    let mut out = String::with_capacity(raw_path.len() + 8);
+    out.push('/');
+    // Whether the path ends with a `/` (an empty, `.` or `..` last segment); set
+    // for every segment, the last one decides.
+    let mut trailing_slash;
+    let mut i = 1usize;
+    loop {
+        let seg_start = out.len();
+        while let Some(&b) = bytes.get(i) {
+            if b == b'/' {
+                break;
+            }
+            i += canonical_byte(bytes, i, &mut out, allow_encoded_slashes)?;
+        }
+        let seg = out.get(seg_start..).unwrap_or("");
+        match seg {
+            "" => trailing_slash = true,
+            "." => {
+                out.truncate(seg_start);
+                trailing_slash = true;
+            }
+            ".." => {
+                out.truncate(seg_start);
+                // Drop the previous segment, never the root.
+                if seg_start > 1 {
+                    let prev_end = seg_start - 1;
+                    let prev_start = out
+                        .get(..prev_end)
+                        .and_then(|head| head.bytes().rposition(|b| b == b'/'))
+                        .map_or(1, |p| p + 1);
+                    out.truncate(prev_start);
+                }
+                trailing_slash = true;
+            }
+            _ => {
+                if is_dot_with_parameter(seg) {
+                    return Err(PathError::DotSegmentParameter);
+                }
+                out.push('/');
+                trailing_slash = false;
+            }
+        }
+        if bytes.get(i).is_none() {
+            break;
+        }
+        // Skip the `/` that ended this segment.
+        i += 1;
+    }
+    if !trailing_slash && out.len() > 1 {
+        out.pop();
+    }
+    Ok(NormalizedPath(out))
 }
 
 /// True for the characters RFC 3986 calls unreserved.
@@ -184,54 +238,56 @@ fn is_control(b: u8) -> bool {
     b < 0x20 || b == 0x7F
 }
 
-/// Pass 1: decodes unreserved escapes, uppercases the rest, encodes raw bytes that
-/// are not allowed in a path, and refuses what must be refused.
-fn canonical_escapes(raw: &[u8], allow_encoded_slashes: bool) -> Result<String, PathError> {
-    let mut out = String::with_capacity(raw.len() + 8);
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        match b {
-            b'%' => {
-                let hi = raw.get(i + 1).copied().and_then(hex_val);
-                let lo = raw.get(i + 2).copied().and_then(hex_val);
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(PathError::InvalidEscape(i));
-                };
-                let v = (hi << 4) | lo;
-                if is_control(v) {
-                    return Err(PathError::ControlCharacter);
-                }
-                match v {
-                    b'/' if !allow_encoded_slashes => return Err(PathError::EncodedSlash),
-                    b'\\' if !allow_encoded_slashes => return Err(PathError::Backslash),
-                    _ if is_unreserved(v) => out.push(char::from(v)),
-                    _ => push_escape(&mut out, v),
-                }
-                i += 3;
+/// Appends the canonical form of the character at `raw[i]` (a byte or a `%XX`
+/// escape) to `out`, returning how many raw bytes it used, or refuses it.
+fn canonical_byte(
+    raw: &[u8],
+    i: usize,
+    out: &mut String,
+    allow_encoded_slashes: bool,
+) -> Result<usize, PathError> {
+    let Some(&b) = raw.get(i) else {
+        return Ok(1);
+    };
+    match b {
+        b'%' => {
+            let hi = raw.get(i + 1).copied().and_then(hex_val);
+            let lo = raw.get(i + 2).copied().and_then(hex_val);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::InvalidEscape(i));
+            };
+            let v = (hi << 4) | lo;
+            if is_control(v) {
+                return Err(PathError::ControlCharacter);
             }
-            b'\\' => {
-                if !allow_encoded_slashes {
-                    return Err(PathError::Backslash);
-                }
-                // Kept encoded so it can never act as a separator downstream of us
-                // more than an explicit `%5C` would.
-                push_escape(&mut out, b);
-                i += 1;
+            match v {
+                b'/' if !allow_encoded_slashes => return Err(PathError::EncodedSlash),
+                b'\\' if !allow_encoded_slashes => return Err(PathError::Backslash),
+                _ if is_unreserved(v) => out.push(char::from(v)),
+                _ => push_escape(out, v),
             }
-            b'?' | b'#' => return Err(PathError::QueryInPath),
-            _ if is_control(b) => return Err(PathError::ControlCharacter),
-            _ if is_raw_allowed(b) => {
-                out.push(char::from(b));
-                i += 1;
+            Ok(3)
+        }
+        b'\\' => {
+            if !allow_encoded_slashes {
+                return Err(PathError::Backslash);
             }
-            _ => {
-                // Space, `"`, `<`, non-ASCII UTF-8 bytes, …: one canonical spelling.
-                push_escape(&mut out, b);
-                i += 1;
-            }
+            // Kept encoded, so that it is one spelling and never a separator here.
+            push_escape(out, b);
+            Ok(1)
+        }
+        b'?' | b'#' => Err(PathError::QueryInPath),
+        _ if is_control(b) => Err(PathError::ControlCharacter),
+        _ if is_raw_allowed(b) => {
+            out.push(char::from(b));
+            Ok(1)
+        }
+        _ => {
+            // Space, `"`, `<`, non-ASCII UTF-8 bytes, …: one canonical spelling.
+            push_escape(out, b);
+            Ok(1)
         }
     }
-    Ok(out)
 }
 
 /// True when a segment is `.`/`..` followed by a `;` parameter (raw or `%3B`).
@@ -242,39 +298,6 @@ fn is_dot_with_parameter(seg: &str) -> bool {
         seg.find("%3B").and_then(|pos| seg.get(..pos))
     };
     matches!(name, Some(".") | Some(".."))
-}
-
-/// Pass 2: resolves `.`/`..`, collapses empty segments, keeps a trailing slash.
-fn resolve_segments(path: &str) -> Result<NormalizedPath, PathError> {
-    let mut stack: Vec<&str> = Vec::new();
-    let mut trailing_slash = false;
-    // Skip the leading `/`; every following piece is one segment.
-    for seg in path.get(1..).unwrap_or("").split('/') {
-        match seg {
-            "" => trailing_slash = true,
-            "." => trailing_slash = true,
-            ".." => {
-                stack.pop();
-                trailing_slash = true;
-            }
-            _ => {
-                if is_dot_with_parameter(seg) {
-                    return Err(PathError::DotSegmentParameter);
-                }
-                stack.push(seg);
-                trailing_slash = false;
-            }
-        }
-    }
-    let mut out = String::with_capacity(path.len());
-    for seg in &stack {
-        out.push('/');
-        out.push_str(seg);
-    }
-    if trailing_slash || stack.is_empty() {
-        out.push('/');
-    }
-    Ok(NormalizedPath(out))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! in ascending route order, and tests candidates until the first match — exactly
 //! the answer of a linear scan.
 
+use crate::bytes::FxMap;
 use crate::decision::{Decision, RequestFacts};
 use crate::path::{first_segment, normalize, NormalizedPath};
 use crate::rules::CompiledPolicy;
@@ -25,7 +26,6 @@ use portcullis_config::{AuthMode, Config, ExplainToCaller, PolicyMode, RouteConf
 use portcullis_core::Identity;
 use regex::Regex;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A host pattern from `match.hosts`, lowercased, without a trailing dot.
@@ -90,14 +90,22 @@ impl HostPattern {
 /// The request host as routes compare it: port and trailing dot removed, lowercase.
 /// Allocates only when the host has uppercase letters.
 pub fn canonical_host(host: &str) -> Cow<'_, str> {
+    // The common case — lowercase, no port, no trailing dot — in one scan.
+    if !host.ends_with('.') && host.bytes().all(|b| b != b':' && !b.is_ascii_uppercase()) {
+        return Cow::Borrowed(host);
+    }
     let without_port = if host.starts_with('[') {
-        match host.find(']') {
+        match host.bytes().position(|b| b == b']') {
             Some(end) => host.get(..=end).unwrap_or(host),
             None => host,
         }
     } else {
-        match host.rsplit_once(':') {
-            Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        match crate::bytes::rsplit_once(host, b':') {
+            Some((h, port))
+                if !crate::bytes::has(h, b':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                h
+            }
             _ => host,
         }
     };
@@ -372,7 +380,7 @@ impl CompiledRoute {
 /// Every list is in ascending route order.
 #[derive(Debug, Clone, Default)]
 struct SegmentIndex {
-    by_segment: HashMap<String, Vec<u32>>,
+    by_segment: FxMap<String, Vec<u32>>,
     any: Vec<u32>,
 }
 
@@ -397,9 +405,9 @@ const MAX_LISTS: usize = 16;
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<CompiledRoute>,
-    by_host: HashMap<String, SegmentIndex>,
+    by_host: FxMap<String, SegmentIndex>,
     /// Keyed by the wildcard's suffix without the leading dot (`example.com`).
-    by_wildcard: HashMap<String, SegmentIndex>,
+    by_wildcard: FxMap<String, SegmentIndex>,
     /// The distinct label counts of wildcard suffixes, so a lookup tries only the
     /// host suffixes that can be keys.
     wildcard_depths: Vec<usize>,
@@ -435,8 +443,8 @@ impl RouteTable {
         }
         let mut table = RouteTable {
             routes: Vec::new(),
-            by_host: HashMap::new(),
-            by_wildcard: HashMap::new(),
+            by_host: FxMap::default(),
+            by_wildcard: FxMap::default(),
             wildcard_depths: Vec::new(),
             any_host: SegmentIndex::default(),
             allow_encoded_slashes: slashes,

@@ -29,9 +29,9 @@ use portcullis_config::{PolicyConfig, RuleConfig};
 use portcullis_core::Identity;
 use std::sync::Arc;
 
-/// One condition of a rule, compiled.
+/// What one condition checks, compiled.
 #[derive(Debug, Clone)]
-enum Condition {
+enum Test {
     Methods(Vec<String>),
     Paths(Vec<Glob>),
     Subjects(Vec<String>),
@@ -65,8 +65,8 @@ fn usable_email(id: &Identity) -> Option<&str> {
 
 /// The domain of an address with exactly one `@`.
 fn email_domain(email: &str) -> Option<&str> {
-    let (local, domain) = email.split_once('@')?;
-    if local.is_empty() || domain.is_empty() || domain.contains('@') {
+    let (local, domain) = crate::bytes::split_once(email, b'@')?;
+    if local.is_empty() || domain.is_empty() || crate::bytes::has(domain, b'@') {
         return None;
     }
     Some(domain)
@@ -80,23 +80,23 @@ fn opt_vec(v: Option<&str>) -> Vec<String> {
     v.map(|s| vec![s.to_string()]).unwrap_or_default()
 }
 
-impl Condition {
+impl Test {
     /// The condition's name as written in the config (`claims.PATH` for claims).
     fn name(&self) -> String {
         match self {
-            Condition::Methods(_) => "methods".into(),
-            Condition::Paths(_) => "paths".into(),
-            Condition::Subjects(_) => "subjects".into(),
-            Condition::Emails(_) => "emails".into(),
-            Condition::EmailDomains(_) => "email_domains".into(),
-            Condition::Groups(_) => "groups".into(),
-            Condition::Roles(_) => "roles".into(),
-            Condition::Scopes(_) => "scopes".into(),
-            Condition::Clients(_) => "clients".into(),
-            Condition::Workloads(_) => "workloads".into(),
-            Condition::Providers(_) => "providers".into(),
-            Condition::Claim { path, .. } => format!("claims.{path}"),
-            Condition::Authenticated(_) => "authenticated".into(),
+            Test::Methods(_) => "methods".into(),
+            Test::Paths(_) => "paths".into(),
+            Test::Subjects(_) => "subjects".into(),
+            Test::Emails(_) => "emails".into(),
+            Test::EmailDomains(_) => "email_domains".into(),
+            Test::Groups(_) => "groups".into(),
+            Test::Roles(_) => "roles".into(),
+            Test::Scopes(_) => "scopes".into(),
+            Test::Clients(_) => "clients".into(),
+            Test::Workloads(_) => "workloads".into(),
+            Test::Providers(_) => "providers".into(),
+            Test::Claim { path, .. } => format!("claims.{path}"),
+            Test::Authenticated(_) => "authenticated".into(),
         }
     }
 
@@ -104,24 +104,37 @@ impl Condition {
     fn is_about_caller(&self) -> bool {
         !matches!(
             self,
-            Condition::Methods(_) | Condition::Paths(_) | Condition::Authenticated(_)
+            Test::Methods(_) | Test::Paths(_) | Test::Authenticated(_)
         )
+    }
+
+    /// A rough rank of how much checking the condition costs.
+    fn cost(&self) -> u8 {
+        match self {
+            Test::Authenticated(_) => 0,
+            Test::Methods(_) | Test::Providers(_) | Test::Clients(_) => 1,
+            Test::Subjects(_) | Test::Groups(_) | Test::Roles(_) => 2,
+            Test::Scopes(_) => 2,
+            Test::Emails(_) | Test::EmailDomains(_) => 3,
+            Test::Claim { .. } => 4,
+            Test::Paths(_) | Test::Workloads(_) => 5,
+        }
     }
 
     /// True when the condition can never hold (an empty any-of list).
     fn is_unsatisfiable(&self) -> bool {
         match self {
-            Condition::Methods(v)
-            | Condition::Subjects(v)
-            | Condition::Emails(v)
-            | Condition::EmailDomains(v)
-            | Condition::Groups(v)
-            | Condition::Roles(v)
-            | Condition::Clients(v)
-            | Condition::Providers(v) => v.is_empty(),
-            Condition::Paths(v) | Condition::Workloads(v) => v.is_empty(),
-            Condition::Claim { accepted, .. } => accepted.is_empty(),
-            Condition::Scopes(_) | Condition::Authenticated(_) => false,
+            Test::Methods(v)
+            | Test::Subjects(v)
+            | Test::Emails(v)
+            | Test::EmailDomains(v)
+            | Test::Groups(v)
+            | Test::Roles(v)
+            | Test::Clients(v)
+            | Test::Providers(v) => v.is_empty(),
+            Test::Paths(v) | Test::Workloads(v) => v.is_empty(),
+            Test::Claim { accepted, .. } => accepted.is_empty(),
+            Test::Scopes(_) | Test::Authenticated(_) => false,
         }
     }
 
@@ -131,79 +144,110 @@ impl Condition {
             return false;
         }
         match self {
-            Condition::Methods(v) => v.iter().any(|m| m.eq_ignore_ascii_case(facts.method)),
-            Condition::Paths(globs) => globs.iter().any(|g| g.matches(facts.path.as_str())),
-            Condition::Subjects(v) => contains(v, &id.subject),
-            Condition::Emails(v) => {
+            // Config methods are uppercase and so are nearly all requests: try the
+            // plain comparison first.
+            Test::Methods(v) => v
+                .iter()
+                .any(|m| m == facts.method || m.eq_ignore_ascii_case(facts.method)),
+            Test::Paths(globs) => globs.iter().any(|g| g.matches(facts.path.as_str())),
+            Test::Subjects(v) => contains(v, &id.subject),
+            Test::Emails(v) => {
                 usable_email(id).is_some_and(|e| v.iter().any(|x| x.eq_ignore_ascii_case(e)))
             }
-            Condition::EmailDomains(v) => usable_email(id)
+            Test::EmailDomains(v) => usable_email(id)
                 .and_then(email_domain)
                 .is_some_and(|d| v.iter().any(|x| x.eq_ignore_ascii_case(d))),
-            Condition::Groups(v) => id.groups.iter().any(|g| contains(v, g)),
-            Condition::Roles(v) => id.roles.iter().any(|r| contains(v, r)),
-            Condition::Scopes(v) => v.iter().all(|s| contains(&id.scopes, s)),
-            Condition::Clients(v) => id.client_id.as_deref().is_some_and(|c| contains(v, c)),
-            Condition::Workloads(globs) => id
+            Test::Groups(v) => id.groups.iter().any(|g| contains(v, g)),
+            Test::Roles(v) => id.roles.iter().any(|r| contains(v, r)),
+            Test::Scopes(v) => v.iter().all(|s| contains(&id.scopes, s)),
+            Test::Clients(v) => id.client_id.as_deref().is_some_and(|c| contains(v, c)),
+            Test::Workloads(globs) => id
                 .workload
                 .as_deref()
                 .is_some_and(|w| globs.iter().any(|g| g.matches(w))),
-            Condition::Providers(v) => id.provider.as_deref().is_some_and(|p| contains(v, p)),
-            Condition::Claim { keys, accepted, .. } => {
+            Test::Providers(v) => id.provider.as_deref().is_some_and(|p| contains(v, p)),
+            Test::Claim { keys, accepted, .. } => {
                 lookup(&id.claims, keys).is_some_and(|val| value_matches(val, accepted))
             }
-            Condition::Authenticated(want) => id.is_authenticated() == *want,
+            Test::Authenticated(want) => id.is_authenticated() == *want,
         }
+    }
+
+    /// The values the rule asks for, as written (globs as their patterns).
+    fn required(&self) -> Vec<String> {
+        match self {
+            Test::Methods(v)
+            | Test::Subjects(v)
+            | Test::Emails(v)
+            | Test::EmailDomains(v)
+            | Test::Groups(v)
+            | Test::Roles(v)
+            | Test::Scopes(v)
+            | Test::Clients(v)
+            | Test::Providers(v) => v.clone(),
+            Test::Paths(g) | Test::Workloads(g) => {
+                g.iter().map(|g| g.as_str().to_string()).collect()
+            }
+            Test::Claim { accepted, .. } => accepted.clone(),
+            Test::Authenticated(want) => vec![want.to_string()],
+        }
+    }
+
+    fn combine(&self) -> Combine {
+        match self {
+            Test::Scopes(_) => Combine::AllOf,
+            Test::Authenticated(_) => Combine::Equals,
+            _ => Combine::AnyOf,
+        }
+    }
+
+    /// What the request or caller has that this condition looks at.
+    fn actual(&self, id: &Identity, facts: &RequestFacts<'_>) -> Vec<String> {
+        match self {
+            Test::Methods(_) => vec![facts.method.to_string()],
+            Test::Paths(_) => vec![facts.path.as_str().to_string()],
+            Test::Subjects(_) => opt_vec(Some(id.subject.as_str()).filter(|s| !s.is_empty())),
+            Test::Emails(_) => opt_vec(usable_email(id)),
+            Test::EmailDomains(_) => opt_vec(usable_email(id).and_then(email_domain)),
+            Test::Groups(_) => id.groups.clone(),
+            Test::Roles(_) => id.roles.clone(),
+            Test::Scopes(_) => id.scopes.clone(),
+            Test::Clients(_) => opt_vec(id.client_id.as_deref()),
+            Test::Workloads(_) => opt_vec(id.workload.as_deref()),
+            Test::Providers(_) => opt_vec(id.provider.as_deref()),
+            Test::Claim { keys, .. } => display_values(lookup(&id.claims, keys)),
+            Test::Authenticated(_) => vec![id.is_authenticated().to_string()],
+        }
+    }
+}
+
+/// One condition of a rule: its test, plus its name and required values prepared
+/// once, so that an explanation shares them instead of copying them per request.
+#[derive(Debug, Clone)]
+struct Condition {
+    test: Test,
+    name: Arc<str>,
+    required: Arc<[String]>,
+}
+
+impl Condition {
+    fn new(test: Test) -> Condition {
+        Condition {
+            name: Arc::from(test.name()),
+            required: Arc::from(test.required()),
+            test,
+        }
+    }
+
+    fn holds(&self, id: &Identity, facts: &RequestFacts<'_>) -> bool {
+        self.test.holds(id, facts)
     }
 
     /// The detailed check, for explanations.
     fn trace(&self, id: &Identity, facts: &RequestFacts<'_>) -> ConditionTrace {
         let passed = self.holds(id, facts);
-        let (combine, required, actual): (Combine, Vec<String>, Vec<String>) = match self {
-            Condition::Methods(v) => (Combine::AnyOf, v.clone(), vec![facts.method.to_string()]),
-            Condition::Paths(g) => (
-                Combine::AnyOf,
-                g.iter().map(|g| g.as_str().to_string()).collect(),
-                vec![facts.path.as_str().to_string()],
-            ),
-            Condition::Subjects(v) => (
-                Combine::AnyOf,
-                v.clone(),
-                if id.subject.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![id.subject.clone()]
-                },
-            ),
-            Condition::Emails(v) => (Combine::AnyOf, v.clone(), opt_vec(usable_email(id))),
-            Condition::EmailDomains(v) => (
-                Combine::AnyOf,
-                v.clone(),
-                opt_vec(usable_email(id).and_then(email_domain)),
-            ),
-            Condition::Groups(v) => (Combine::AnyOf, v.clone(), id.groups.clone()),
-            Condition::Roles(v) => (Combine::AnyOf, v.clone(), id.roles.clone()),
-            Condition::Scopes(v) => (Combine::AllOf, v.clone(), id.scopes.clone()),
-            Condition::Clients(v) => (Combine::AnyOf, v.clone(), opt_vec(id.client_id.as_deref())),
-            Condition::Workloads(g) => (
-                Combine::AnyOf,
-                g.iter().map(|g| g.as_str().to_string()).collect(),
-                opt_vec(id.workload.as_deref()),
-            ),
-            Condition::Providers(v) => (Combine::AnyOf, v.clone(), opt_vec(id.provider.as_deref())),
-            Condition::Claim { keys, accepted, .. } => (
-                Combine::AnyOf,
-                accepted.clone(),
-                display_values(lookup(&id.claims, keys)),
-            ),
-            Condition::Authenticated(want) => (
-                Combine::Equals,
-                vec![want.to_string()],
-                vec![id.is_authenticated().to_string()],
-            ),
-        };
-        let missing = match self {
-            Condition::Scopes(v) if !passed => v
+        let missing = match &self.test {
+            Test::Scopes(v) if !passed => v
                 .iter()
                 .filter(|s| !contains(&id.scopes, s))
                 .cloned()
@@ -211,10 +255,10 @@ impl Condition {
             _ => Vec::new(),
         };
         ConditionTrace {
-            condition: self.name(),
-            combine,
-            required,
-            actual,
+            condition: Arc::clone(&self.name),
+            combine: self.test.combine(),
+            required: Arc::clone(&self.required),
+            actual: self.test.actual(id, facts),
             passed,
             missing,
         }
@@ -225,7 +269,12 @@ impl Condition {
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     rule_ref: RuleRef,
+    /// In config order, which is the order explanations list them in.
     conditions: Vec<Condition>,
+    /// The same conditions, cheapest first, for the boolean pass: a rule usually
+    /// fails, and it is cheaper to learn that from a method or a group than from a
+    /// glob or a claim lookup. (All must hold, so the order cannot change the answer.)
+    fast: Vec<Condition>,
 }
 
 impl CompiledRule {
@@ -249,17 +298,17 @@ impl CompiledRule {
     fn has_empty_scopes(&self) -> bool {
         self.conditions
             .iter()
-            .any(|c| matches!(c, Condition::Scopes(v) if v.is_empty()))
+            .any(|c| matches!(&c.test, Test::Scopes(v) if v.is_empty()))
     }
 
     /// True when some condition can never hold, so the rule never matches.
     pub fn is_unsatisfiable(&self) -> bool {
-        self.conditions.iter().any(Condition::is_unsatisfiable)
+        self.conditions.iter().any(|c| c.test.is_unsatisfiable())
     }
 
     /// True when every condition holds for this caller and request.
     pub fn holds(&self, identity: &Identity, facts: &RequestFacts<'_>) -> bool {
-        self.conditions.iter().all(|c| c.holds(identity, facts))
+        self.fast.iter().all(|c| c.holds(identity, facts))
     }
 
     /// Evaluates every condition (no short-circuit), for an explanation.
@@ -298,10 +347,15 @@ impl CompiledPolicy {
                     name: rule.name.as_deref().map(Arc::from),
                 };
                 match compile_conditions(rule) {
-                    Ok(conditions) => out.push(CompiledRule {
-                        rule_ref,
-                        conditions,
-                    }),
+                    Ok(conditions) => {
+                        let mut fast = conditions.clone();
+                        fast.sort_by_key(|c| c.test.cost());
+                        out.push(CompiledRule {
+                            rule_ref,
+                            conditions,
+                            fast,
+                        });
+                    }
                     Err(errs) => errors.extend(
                         errs.into_iter()
                             .map(|e| format!("policy.{}: {e}", rule_ref.position())),
@@ -412,13 +466,13 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
             Ok(m.to_ascii_uppercase())
         }
     }) {
-        conds.push(Condition::Methods(v));
+        conds.push(Test::Methods(v));
     }
     if let Some(v) = compile_list("paths", &rule.paths, e, compile_path_glob) {
-        conds.push(Condition::Paths(v));
+        conds.push(Test::Paths(v));
     }
     if let Some(v) = compile_list("subjects", &rule.subjects, e, non_empty) {
-        conds.push(Condition::Subjects(v));
+        conds.push(Test::Subjects(v));
     }
     if let Some(v) = compile_list("emails", &rule.emails, e, |m| {
         if email_domain(m).is_none() {
@@ -427,7 +481,7 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
             Ok(m.to_lowercase())
         }
     }) {
-        conds.push(Condition::Emails(v));
+        conds.push(Test::Emails(v));
     }
     if let Some(v) = compile_list("email_domains", &rule.email_domains, e, |d| {
         let d = d.strip_prefix('@').unwrap_or(d);
@@ -437,13 +491,13 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
             Ok(d.to_lowercase())
         }
     }) {
-        conds.push(Condition::EmailDomains(v));
+        conds.push(Test::EmailDomains(v));
     }
     if let Some(v) = compile_list("groups", &rule.groups, e, non_empty) {
-        conds.push(Condition::Groups(v));
+        conds.push(Test::Groups(v));
     }
     if let Some(v) = compile_list("roles", &rule.roles, e, non_empty) {
-        conds.push(Condition::Roles(v));
+        conds.push(Test::Roles(v));
     }
     if let Some(v) = compile_list("scopes", &rule.scopes, e, |s| {
         if s.is_empty() || s.contains(' ') {
@@ -452,10 +506,10 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
             Ok(s.to_string())
         }
     }) {
-        conds.push(Condition::Scopes(v));
+        conds.push(Test::Scopes(v));
     }
     if let Some(v) = compile_list("clients", &rule.clients, e, non_empty) {
-        conds.push(Condition::Clients(v));
+        conds.push(Test::Clients(v));
     }
     if let Some(v) = compile_list("workloads", &rule.workloads, e, |w| {
         if !w.starts_with("spiffe://") {
@@ -463,15 +517,15 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
         }
         Glob::new(w)
     }) {
-        conds.push(Condition::Workloads(v));
+        conds.push(Test::Workloads(v));
     }
     if let Some(v) = compile_list("providers", &rule.providers, e, non_empty) {
-        conds.push(Condition::Providers(v));
+        conds.push(Test::Providers(v));
     }
     if let Some(claims) = &rule.claims {
         for (path, accepted) in claims {
             match parse_claim_path(path) {
-                Ok(keys) => conds.push(Condition::Claim {
+                Ok(keys) => conds.push(Test::Claim {
                     path: path.clone(),
                     keys,
                     accepted: accepted.values().to_vec(),
@@ -481,10 +535,10 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
         }
     }
     if let Some(want) = rule.authenticated {
-        conds.push(Condition::Authenticated(want));
+        conds.push(Test::Authenticated(want));
     }
     if errors.is_empty() {
-        Ok(conds)
+        Ok(conds.into_iter().map(Condition::new).collect())
     } else {
         Err(errors)
     }
