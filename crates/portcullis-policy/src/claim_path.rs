@@ -1,59 +1,9 @@
-//! Dotted claim paths (`realm_access.roles`, `["https://example.com/roles"]`) and
-//! how a claim's JSON value is compared with the strings a rule accepts.
-//!
-//! The config loader is to grow `portcullis_config::parse_claim_path` with the same
-//! grammar; until it exists this private copy is used so that `check` and policy
-//! agree on what a path means.
+//! Claim values: following a parsed claim path (see
+//! [`portcullis_config::parse_claim_path`], shared with `check` so both agree on
+//! what a path means) and comparing a claim's JSON value with the strings a rule
+//! accepts.
 
 use serde_json::Value;
-
-/// Splits a claim path into its keys. Grammar: keys separated by `.`; a key that
-/// contains `.` (or anything else) is written `["…"]` (no `"` inside), and may be
-/// followed by `.key` or another `[…]`.
-pub(crate) fn parse_claim_path(path: &str) -> Result<Vec<String>, String> {
-    let mut keys = Vec::new();
-    let mut rest = path;
-    if rest.is_empty() {
-        return Err("empty claim path".to_string());
-    }
-    loop {
-        if let Some(after) = rest.strip_prefix("[\"") {
-            let Some(end) = after.find("\"]") else {
-                return Err(format!("claim path `{path}`: unterminated `[\"`"));
-            };
-            let key = after.get(..end).unwrap_or("");
-            if key.is_empty() || key.contains('"') {
-                return Err(format!(
-                    "claim path `{path}`: empty or quoted bracketed key"
-                ));
-            }
-            keys.push(key.to_string());
-            rest = after.get(end + 2..).unwrap_or("");
-        } else {
-            let end = rest.find(['.', '[']).unwrap_or(rest.len());
-            let key = rest.get(..end).unwrap_or("");
-            if key.is_empty() {
-                return Err(format!("claim path `{path}`: empty key"));
-            }
-            if key.contains([']', '"']) {
-                return Err(format!("claim path `{path}`: stray `]` or `\"`"));
-            }
-            keys.push(key.to_string());
-            rest = rest.get(end..).unwrap_or("");
-        }
-        if rest.is_empty() {
-            return Ok(keys);
-        }
-        if let Some(after) = rest.strip_prefix('.') {
-            if after.is_empty() {
-                return Err(format!("claim path `{path}`: trailing `.`"));
-            }
-            rest = after;
-        } else if !rest.starts_with("[\"") {
-            return Err(format!("claim path `{path}`: expected `.` or `[\"`"));
-        }
-    }
-}
 
 /// Follows `keys` through nested objects. `None` when any step is missing or not an
 /// object.
@@ -107,35 +57,6 @@ pub(crate) fn display_values(v: Option<&Value>) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn parses_paths() {
-        let ok = |p: &str| parse_claim_path(p).unwrap();
-        assert_eq!(ok("sub"), vec!["sub"]);
-        assert_eq!(ok("realm_access.roles"), vec!["realm_access", "roles"]);
-        assert_eq!(
-            ok(r#"["https://example.com/roles"]"#),
-            vec!["https://example.com/roles"]
-        );
-        assert_eq!(
-            ok(r#"resource_access["my.client"].roles"#),
-            vec!["resource_access", "my.client", "roles"]
-        );
-        assert_eq!(ok(r#"["a"]["b"]"#), vec!["a", "b"]);
-        for bad in [
-            "",
-            ".",
-            "a.",
-            ".a",
-            "a..b",
-            r#"["a"#,
-            r#"[""]"#,
-            "a]",
-            r#"["a"]x"#,
-        ] {
-            assert!(parse_claim_path(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn compares_values() {

@@ -21,11 +21,11 @@
 //! - `authenticated: true` needs a verified caller, `authenticated: false` needs an
 //!   anonymous one.
 
-use crate::claim_path::{display_values, lookup, parse_claim_path, value_matches};
+use crate::claim_path::{display_values, lookup, value_matches};
 use crate::decision::{Combine, ConditionTrace, RequestFacts, RuleList, RuleRef, RuleTrace};
 use crate::glob::Glob;
 use crate::path::normalize;
-use portcullis_config::{PolicyConfig, RuleConfig};
+use portcullis_config::{parse_claim_path, PolicyConfig, RuleConfig};
 use portcullis_core::Identity;
 use std::sync::Arc;
 

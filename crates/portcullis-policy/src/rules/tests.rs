@@ -425,7 +425,7 @@ fn compile_errors_name_rule_and_condition() {
         "policy.allow[1]: methods: `GE T` is not an HTTP method",
         "policy.allow[1]: paths: glob `/a**`: `**` must be a whole segment (write `/**/` or `*`)",
         "policy.allow[1]: workloads: `prod/ns/x` is not a SPIFFE ID pattern (spiffe://…)",
-        "policy.allow[1]: claims: claim path `a..b`: empty key",
+        "policy.allow[1]: claims: invalid claim path `a..b`: empty key between dots",
         "policy.allow[2]: emails: `nobody` is not an email address",
         "policy.allow[2]: email_domains: `a@b` is not a domain",
         "policy.allow[2]: scopes: `a b` is not one scope",
