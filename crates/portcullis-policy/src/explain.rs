@@ -217,7 +217,8 @@ impl Decision {
                 };
                 let scopes = join_words(&self.missing_scopes, "and");
                 if full {
-                    let mut have_scopes = self
+                    // Every trace shows the same caller scopes; take the first.
+                    let have_scopes = self
                         .rules
                         .iter()
                         .flatten()
@@ -225,16 +226,15 @@ impl Decision {
                         .find(|c| &*c.condition == "scopes")
                         .map(|c| have(&c.actual))
                         .unwrap_or_else(|| "none".to_string());
-                    if have_scopes.is_empty() {
-                        have_scopes = "none".to_string();
-                    }
                     format!("needs {noun} {scopes}; you have: {have_scopes}")
                 } else {
                     format!("missing {noun}: {scopes}")
                 }
             }
             Basis::NoAllowMatched => {
-                if !full {
+                // Without the explanation (never the case for a denial built by
+                // `evaluate`) there is no detail to give.
+                if !full || self.rules.is_none() {
                     return "no policy rule allows this request".to_string();
                 }
                 let failed: Vec<&RuleTrace> = self
