@@ -64,6 +64,10 @@ use time::OffsetDateTime;
 /// is a pointer, not a whole record).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
+/// How long the writer lets lines accumulate between batches (the most a line
+/// waits in memory when the process is busy).
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
 /// Serialized bytes the writer accumulates before it writes a batch even if
 /// more records are queued, so one batch never grows without bound.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -736,6 +740,11 @@ impl Writer {
             self.maybe_check_rotation();
             if disconnected {
                 break;
+            }
+            // Let the next lines pile up instead of being woken for each one: under
+            // load a wake-up per request cost more CPU than writing the lines.
+            if !self.shared.shutting_down.load(Ordering::Relaxed) {
+                std::thread::sleep(BATCH_PAUSE);
             }
         }
         self.finish();

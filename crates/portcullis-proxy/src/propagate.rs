@@ -7,6 +7,9 @@ use crate::runtime::Runtime;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_config::RouteConfig;
 use portcullis_core::Identity;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Sets the identity headers and the assertion for an authenticated caller; does
 /// nothing for an anonymous one.
@@ -42,18 +45,181 @@ pub fn identity_headers(
     if let Some(workload) = &identity.workload {
         set("x-portcullis-workload", workload);
     }
-    let audience = route
-        .audience
-        .clone()
-        .or_else(|| pool.endpoints.first().map(|e| e.origin.clone()))
-        .unwrap_or_default();
-    let assertion = rt
-        .signer
-        .sign(identity, &rt.public_url, &audience)
-        .map_err(|e| e.to_string())?;
+    let audience = match &route.audience {
+        Some(aud) => aud.as_str(),
+        None => pool.endpoints.first().map_or("", |e| e.origin.as_str()),
+    };
+    let assertion = rt.assertions.get_or_sign(identity, audience, || {
+        rt.signer
+            .sign(identity, &rt.public_url, audience)
+            .map_err(|e| e.to_string())
+    })?;
     let name = HeaderName::from_bytes(rt.config.assertion.header.as_bytes())
         .map_err(|e| format!("invalid assertion header name: {e}"))?;
-    let value = HeaderValue::from_str(&assertion).map_err(|e| e.to_string())?;
-    headers.insert(name, value);
+    headers.insert(name, assertion);
     Ok(())
+}
+
+/// Entries kept before the cache is emptied: bounds memory under many callers.
+const MAX_ENTRIES: usize = 10_000;
+
+/// Assertions reused for the same caller and audience while at least half of their
+/// lifetime remains. Signing (an ECDSA signature per request) dominated the
+/// full-path benchmark profile; a caller repeating calls gets one assertion per half
+/// `ttl` instead. Every reused assertion still has at least `ttl / 2` to live.
+#[derive(Default)]
+pub struct AssertionCache {
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    value: HeaderValue,
+    reuse_until: u64,
+}
+
+impl AssertionCache {
+    /// The cached assertion for `identity` and `audience`, or a new one from `sign`.
+    pub fn get_or_sign(
+        &self,
+        identity: &Identity,
+        audience: &str,
+        sign: impl FnOnce() -> Result<String, String>,
+    ) -> Result<HeaderValue, String> {
+        let key = cache_key(identity, audience);
+        let now = now_unix();
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(hit) = entries.get(&key).filter(|c| now < c.reuse_until) {
+                return Ok(hit.value.clone());
+            }
+        }
+        let token = sign()?;
+        let exp = jwt_exp(&token).unwrap_or(now);
+        let value = HeaderValue::from_str(&token).map_err(|e| e.to_string())?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                key,
+                Cached {
+                    value: value.clone(),
+                    reuse_until: now + exp.saturating_sub(now) / 2,
+                },
+            );
+        }
+        Ok(value)
+    }
+}
+
+/// Everything the assertion says about the caller, length-prefixed so that no two
+/// different identities can produce the same key.
+fn cache_key(identity: &Identity, audience: &str) -> String {
+    let mut key = String::with_capacity(256);
+    let mut add = |part: &str| {
+        key.push_str(&part.len().to_string());
+        key.push(':');
+        key.push_str(part);
+    };
+    add(audience);
+    add(&identity.subject);
+    add(identity.issuer.as_deref().unwrap_or("\u{0}"));
+    add(identity.email.as_deref().unwrap_or("\u{0}"));
+    add(identity.client_id.as_deref().unwrap_or("\u{0}"));
+    add(identity.workload.as_deref().unwrap_or("\u{0}"));
+    for list in [&identity.groups, &identity.roles, &identity.scopes] {
+        add(&list.len().to_string());
+        for item in list {
+            add(item);
+        }
+    }
+    add(&identity.expires_at.unwrap_or(0).to_string());
+    key
+}
+
+/// The `exp` of a JWT the proxy itself just signed.
+fn jwt_exp(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_with_exp(exp: u64) -> String {
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.sig",
+            b64(serde_json::json!({"alg": "ES256"})),
+            b64(serde_json::json!({"exp": exp}))
+        )
+    }
+
+    #[test]
+    fn reuses_for_the_same_caller_only() {
+        let cache = AssertionCache::default();
+        let alice = Identity {
+            subject: "alice".into(),
+            groups: vec!["admins".into()],
+            ..Identity::default()
+        };
+        let mut signed = 0;
+        let mut sign = || {
+            signed += 1;
+            Ok(token_with_exp(now_unix() + 60))
+        };
+        let a = cache.get_or_sign(&alice, "aud", &mut sign).unwrap();
+        let b = cache.get_or_sign(&alice, "aud", &mut sign).unwrap();
+        assert_eq!(a, b);
+        // Another audience, another group set, or a group moved into the subject:
+        // each is a different caller for the assertion.
+        let _ = cache.get_or_sign(&alice, "other", &mut sign).unwrap();
+        let more = Identity {
+            groups: vec!["admins".into(), "dev".into()],
+            ..alice.clone()
+        };
+        let _ = cache.get_or_sign(&more, "aud", &mut sign).unwrap();
+        let shifted = Identity {
+            subject: "aliceadmins".into(),
+            groups: vec![],
+            ..Identity::default()
+        };
+        let _ = cache.get_or_sign(&shifted, "aud", &mut sign).unwrap();
+        assert_eq!(signed, 4);
+    }
+
+    #[test]
+    fn an_assertion_past_half_its_life_is_not_reused() {
+        let cache = AssertionCache::default();
+        let who = Identity {
+            subject: "bob".into(),
+            ..Identity::default()
+        };
+        let mut signed = 0;
+        let mut sign = || {
+            signed += 1;
+            // Expires in 1 s: half its life is already "now".
+            Ok(token_with_exp(now_unix() + 1))
+        };
+        let _ = cache.get_or_sign(&who, "aud", &mut sign).unwrap();
+        let _ = cache.get_or_sign(&who, "aud", &mut sign).unwrap();
+        assert_eq!(signed, 2);
+    }
 }

@@ -74,12 +74,14 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace_id, flags))
 }
 
-/// `N` random bytes as lowercase hex.
+/// `N` random bytes as lowercase hex (on every request: no formatting machinery).
 fn new_hex<const N: usize>() -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; N] = rand::rng().random();
     let mut out = String::with_capacity(N * 2);
     for b in bytes {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
 }

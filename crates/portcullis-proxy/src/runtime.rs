@@ -5,6 +5,7 @@
 
 use crate::forward::client::{shared_plain, UpstreamClient};
 use crate::forward::upstreams::{Endpoint, UpstreamPool};
+use crate::propagate::AssertionCache;
 use crate::ratelimit::RouteLimiter;
 use ipnet::IpNet;
 use portcullis_config::Config;
@@ -27,6 +28,8 @@ pub struct Runtime {
     /// The authenticator's background key refresher; stopped with this runtime.
     refresher: Option<tokio::task::JoinHandle<()>>,
     pub signer: Arc<AssertionSigner>,
+    /// Recently signed assertions, reused per caller and audience.
+    pub assertions: AssertionCache,
     /// `server.public_url`, or `http(s)://LISTEN` when unset: the assertions' `iss`.
     pub public_url: String,
 }
@@ -112,6 +115,7 @@ impl Runtime {
             auth,
             refresher: None,
             signer,
+            assertions: AssertionCache::default(),
             public_url: public_url.trim_end_matches('/').to_string(),
         })
     }

@@ -553,25 +553,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for GuardedIo<IO> {
                     )));
                 }
             }
-            let start = this.input.len();
-            this.input.resize(start + READ_CHUNK, 0);
-            let mut rb = ReadBuf::new(&mut this.input[start..]);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    this.input.truncate(start + n);
-                    if n == 0 {
-                        this.inner_eof = true;
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    this.input.truncate(start);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    this.input.truncate(start);
-                    return Poll::Pending;
-                }
+            // Read into spare capacity: zeroing a fresh buffer for every read showed up
+            // as a top symbol in the benchmark profile.
+            this.input.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.input) {
+                Poll::Ready(Ok(0)) => this.inner_eof = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
