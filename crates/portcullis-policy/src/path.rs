@@ -21,42 +21,75 @@
 //! as one path and served as another. When allowed, they are kept encoded (`%2F`,
 //! `%5C`) and never act as segment separators here.
 //!
-//! `;` path parameters: `;` is an ordinary character. `/admin;x` is one segment
-//! `admin;x`: it does not match `path: /admin` nor `path_prefix: /admin` (prefix
-//! matching is segment-aware). Servers such as Tomcat strip `;…` from each segment,
-//! which turns `/public/..;/admin` into `/admin`; to close that hole a `.` or `..`
-//! segment carrying a parameter (`..;x`, `.;`, also written with `%3B`) is refused.
+//! `;` path parameters: servers such as Tomcat and Spring strip `;…` from each
+//! segment, so `/admin;x` is served as `/admin`. Routes and `paths` rules are
+//! therefore matched against the path with every segment's parameters removed
+//! ([`NormalizedPath::matching`]): `/admin;x` is judged by the `/admin` route, never
+//! by a catch-all route behind it. The upstream still receives the canonical path,
+//! parameters included. A `.` or `..` segment carrying a parameter (`..;x`, `.;`,
+//! also written with `%3B`) is refused outright: `/public/..;/admin` would otherwise
+//! be one path here and another upstream.
 
 use std::fmt;
 
 /// A request path in canonical form (see the module docs). Always starts with `/`.
 ///
 /// Built only by [`normalize`], so holding one proves the path was checked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
-pub struct NormalizedPath(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NormalizedPath(String, Option<String>);
+
+impl serde::Serialize for NormalizedPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl NormalizedPath {
-    /// The canonical path: what routes and rules see and what the upstream receives.
+    fn new(canonical: String) -> Self {
+        let matching = canonical
+            .contains(';')
+            .then(|| strip_parameters(&canonical));
+        NormalizedPath(canonical, matching)
+    }
+
+    /// The canonical path: what the upstream receives.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The first segment without its leading `/` (`""` for `/`). Route lookup is
-    /// indexed by it.
+    /// The path routes and `paths` rules are matched against: the canonical path with
+    /// each segment's `;` parameters removed (the same string when there are none).
+    pub fn matching(&self) -> &str {
+        self.1.as_deref().unwrap_or(&self.0)
+    }
+
+    /// The first segment of [`matching`](Self::matching) without its leading `/`
+    /// (`""` for `/`). Route lookup is indexed by it.
     pub fn first_segment(&self) -> &str {
-        first_segment(&self.0)
+        first_segment(self.matching())
     }
 
     /// The segments after the leading `/`; a trailing `/` yields a final empty segment.
     pub fn segments(&self) -> std::str::Split<'_, char> {
-        self.0.get(1..).unwrap_or("").split('/')
+        self.matching().get(1..).unwrap_or("").split('/')
     }
 
     /// Consumes the path, returning the canonical string.
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// `/a;x/b;y=1` → `/a/b`: what Tomcat-style servers make of path parameters.
+fn strip_parameters(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split(';').next().unwrap_or(""));
+    }
+    out
 }
 
 impl fmt::Display for NormalizedPath {
@@ -124,7 +157,7 @@ pub fn split_query(target: &str) -> (&str, Option<&str>) {
 /// why it is refused. See the module docs for the exact rules. An empty path is `/`.
 pub fn normalize(raw_path: &str, allow_encoded_slashes: bool) -> Result<NormalizedPath, PathError> {
     if raw_path.is_empty() {
-        return Ok(NormalizedPath("/".to_string()));
+        return Ok(NormalizedPath::new("/".to_string()));
     }
     if !raw_path.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -187,7 +220,7 @@ pub fn normalize(raw_path: &str, allow_encoded_slashes: bool) -> Result<Normaliz
     if !trailing_slash && out.len() > 1 {
         out.pop();
     }
-    Ok(NormalizedPath(out))
+    Ok(NormalizedPath::new(out))
 }
 
 /// True for the characters RFC 3986 calls unreserved.

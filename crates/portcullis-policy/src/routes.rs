@@ -238,8 +238,9 @@ impl CompiledRoute {
                 errors.push(format!("match.{key}: `{p}` must start with `/`"));
                 return String::new();
             }
+            // Compared with request paths in their matching form, so written the same way.
             match normalize(p, allow_encoded_slashes) {
-                Ok(n) => n.into_string(),
+                Ok(n) => n.matching().to_string(),
                 Err(e) => {
                     errors.push(format!("match.{key}: `{p}`: {e}"));
                     String::new()
@@ -543,7 +544,7 @@ impl RouteTable {
         }
         fits &= push_lists(&mut lists, &mut n, Some(&self.any_host), seg);
         if !fits {
-            return self.find_linear_canonical(host, method, path.as_str());
+            return self.find_linear_canonical(host, method, path.matching());
         }
         let lists = lists.get_mut(..n).unwrap_or_default();
         // k-way merge in ascending route order; the first candidate that matches is
@@ -568,7 +569,7 @@ impl RouteTable {
             last = Some(idx);
             let i = idx as usize;
             if let Some(route) = self.routes.get(i) {
-                if route.matches(host, method, path.as_str()) {
+                if route.matches(host, method, path.matching()) {
                     return Some((i, route));
                 }
             }

@@ -149,7 +149,7 @@ impl Test {
             Test::Methods(v) => v
                 .iter()
                 .any(|m| m == facts.method || m.eq_ignore_ascii_case(facts.method)),
-            Test::Paths(globs) => globs.iter().any(|g| g.matches(facts.path.as_str())),
+            Test::Paths(globs) => globs.iter().any(|g| g.matches(facts.path.matching())),
             Test::Subjects(v) => contains(v, &id.subject),
             Test::Emails(v) => {
                 usable_email(id).is_some_and(|e| v.iter().any(|x| x.eq_ignore_ascii_case(e)))
@@ -205,7 +205,7 @@ impl Test {
     fn actual(&self, id: &Identity, facts: &RequestFacts<'_>) -> Vec<String> {
         match self {
             Test::Methods(_) => vec![facts.method.to_string()],
-            Test::Paths(_) => vec![facts.path.as_str().to_string()],
+            Test::Paths(_) => vec![facts.path.matching().to_string()],
             Test::Subjects(_) => opt_vec(Some(id.subject.as_str()).filter(|s| !s.is_empty())),
             Test::Emails(_) => opt_vec(usable_email(id)),
             Test::EmailDomains(_) => opt_vec(usable_email(id).and_then(email_domain)),
@@ -551,7 +551,7 @@ fn compile_path_glob(pattern: &str) -> Result<Glob, String> {
         return Err(format!("`{pattern}` must start with `/`"));
     }
     let normalized = normalize(pattern, true).map_err(|err| format!("`{pattern}`: {err}"))?;
-    Glob::new(normalized.as_str())
+    Glob::new(normalized.matching())
 }
 
 #[cfg(test)]

@@ -375,3 +375,41 @@ async fn h2c_prior_knowledge_and_h1_on_one_port() {
     assert_eq!(status, 200);
     assert_eq!(h.echo.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn path_parameters_cannot_dodge_a_route() {
+    // Tomcat and Spring serve `/admin;x` as `/admin`: it must be judged by the
+    // `/admin` route, not by the public catch-all after it.
+    let h = Harness::start(
+        r#"
+  - name: admin
+    match: { path_prefix: /admin }
+    upstream: UPSTREAM
+  - name: public
+    match: { path_prefix: / }
+    upstream: UPSTREAM
+    auth: none
+"#,
+    )
+    .await;
+    let c = client();
+    for sneaky in [
+        "/admin;x",
+        "/admin;jsessionid=1/users",
+        "/x/../admin;/users",
+        "/admin%3B",
+    ] {
+        let (status, _, body) = send(&c, "GET", &h.url(sneaky), &[]).await;
+        if sneaky == "/admin%3B" {
+            // An encoded `;` is not a parameter delimiter anywhere: a different path.
+            assert_eq!(status, 200, "{sneaky}: {body}");
+            continue;
+        }
+        assert_eq!(status, 401, "{sneaky}: {body}");
+    }
+    assert_eq!(h.echo.seen().len(), 1);
+    for refused in ["/public/..;/admin", "/public/.;/admin"] {
+        let (status, _, _) = send(&c, "GET", &h.url(refused), &[]).await;
+        assert_eq!(status, 400, "{refused}");
+    }
+}
