@@ -11,8 +11,9 @@ use portcullis_config::ExplainToCaller;
 use portcullis_core::{Identity, Reason};
 use std::fmt::Write as _;
 
-/// Control characters shown as `\u{…}` escapes, everything else as is.
-fn clean(s: &str) -> String {
+/// Control characters shown as `\u{…}` escapes, everything else as is: request and
+/// token values reach terminals and logs through these renderings.
+pub fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {

@@ -30,7 +30,7 @@ mod testutil;
 pub use decision::{
     Basis, Combine, ConditionTrace, Decision, Outcome, RequestFacts, RuleList, RuleRef, RuleTrace,
 };
-pub use explain::html_escape;
+pub use explain::{clean, html_escape};
 pub use glob::Glob;
 pub use path::{normalize, split_query, NormalizedPath, PathError};
 pub use routes::{canonical_host, CompiledRoute, RouteTable};

@@ -21,6 +21,7 @@ use portcullis_config::{AuthMode, ClaimsMapping, Config, ProviderConfig, Workloa
 use portcullis_core::{Identity, IdentityKind, Reason};
 use portcullis_identity::jose::compact;
 use portcullis_identity::{workload, AuthError, Authenticator, HttpFetch, IdentityMetrics};
+use portcullis_policy::clean;
 use portcullis_policy::{
     normalize, split_query, Decision, NormalizedPath, RequestFacts, RouteTable,
 };
@@ -603,19 +604,6 @@ fn identity_from_claims(
 
 // ---------------------------------------------------------------------------
 // Output
-
-/// Control characters as escapes: token and claim values reach the terminal.
-fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn caller_text(identity: &Identity) -> String {
     if !identity.is_authenticated() {
