@@ -447,6 +447,6 @@ sanity_checks() {
   grep -qi '^x-seen-user: bench-user$' <<<"$h" || { log "sanity: haproxy did not forward the subject"; ok=0; }
   sleep 0.3
   [ -s "$WORK/audit.log" ] || { log "sanity: no audit line written to $WORK/audit.log"; ok=0; }
-  [ $ok = 1 ] || die "sanity checks failed (logs in $WORK/logs)"
+  [ $ok = 1 ] || die "sanity checks failed (server logs: bench/.work/last/logs/)"
   log "sanity checks passed"
 }

@@ -229,7 +229,7 @@ def main():
         f"after the load runs: {meta['rss_after_load_kib'] / 1024:.1f} MiB.")
     if idle:
         out("")
-        out("| idle keep-alive connections | opened | still open after 2 s | RSS before | RSS with them | per connection |")
+        out("| idle keep-alive connections | opened | still open after the idle hold | RSS before | RSS with them | per connection |")
         out("|---|---:|---:|---:|---:|---:|")
         for item in idle:
             r = item["result"]
