@@ -114,25 +114,29 @@ impl AssertionCache {
 /// Everything the assertion says about the caller, length-prefixed so that no two
 /// different identities can produce the same key.
 fn cache_key(identity: &Identity, audience: &str) -> String {
+    use std::fmt::Write as _;
+    // Writing into a String cannot fail.
+    fn add(key: &mut String, part: &str) {
+        let _ = write!(key, "{}:{part}", part.len());
+    }
     let mut key = String::with_capacity(256);
-    let mut add = |part: &str| {
-        key.push_str(&part.len().to_string());
-        key.push(':');
-        key.push_str(part);
-    };
-    add(audience);
-    add(&identity.subject);
-    add(identity.issuer.as_deref().unwrap_or("\u{0}"));
-    add(identity.email.as_deref().unwrap_or("\u{0}"));
-    add(identity.client_id.as_deref().unwrap_or("\u{0}"));
-    add(identity.workload.as_deref().unwrap_or("\u{0}"));
+    add(&mut key, audience);
+    add(&mut key, &identity.subject);
+    for part in [
+        &identity.issuer,
+        &identity.email,
+        &identity.client_id,
+        &identity.workload,
+    ] {
+        add(&mut key, part.as_deref().unwrap_or("\u{0}"));
+    }
     for list in [&identity.groups, &identity.roles, &identity.scopes] {
-        add(&list.len().to_string());
+        let _ = write!(key, "#{}", list.len());
         for item in list {
-            add(item);
+            add(&mut key, item);
         }
     }
-    add(&identity.expires_at.unwrap_or(0).to_string());
+    let _ = write!(key, "@{}", identity.expires_at.unwrap_or(0));
     key
 }
 

@@ -51,14 +51,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 /// with `_` or `-`: `X-Auth-Request-*`, `X-Forwarded-User`, `X-Forwarded-Email`,
 /// `X-Forwarded-Groups`, `X-Portcullis-*`, and the configured assertion header.
 pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
-    let canon = |s: &str| s.to_ascii_lowercase().replace('_', "-");
-    let n = canon(name);
-    n.starts_with("x-auth-request-")
-        || n.starts_with("x-portcullis-")
-        || n == "x-forwarded-user"
-        || n == "x-forwarded-email"
-        || n == "x-forwarded-groups"
-        || n == canon(assertion_header)
+    // Compared in place (ASCII case-insensitive, `_` equal to `-`): this runs for
+    // every header of every request.
+    fn same(a: &[u8], b: &[u8]) -> bool {
+        let canon = |c: u8| {
+            if c == b'_' {
+                b'-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        };
+        a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| canon(x) == canon(y))
+    }
+    fn starts(name: &[u8], prefix: &[u8]) -> bool {
+        name.len() >= prefix.len() && same(&name[..prefix.len()], prefix)
+    }
+    let n = name.as_bytes();
+    starts(n, b"x-auth-request-")
+        || starts(n, b"x-portcullis-")
+        || same(n, b"x-forwarded-user")
+        || same(n, b"x-forwarded-email")
+        || same(n, b"x-forwarded-groups")
+        || same(n, assertion_header.as_bytes())
 }
 
 /// Removes every spoofable identity header, however spelled and however often repeated.
