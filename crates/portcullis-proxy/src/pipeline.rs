@@ -89,14 +89,23 @@ pub async fn handle(
         html: wants_html(req.headers()),
         refused: None,
     };
+    // The HTTP/1 guard stops inspecting a connection once a request asks for an
+    // upgrade; if no upgrade happens, the connection must not carry more requests.
+    let asked_upgrade = req.version() <= http::Version::HTTP_11
+        && req.headers().contains_key(http::header::UPGRADE);
     let result = run(req, &conn, &shared, &rt, peer_trusted, &mut ex).await;
-    let response = match result {
+    let mut response = match result {
         Ok(resp) => resp,
         Err(refusal) => {
             ex.refused = Some(refusal.reason);
             error_response(&refusal, &ex.request_id, ex.html)
         }
     };
+    if asked_upgrade && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(finish(ex, response, &shared))
 }
 

@@ -413,3 +413,26 @@ async fn path_parameters_cannot_dodge_a_route() {
         assert_eq!(status, 400, "{refused}");
     }
 }
+
+#[tokio::test]
+async fn a_refused_upgrade_closes_the_connection() {
+    // After a request that asks for an upgrade the head guard stops inspecting the
+    // connection; when no upgrade happens, nothing more may travel on it.
+    let h = Harness::start(
+        "  - name: closed\n    match: { path_prefix: /closed }\n    upstream: UPSTREAM\n  - name: open\n    match: { path_prefix: / }\n    upstream: UPSTREAM\n    auth: none\n",
+    )
+    .await;
+    let reply = raw(
+        h.server.local_addr(),
+        b"GET /closed HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nPOST /open HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert_eq!(
+        reply.matches("HTTP/1.1 ").count(),
+        1,
+        "a second request was answered: {reply}"
+    );
+    assert!(h.echo.seen().is_empty());
+}
