@@ -146,6 +146,19 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// An error and its sources on one line (`outer: cause: root cause`), for logs and
+/// messages: the outermost error of an HTTP client alone rarely says what failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

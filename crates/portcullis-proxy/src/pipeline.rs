@@ -141,13 +141,13 @@ async fn run(
     // never take the proxy's own identity headers with it later), then what only a
     // trusted hop may say, then any identity header the client tried to pre-set.
     let upgrade = headers::strip_hop_by_hop(req.headers_mut());
-    let assertion_header = rt.config.assertion.header.clone();
+    let assertion_header = &rt.config.assertion.header;
     if !peer_trusted {
         for name in headers::TRUSTED_ONLY {
             req.headers_mut().remove(name);
         }
     }
-    headers::strip_identity_headers(req.headers_mut(), &assertion_header);
+    headers::strip_identity_headers(req.headers_mut(), assertion_header);
 
     // The proxy's own endpoints answer before routing.
     if let Some(resp) = endpoints::serve(&req, rt, ex).await {
@@ -276,15 +276,15 @@ async fn run(
         .get();
     let upstream_started = Instant::now();
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
-    let upstream_secs = upstream_started.elapsed().as_secs_f64();
-    ex.upstream_ms = Some(millis(upstream_started.elapsed()));
+    let upstream_elapsed = upstream_started.elapsed();
+    ex.upstream_ms = Some(millis(upstream_elapsed));
     shared
         .metrics
         .upstream_duration
         .get_or_create(&RouteLabel {
             route: route.name().to_string(),
         })
-        .observe(upstream_secs);
+        .observe(upstream_elapsed.as_secs_f64());
     let mut resp = result?;
     set_header(resp.headers_mut(), "x-request-id", &ex.request_id);
     Ok(resp)

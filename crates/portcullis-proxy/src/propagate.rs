@@ -4,7 +4,7 @@
 
 use crate::forward::upstreams::UpstreamPool;
 use crate::runtime::Runtime;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use portcullis_config::RouteConfig;
 use portcullis_core::Identity;
 use std::collections::HashMap;
@@ -54,9 +54,7 @@ pub fn identity_headers(
             .sign(identity, &rt.public_url, audience)
             .map_err(|e| e.to_string())
     })?;
-    let name = HeaderName::from_bytes(rt.config.assertion.header.as_bytes())
-        .map_err(|e| format!("invalid assertion header name: {e}"))?;
-    headers.insert(name, assertion);
+    headers.insert(rt.assertion_header.clone(), assertion);
     Ok(())
 }
 

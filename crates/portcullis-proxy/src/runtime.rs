@@ -28,6 +28,8 @@ pub struct Runtime {
     /// The authenticator's background key refresher; stopped with this runtime.
     refresher: Option<tokio::task::JoinHandle<()>>,
     pub signer: Arc<AssertionSigner>,
+    /// `assertion.header`, parsed once per config load rather than per request.
+    pub assertion_header: http::HeaderName,
     /// Recently signed assertions, reused per caller and audience.
     pub assertions: AssertionCache,
     /// `server.public_url`, or `http(s)://LISTEN` when unset: the assertions' `iss`.
@@ -98,6 +100,8 @@ impl Runtime {
             ),
             None => Arc::new(AssertionSigner::new(&config.assertion).map_err(|e| e.to_string())?),
         };
+        let assertion_header = http::HeaderName::from_bytes(config.assertion.header.as_bytes())
+            .map_err(|e| format!("assertion.header: invalid header name: {e}"))?;
         let public_url = config.server.public_url.clone().unwrap_or_else(|| {
             let scheme = if config.server.tls.is_some() {
                 "https"
@@ -115,6 +119,7 @@ impl Runtime {
             auth,
             refresher: None,
             signer,
+            assertion_header,
             assertions: AssertionCache::default(),
             public_url: public_url.trim_end_matches('/').to_string(),
         })

@@ -12,6 +12,7 @@ use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use portcullis_core::error_chain;
 use portcullis_core::Reason;
 use portcullis_policy::NormalizedPath;
 use std::time::Duration;
@@ -155,16 +156,4 @@ fn into_client_response(
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     resp.map(boxed)
-}
-
-/// The error and its sources on one line, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
