@@ -8,8 +8,8 @@ use crate::jose::compact::{self, looks_like_jwt, MAX_TOKEN_LEN};
 use crate::jwks::cache::{JwksCache, Trigger};
 use crate::metrics::IdentityMetrics;
 use crate::provider::Provider;
-use crate::token_cache::{DigestCache, Lifetime, MAX_ENTRIES};
-use crate::util::{now_unix, quote, sha256_parts, token_label};
+use crate::token_cache::{CacheCounters, DigestCache, Lifetime, MAX_ENTRIES};
+use crate::util::{cache_key, now_unix, quote, token_label};
 use portcullis_config::ProviderConfig;
 use portcullis_core::{Identity, Reason};
 use serde_json::Value;
@@ -47,6 +47,8 @@ struct Inner {
     by_issuer: HashMap<String, usize>,
     fetch: Arc<dyn Fetch>,
     metrics: IdentityMetrics,
+    /// `metrics`' token-cache series, looked up once.
+    cache_counters: CacheCounters,
     verified: DigestCache<Verified>,
 }
 
@@ -98,7 +100,9 @@ impl Authenticator {
     /// Like [`new`](Self::new), but reuses `previous`'s key caches (keys, refresh
     /// schedule, discovery result) for providers whose name, key source and
     /// refresh timing are unchanged. Verified-token caches are not carried over:
-    /// a changed claims mapping or audience must apply at once.
+    /// a changed claims mapping or audience must apply at once. (Their keys come
+    /// from one per-process secret, [`cache_key`], so carrying one over would not
+    /// need anything more.)
     pub fn new_from_previous(
         previous: &Authenticator,
         providers: &[ProviderConfig],
@@ -149,6 +153,7 @@ impl Authenticator {
                 providers,
                 by_issuer,
                 fetch,
+                cache_counters: CacheCounters::new(&metrics),
                 metrics,
                 verified: DigestCache::new(MAX_ENTRIES),
             }),
@@ -252,7 +257,7 @@ impl Authenticator {
             return self.introspect(token).await;
         }
         let inner = &*self.inner;
-        let key = sha256_parts(&[b"jwt", token.as_bytes()]);
+        let key = cache_key(&[b"jwt", token.as_bytes()]);
         let now = now_unix();
         if let Some(hit) = inner.verified.get(&key).await {
             let provider = inner.providers.get(hit.provider);
@@ -260,12 +265,12 @@ impl Authenticator {
                 .and_then(|p| p.jwks.as_ref())
                 .is_none_or(|c| c.epoch() == hit.epoch);
             if now <= hit.valid_until && epoch_ok {
-                inner.metrics.cache(true);
+                inner.cache_counters.count(true);
                 return Ok(hit.identity.clone());
             }
             inner.verified.remove(&key).await;
         }
-        inner.metrics.cache(false);
+        inner.cache_counters.count(false);
 
         let parsed = compact::parse(token)?;
         // The unverified `iss` only chooses whose keys to try; it is checked again
@@ -316,7 +321,7 @@ impl Authenticator {
                 provider: &p.name,
                 rules: &p.rules,
                 mapping: &p.mapping,
-                metrics: &inner.metrics,
+                cache_counters: &inner.cache_counters,
             };
             match introspector.introspect(&*inner.fetch, token, &judge).await {
                 Ok(identity) => return Ok(identity),
@@ -331,15 +336,125 @@ impl Authenticator {
     }
 }
 
+/// The bytes allowed in the body of a `b64token` (before any `=` padding).
+const B64TOKEN_BODY: [bool; 256] = b64token_body_table();
+
+const fn b64token_body_table() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < table.len() {
+        let b = i as u8;
+        table[i] =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    table
+}
+
 /// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+///
+/// One pass with a table lookup per byte (it runs on every request, over the
+/// whole token): the body is the longest prefix of allowed bytes, which must be
+/// non-empty, and whatever follows it may only be `=`. The prefix is found 16
+/// bytes at a time with the lookups AND-ed together, one branch per block
+/// rather than per byte; the block holding the first other byte (padding or
+/// garbage) and the tail are then scanned byte by byte.
 fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    const BLOCK: usize = 16;
+    let bytes = token.as_bytes();
+    let mut body = 0;
+    for block in bytes.chunks_exact(BLOCK) {
+        if !block
+            .iter()
+            .fold(true, |ok, &b| ok & B64TOKEN_BODY[usize::from(b)])
+        {
+            break;
+        }
+        body += BLOCK;
+    }
+    let rest = &bytes[body..];
+    let body = body
+        + rest
+            .iter()
+            .take_while(|&&b| B64TOKEN_BODY[usize::from(b)])
+            .count();
+    body > 0 && bytes[body..].iter().all(|&b| b == b'=')
 }
 
 #[cfg(test)]
 #[path = "authenticator_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod b64token_tests {
+    use super::is_b64token;
+    use proptest::prelude::*;
+
+    /// The previous implementation, as the reference.
+    fn reference(token: &str) -> bool {
+        let body = token.trim_end_matches('=');
+        !body.is_empty()
+            && body.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+            })
+    }
+
+    fn same(s: &str) {
+        assert_eq!(is_b64token(s), reference(s), "{s:?}");
+    }
+
+    #[test]
+    fn every_char_alone_and_around_padding() {
+        let chars = (0u32..0x800)
+            .chain([0xFFFF, 0x1F600])
+            .filter_map(char::from_u32);
+        for c in chars {
+            for s in [
+                format!("{c}"),
+                format!("{c}="),
+                format!("{c}=="),
+                format!("a{c}"),
+                format!("{c}a"),
+                format!("a={c}"),
+                format!("a{c}="),
+                format!("={c}"),
+            ] {
+                same(&s);
+            }
+        }
+    }
+
+    #[test]
+    fn every_string_of_up_to_four_over_a_mixed_alphabet() {
+        const ALPHABET: [char; 12] = ['a', 'Z', '7', '-', '.', '_', '~', '+', '/', '=', ' ', 'é'];
+        let mut level = vec![String::new()];
+        let mut strings = level.clone();
+        for _ in 0..4 {
+            level = level
+                .iter()
+                .flat_map(|s| ALPHABET.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(level.iter().cloned());
+        }
+        assert_eq!(strings.len(), 1 + 12 + 144 + 1728 + 20736);
+        for s in &strings {
+            same(s);
+        }
+        assert!(is_b64token("eyJ.a-b_c~d+e/f=="));
+        assert!(!is_b64token(""));
+        assert!(!is_b64token("=="));
+        assert!(!is_b64token("a=b"));
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_reference_on_token_like_strings(s in "[A-Za-z0-9._~+/= \\-é\\x00]{0,40}") {
+            prop_assert_eq!(is_b64token(&s), reference(&s));
+        }
+
+        #[test]
+        fn agrees_with_the_reference_on_any_string(s in any::<String>()) {
+            prop_assert_eq!(is_b64token(&s), reference(&s));
+        }
+    }
+}

@@ -1,21 +1,21 @@
 //! RFC 7662 token introspection for opaque (non-JWT) bearer tokens.
 //!
 //! The proxy authenticates to the endpoint with `client_secret_basic` (RFC 6749
-//! §2.3.1: id and secret form-encoded, then Basic). Results are cached by a digest
-//! of endpoint and token: an active token until the sooner of `cache_ttl` and its
-//! `exp`; an inactive or rejected one only briefly (negative caching bounds the
-//! load a flood of garbage tokens puts on the IdP, while a token that just became
-//! valid is not refused for long). Concurrent lookups of one token share one call.
-//! Transport failures are not cached and map to `upstream_unavailable`: the
-//! caller's token may be fine, the IdP is not.
+//! §2.3.1: id and secret form-encoded, then Basic). Results are cached by a keyed
+//! digest of endpoint and token ([`crate::util::cache_key`]): an active token
+//! until the sooner of `cache_ttl` and its `exp`; an inactive or rejected one
+//! only briefly (negative caching bounds the load a flood of garbage tokens puts
+//! on the IdP, while a token that just became valid is not refused for long).
+//! Concurrent lookups of one token share one call. Transport failures are not
+//! cached and map to `upstream_unavailable`: the caller's token may be fine, the
+//! IdP is not.
 
 use crate::claims::{ClaimMapping, Source};
 use crate::error::AuthError;
 use crate::fetch::{form_encode, Fetch};
 use crate::jose::json::parse_object;
-use crate::metrics::IdentityMetrics;
-use crate::token_cache::{DigestCache, Lifetime, MAX_ENTRIES};
-use crate::util::{now_unix, sha256_parts, token_label};
+use crate::token_cache::{CacheCounters, DigestCache, Lifetime, MAX_ENTRIES};
+use crate::util::{cache_key, now_unix, token_label};
 use crate::validation::{check_audience, Rules};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -62,7 +62,7 @@ pub(crate) struct Judge<'a> {
     pub provider: &'a str,
     pub rules: &'a Rules,
     pub mapping: &'a ClaimMapping,
-    pub metrics: &'a IdentityMetrics,
+    pub cache_counters: &'a CacheCounters,
 }
 
 impl Introspector {
@@ -89,14 +89,14 @@ impl Introspector {
         token: &str,
         judge: &Judge<'_>,
     ) -> Result<Identity, AuthError> {
-        let key = sha256_parts(&[b"introspect", self.endpoint.as_bytes(), token.as_bytes()]);
+        let key = cache_key(&[b"introspect", self.endpoint.as_bytes(), token.as_bytes()]);
         let entry = match self.cache.get(&key).await {
             Some(hit) => {
-                judge.metrics.cache(true);
+                judge.cache_counters.count(true);
                 hit
             }
             None => {
-                judge.metrics.cache(false);
+                judge.cache_counters.count(false);
                 self.cache
                     .get_or_try_insert(key, async {
                         self.call(fetch, token, judge).await.map(Arc::new)

@@ -109,14 +109,6 @@ impl IdentityMetrics {
         });
     }
 
-    pub(crate) fn cache(&self, hit: bool) {
-        self.token_cache
-            .get_or_create(&ResultLabels {
-                result: if hit { "hit" } else { "miss" }.to_string(),
-            })
-            .inc();
-    }
-
     /// Current value of `portcullis_token_cache_total{result}` (for tests and `explain`).
     pub fn cache_count(&self, result: &str) -> u64 {
         self.token_cache
@@ -139,7 +131,7 @@ mod tests {
         m.auth_failure(None, portcullis_core::Reason::BadSignature);
         m.jwks_refresh("idp", "success");
         m.set_jwks_keys("idp", 2);
-        m.cache(true);
+        crate::token_cache::CacheCounters::new(&m).count(true);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for needle in [

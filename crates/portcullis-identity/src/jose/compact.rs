@@ -58,7 +58,15 @@ pub struct Compact<'a> {
 /// True when `token` has the shape of a compact JWS/JWT (three non-empty-header
 /// parts), so that anything else can be treated as an opaque token.
 pub fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|&b| b == b'.').count() == 2
+    // Runs on every request. Counting into a `u8` per 255-byte chunk lets the
+    // compiler compare 16 bytes per SIMD instruction; a `usize` count per byte
+    // came out at ~5 instructions per byte.
+    let dots: usize = token
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'.'))))
+        .sum();
+    dots == 2
 }
 
 /// Splits and decodes a compact JWS. See the module doc for what is checked.
@@ -165,6 +173,34 @@ fn parse_header(bytes: &[u8]) -> Result<Header, AuthError> {
 mod tests {
     use super::*;
     use crate::jose::b64_encode;
+
+    #[test]
+    fn looks_like_jwt_counts_exactly_two_dots_at_any_length() {
+        let naive = |t: &str| t.bytes().filter(|&b| b == b'.').count() == 2;
+        let mut cases = vec![
+            String::new(),
+            "a.b.c".into(),
+            "a.b".into(),
+            "a.b.c.d".into(),
+            "..".into(),
+        ];
+        for n in [254, 255, 256, 257, 510, 511, 512] {
+            cases.push(".".repeat(n));
+            cases.push(format!("{}.{}.", "a".repeat(n), "b".repeat(n)));
+            cases.push(format!("{}.{}", "a".repeat(n), "b".repeat(n)));
+            cases.push(format!("{}.", ".".repeat(n)));
+        }
+        // 258 dots: the count wraps a `u8` only if chunks were longer than 255.
+        cases.push(".".repeat(258));
+        for t in &cases {
+            assert_eq!(looks_like_jwt(t), naive(t), "{} bytes", t.len());
+        }
+        assert!(looks_like_jwt(&format!(
+            "{}.{}.c",
+            "a".repeat(255),
+            "b".repeat(300)
+        )));
+    }
 
     fn tok(header: &str, payload: &str) -> String {
         format!(
