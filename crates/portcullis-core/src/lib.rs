@@ -23,6 +23,18 @@ pub enum IdentityKind {
     Anonymous,
 }
 
+impl IdentityKind {
+    /// The lowercase word used in audit lines and explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::User => "user",
+            IdentityKind::Service => "service",
+            IdentityKind::Workload => "workload",
+            IdentityKind::Anonymous => "anonymous",
+        }
+    }
+}
+
 /// A verified caller. Built only by the identity crate from checked credentials;
 /// policy and propagation read it, never the raw token.
 #[derive(Debug, Clone, Default, Serialize)]

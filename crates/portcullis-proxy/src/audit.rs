@@ -4,7 +4,7 @@
 //! # Design
 //!
 //! The request path only moves an [`AuditRecord`] into a bounded queue; a
-//! dedicated OS thread (`portcullis-audit`) serializes it with `serde_json`,
+//! dedicated OS thread (`portcullis-audit`) serializes it (`audit_line`),
 //! appends it to an in-memory batch and writes the batch with one `write(2)`
 //! whenever the queue is momentarily empty. Serializing on the writer thread
 //! keeps JSON encoding and every syscall off the request path; batching keeps
@@ -55,7 +55,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use portcullis_config::AuditSink;
 use portcullis_core::{Identity, IdentityKind};
-use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
 /// Records the queue holds before [`AuditLog::record`] starts to wait for the
@@ -147,20 +146,13 @@ impl fmt::Display for AuditTime {
     }
 }
 
-impl Serialize for AuditTime {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// Who made the request, as written in the audit line's `identity` object.
 ///
 /// Only the attributes SPEC §7 lists; the verified claims and any raw
 /// credential are deliberately not representable here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditIdentity {
-    /// `user`, `service`, `workload` or `anonymous`.
-    #[serde(rename = "type")]
+    /// `user`, `service`, `workload` or `anonymous` (the JSON key is `type`).
     pub kind: IdentityKind,
     /// The subject; `null` for a pure workload or an anonymous caller.
     pub sub: Option<String>,
@@ -201,7 +193,7 @@ impl AuditIdentity {
 /// One audit line. Field names, order and serialization are exactly SPEC §7
 /// (plus `enforced`, SPEC §2 `mode: audit`); every key is always present, with
 /// `null` for an absent value, so log pipelines see one stable schema.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AuditRecord {
     /// When the request was handled (the pipeline picks the instant and
     /// keeps it consistent; [`AuditTime::now`] at completion is typical).
@@ -765,20 +757,9 @@ impl Writer {
 
     /// Serializes one record onto the batch.
     fn push(&mut self, rec: &AuditRecord) {
-        let start = self.pending.len();
-        match serde_json::to_writer(&mut self.pending, rec) {
-            Ok(()) => {
-                self.pending.push(b'\n');
-                self.pending_lines += 1;
-            }
-            Err(error) => {
-                // Cannot happen for this type (no maps with non-string keys,
-                // non-finite floats become null); never leave half a line.
-                self.pending.truncate(start);
-                self.shared.lost.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "cannot serialize an audit record; line lost");
-            }
-        }
+        crate::audit_line::write_record(rec, &mut self.pending);
+        self.pending.push(b'\n');
+        self.pending_lines += 1;
     }
 
     /// The synchronous path used after shutdown: append and write at once.
@@ -860,7 +841,12 @@ impl Writer {
         // Count exactly the lines whose last byte reached the OS, so a
         // partial write followed by a failure is neither lost nor doubled in
         // the counters.
-        let completed = self.pending[..done].iter().filter(|&&b| b == b'\n').count() as u64;
+        let completed = if done == self.pending.len() {
+            // The usual case, without scanning the batch for newlines.
+            self.pending_lines
+        } else {
+            self.pending[..done].iter().filter(|&&b| b == b'\n').count() as u64
+        };
         self.pending.drain(..done);
         self.pending_lines = self.pending_lines.saturating_sub(completed);
         self.shared.written.fetch_add(completed, Ordering::Relaxed);
@@ -1054,6 +1040,12 @@ mod tests {
         }
     }
 
+    fn identity_json(id: &AuditIdentity) -> serde_json::Value {
+        let mut out = Vec::new();
+        crate::audit_line::write_identity(id, &mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
     fn lines(sink: &Arc<Mutex<TestSink>>) -> Vec<serde_json::Value> {
         let data = lock(sink).data.clone();
         let text = String::from_utf8(data).unwrap();
@@ -1078,7 +1070,7 @@ mod tests {
         // Another offset is converted, not just relabelled.
         let t = time::macros::datetime!(2026-11-22 18:41:30.5 +02:00);
         assert_eq!(
-            serde_json::to_string(&AuditTime::from(t)).unwrap(),
+            format!("\"{}\"", AuditTime::from(t)),
             "\"2026-11-22T16:41:30.500000Z\""
         );
         let epoch = AuditTime::from(SystemTime::UNIX_EPOCH);
@@ -1120,7 +1112,9 @@ mod tests {
             identity: AuditIdentity::from_identity(&identity),
             ..sample(1)
         };
-        let line = serde_json::to_string(&rec).unwrap();
+        let mut line = Vec::new();
+        crate::audit_line::write_record(&rec, &mut line);
+        let line = String::from_utf8(line).unwrap();
         assert!(!line.contains(token), "{line}");
         assert!(!line.contains("access_token"), "{line}");
         assert!(!line.contains('?'), "{line}");
@@ -1136,7 +1130,7 @@ mod tests {
             workload: Some("spiffe://example.org/ns/a/sa/b".into()),
             ..Identity::default()
         };
-        let v = serde_json::to_value(AuditIdentity::from_identity(&workload)).unwrap();
+        let v = identity_json(&AuditIdentity::from_identity(&workload));
         assert_eq!(
             v,
             serde_json::json!({
@@ -1144,7 +1138,7 @@ mod tests {
                 "client_id": null, "groups": [], "workload": "spiffe://example.org/ns/a/sa/b"
             })
         );
-        let v = serde_json::to_value(AuditIdentity::from_identity(&Identity::anonymous())).unwrap();
+        let v = identity_json(&AuditIdentity::from_identity(&Identity::anonymous()));
         assert_eq!(v["type"], "anonymous");
     }
 

@@ -72,7 +72,7 @@ pub fn workload_identity<B>(
                 .and_then(|v| workload::spiffe_id_from_linkerd(v, &cfg.trust_domain).ok()),
             WorkloadSource::Xfcc if peer_trusted => req
                 .headers()
-                .get("x-forwarded-client-cert")
+                .get(crate::forward::headers::names::X_FORWARDED_CLIENT_CERT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| workload::spiffe_id_from_xfcc(v).ok().flatten()),
             _ => None,

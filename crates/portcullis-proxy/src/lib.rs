@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod audit;
+mod audit_line;
 pub mod authn;
 pub mod body;
 pub mod endpoints;
@@ -19,5 +20,6 @@ pub mod respond;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod workers;
 
 pub use server::Server;

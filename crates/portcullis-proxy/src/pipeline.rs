@@ -11,7 +11,8 @@ use crate::audit::{millis, AuditIdentity, AuditRecord, AuditTime};
 use crate::authn::{self, Credential};
 use crate::body::{Counted, ProxyBody};
 use crate::endpoints;
-use crate::forward::{self, headers};
+use crate::forward;
+use crate::forward::headers::{self, names};
 use crate::listener::h1_guard::{Refusal as GuardRefusal, Verdict, REJECTED_PATH};
 use crate::metrics::{RequestLabels, RouteLabel};
 use crate::propagate;
@@ -19,7 +20,7 @@ use crate::request_meta::{request_id, TraceContext};
 use crate::respond::{error_response, wants_html, Refusal};
 use crate::runtime::Runtime;
 use crate::server::Shared;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
@@ -52,6 +53,8 @@ pub struct Exchange {
     /// Normalized when normalization succeeded, else the raw path (never the query).
     pub path: String,
     pub route: Option<String>,
+    /// The route's index in the config, once routed.
+    pub route_index: Option<usize>,
     pub decision: Option<Decision>,
     pub identity: Identity,
     pub upstream_ms: Option<f64>,
@@ -68,7 +71,7 @@ pub async fn handle(
 ) -> Result<Response<Counted>, Infallible> {
     let rt = shared.runtime.load_full();
     let peer_trusted = rt.is_trusted(conn.peer.ip());
-    let trusted_header = |name: &str| {
+    let trusted_header = |name: &HeaderName| {
         peer_trusted
             .then(|| req.headers().get(name).and_then(|v| v.to_str().ok()))
             .flatten()
@@ -76,13 +79,14 @@ pub async fn handle(
     let mut ex = Exchange {
         started: Instant::now(),
         arrived: AuditTime::now(),
-        request_id: request_id(trusted_header("x-request-id")),
-        trace: TraceContext::continue_or_start(trusted_header("traceparent")),
+        request_id: request_id(trusted_header(&names::X_REQUEST_ID)),
+        trace: TraceContext::continue_or_start(trusted_header(&names::TRACEPARENT)),
         client_ip: headers::client_ip(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip)),
         method: req.method().as_str().to_string(),
         host: request_host(&req).unwrap_or_default(),
         path: req.uri().path().to_string(),
         route: None,
+        route_index: None,
         decision: None,
         identity: Identity::anonymous(),
         upstream_ms: None,
@@ -106,7 +110,7 @@ pub async fn handle(
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(finish(ex, response, &shared))
+    Ok(finish(ex, response, &shared, &rt))
 }
 
 async fn run(
@@ -143,7 +147,7 @@ async fn run(
     let upgrade = headers::strip_hop_by_hop(req.headers_mut());
     let assertion_header = &rt.config.assertion.header;
     if !peer_trusted {
-        for name in headers::TRUSTED_ONLY {
+        for name in &headers::TRUSTED_ONLY {
             req.headers_mut().remove(name);
         }
     }
@@ -168,6 +172,7 @@ async fn run(
     };
     let route_cfg = &rt.config.routes[index];
     ex.route = Some(route.name().to_string());
+    ex.route_index = Some(index);
 
     // Authenticate.
     let workload = authn::workload_identity(&req, conn, rt, peer_trusted);
@@ -255,8 +260,8 @@ async fn run(
         scheme,
         &client_host,
     );
-    set_header(req.headers_mut(), "x-request-id", &ex.request_id);
-    set_header(req.headers_mut(), "traceparent", &ex.trace.header());
+    set_header(req.headers_mut(), names::X_REQUEST_ID, &ex.request_id);
+    set_header(req.headers_mut(), names::TRACEPARENT, &ex.trace.header());
     if !route_cfg.forward_token {
         req.headers_mut().remove(http::header::AUTHORIZATION);
     }
@@ -278,15 +283,11 @@ async fn run(
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_elapsed = upstream_started.elapsed();
     ex.upstream_ms = Some(millis(upstream_elapsed));
-    shared
-        .metrics
+    rt.route_metrics[index]
         .upstream_duration
-        .get_or_create(&RouteLabel {
-            route: route.name().to_string(),
-        })
         .observe(upstream_elapsed.as_secs_f64());
     let mut resp = result?;
-    set_header(resp.headers_mut(), "x-request-id", &ex.request_id);
+    set_header(resp.headers_mut(), names::X_REQUEST_ID, &ex.request_id);
     Ok(resp)
 }
 
@@ -301,7 +302,7 @@ fn authz_refusal(decision: &Decision, ex: &Exchange) -> Refusal {
     r
 }
 
-fn set_header(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
+fn set_header(headers: &mut http::HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
@@ -323,9 +324,13 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 
 /// Attaches the audit line and metrics to the response, to be written when its body
 /// is finished or dropped.
-fn finish(ex: Exchange, response: Response<ProxyBody>, shared: &Shared) -> Response<Counted> {
+fn finish(
+    ex: Exchange,
+    response: Response<ProxyBody>,
+    shared: &Shared,
+    rt: &Runtime,
+) -> Response<Counted> {
     let status = response.status().as_u16();
-    let route_label = ex.route.clone().unwrap_or_else(|| "none".to_string());
     // `decision` is the policy's word when it spoke (an allowed call can still fail
     // upstream); `reason` is how the request actually ended.
     let (decision_word, reason, rule, enforced) = match (&ex.decision, ex.refused) {
@@ -337,19 +342,34 @@ fn finish(ex: Exchange, response: Response<ProxyBody>, shared: &Shared) -> Respo
         (None, Some(r)) => ("deny", r, None, true),
         (None, None) => ("allow", Reason::Allowed, None, true),
     };
-    let metrics = shared.metrics.clone();
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route_label.clone(),
-            decision: decision_word,
-            code: status.to_string(),
-        })
-        .inc();
-    metrics
-        .request_duration
-        .get_or_create(&RouteLabel { route: route_label })
-        .observe(ex.started.elapsed().as_secs_f64());
+    let elapsed = ex.started.elapsed().as_secs_f64();
+    let route_metrics = ex.route_index.and_then(|i| rt.route_metrics.get(i));
+    match route_metrics {
+        Some(m) if status == 200 && decision_word == "allow" => {
+            m.allowed_ok.inc();
+        }
+        _ => {
+            shared
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: ex.route.clone().unwrap_or_else(|| "none".to_string()),
+                    decision: decision_word,
+                    code: status.to_string(),
+                })
+                .inc();
+        }
+    };
+    match route_metrics {
+        Some(m) => m.request_duration.observe(elapsed),
+        None => shared
+            .metrics
+            .request_duration
+            .get_or_create(&RouteLabel {
+                route: "none".to_string(),
+            })
+            .observe(elapsed),
+    }
 
     let audit = shared.audit.clone();
     let record = AuditRecord {

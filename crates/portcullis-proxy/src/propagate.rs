@@ -2,9 +2,10 @@
 //! headers and a short-lived assertion signed by the proxy. Runs after the spoofable
 //! copies were stripped, so whatever the upstream reads here, the proxy vouches for.
 
+use crate::forward::headers::names;
 use crate::forward::upstreams::UpstreamPool;
 use crate::runtime::Runtime;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_config::RouteConfig;
 use portcullis_core::Identity;
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ pub fn identity_headers(
     if !identity.is_authenticated() {
         return Ok(());
     }
-    let mut set = |name: &'static str, value: &str| {
+    let mut set = |name: HeaderName, value: &str| {
         // A claim with a control character cannot become a header; it is left out
         // rather than sanitized into something the IdP never said.
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -31,19 +32,19 @@ pub fn identity_headers(
         }
     };
     if !identity.subject.is_empty() {
-        set("x-auth-request-user", &identity.subject);
+        set(names::X_AUTH_REQUEST_USER, &identity.subject);
     }
     if let Some(email) = &identity.email {
-        set("x-auth-request-email", email);
+        set(names::X_AUTH_REQUEST_EMAIL, email);
     }
     if !identity.groups.is_empty() {
-        set("x-auth-request-groups", &identity.groups.join(","));
+        set(names::X_AUTH_REQUEST_GROUPS, &identity.groups.join(","));
     }
     if let Some(client) = &identity.client_id {
-        set("x-auth-request-client-id", client);
+        set(names::X_AUTH_REQUEST_CLIENT_ID, client);
     }
     if let Some(workload) = &identity.workload {
-        set("x-portcullis-workload", workload);
+        set(names::X_PORTCULLIS_WORKLOAD, workload);
     }
     let audience = match &route.audience {
         Some(aud) => aud.as_str(),

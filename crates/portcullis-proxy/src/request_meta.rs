@@ -2,7 +2,9 @@
 //! (an API gateway or mesh in front of us) and started here otherwise, so one id
 //! follows a call through every log.
 
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use std::cell::RefCell;
 
 /// The request id: a trusted peer's, when well-formed, else a new random one.
 pub fn request_id(from_trusted_peer: Option<&str>) -> String {
@@ -48,7 +50,12 @@ impl TraceContext {
 
     /// The `traceparent` header value to send upstream.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        // Built by hand: this runs for every forwarded request.
+        let mut out = String::with_capacity(55);
+        for part in ["00-", &self.trace_id, "-", &self.span_id, "-", &self.flags] {
+            out.push_str(part);
+        }
+        out
     }
 }
 
@@ -74,16 +81,24 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace_id, flags))
 }
 
+thread_local! {
+    /// Ids must be unique, not secret: a fast generator seeded from the OS per
+    /// thread instead of the cryptographic one (three ids per request).
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
 /// `N` random bytes as lowercase hex (on every request: no formatting machinery).
 fn new_hex<const N: usize>() -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let bytes: [u8; N] = rand::rng().random();
-    let mut out = String::with_capacity(N * 2);
+    let mut bytes = [0u8; N];
+    IDS.with(|rng| rng.borrow_mut().fill_bytes(&mut bytes));
+    let mut out = Vec::with_capacity(N * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
     }
-    out
+    // Only ASCII hex digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Respon
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(crate::forward::headers::names::X_REQUEST_ID, v);
     }
     resp
 }

@@ -5,6 +5,7 @@
 
 use crate::forward::client::{shared_plain, UpstreamClient};
 use crate::forward::upstreams::{Endpoint, UpstreamPool};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::propagate::AssertionCache;
 use crate::ratelimit::RouteLimiter;
 use ipnet::IpNet;
@@ -21,6 +22,8 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// Upstream pool per route index (`None` for a route without upstream).
     pub pools: Vec<Option<Arc<UpstreamPool>>>,
+    /// Metric handles per route index.
+    pub route_metrics: Vec<RouteMetrics>,
     /// Rate limiter per route index.
     pub limiters: Vec<Option<RouteLimiter>>,
     pub trusted: Vec<IpNet>,
@@ -40,6 +43,7 @@ pub struct Runtime {
 pub struct Carried<'a> {
     pub previous: Option<&'a Runtime>,
     pub identity_metrics: &'a IdentityMetrics,
+    pub metrics: &'a Metrics,
     /// The HTTP client for discovery, JWKS and introspection.
     pub fetch: &'a Arc<dyn Fetch>,
 }
@@ -51,8 +55,10 @@ impl Runtime {
         let routes = RouteTable::compile(&config).map_err(|errs| errs.join("; "))?;
         let mut pools = Vec::with_capacity(config.routes.len());
         let mut limiters = Vec::with_capacity(config.routes.len());
+        let mut route_metrics = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let name = route.display_name(i);
+            route_metrics.push(carried.metrics.for_route(&name));
             let pool = match &route.upstream {
                 None => None,
                 Some(ups) => {
@@ -114,6 +120,7 @@ impl Runtime {
             config: Arc::new(config),
             routes,
             pools,
+            route_metrics,
             limiters,
             trusted,
             auth,

@@ -4,6 +4,7 @@ use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::runtime::{Carried, Runtime};
 use crate::tls::ReloadingTls;
+use crate::workers::Workers;
 use crate::{admin, listener};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -37,6 +38,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     graceful: Arc<GracefulShutdown>,
     tasks: Vec<JoinHandle<()>>,
+    /// The data plane's threads; dropped (stopped) after the drain.
+    workers: Workers,
 }
 
 impl Server {
@@ -57,6 +60,7 @@ impl Server {
             Carried {
                 previous: None,
                 identity_metrics: &identity_metrics,
+                metrics: &metrics,
                 fetch: &fetch,
             },
         )
@@ -91,13 +95,33 @@ impl Server {
         if let Some(tls) = &tls {
             tasks.push(tls.clone().watch(Duration::from_secs(2)));
         }
-        tasks.push(tokio::spawn(listener::accept_loop(
-            listener,
-            tls,
-            shared.clone(),
-            graceful.clone(),
-            stop_rx.clone(),
-        )));
+        // Every worker accepts from the same socket: the kernel hands each new
+        // connection to one of them, and it stays on that worker's thread.
+        let workers = Workers::start().context("cannot start the worker threads")?;
+        let listener = listener.into_std()?;
+        let mut clones = Vec::with_capacity(workers.len());
+        for _ in 0..workers.len() {
+            clones.push(Some(listener.try_clone()?));
+        }
+        tasks.extend(workers.spawn_each(|i| {
+            let socket = clones[i].take();
+            let (tls, shared, graceful, stop) = (
+                tls.clone(),
+                shared.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+            );
+            async move {
+                let listener = socket.map(tokio::net::TcpListener::from_std);
+                match listener {
+                    Some(Ok(listener)) => {
+                        listener::accept_loop(listener, tls, shared, graceful, stop).await
+                    }
+                    Some(Err(e)) => tracing::error!(error = %e, "worker cannot listen"),
+                    None => {}
+                }
+            }
+        }));
         tasks.push(tokio::spawn(admin::run(
             admin_listener,
             shared.clone(),
@@ -112,6 +136,7 @@ impl Server {
             stop,
             graceful,
             tasks,
+            workers,
         })
     }
 
@@ -165,6 +190,7 @@ impl Server {
             Carried {
                 previous: Some(&current),
                 identity_metrics: &self.shared.identity_metrics,
+                metrics: &self.shared.metrics,
                 fetch: &self.shared.fetch,
             },
         )?;
@@ -202,6 +228,7 @@ impl Server {
                 );
             }
         }
+        drop(self.workers);
         self.shared.audit.shutdown();
     }
 }
