@@ -104,6 +104,15 @@ impl State {
     }
 }
 
+/// A signed assertion and its `exp`, so a cache need not parse the token back.
+#[derive(Debug, Clone)]
+pub struct SignedAssertion {
+    /// The compact JWS.
+    pub token: String,
+    /// Its `exp` claim (Unix seconds).
+    pub expires_at: u64,
+}
+
 /// Signs assertions and publishes their keys. Cheap to share behind an `Arc`.
 pub struct AssertionSigner {
     state: ArcSwap<State>,
@@ -223,7 +232,7 @@ impl AssertionSigner {
         identity: &Identity,
         iss: &str,
         aud: &str,
-    ) -> Result<String, AssertionError> {
+    ) -> Result<SignedAssertion, AssertionError> {
         self.sign_at(identity, iss, aud, now_unix())
     }
 
@@ -233,7 +242,7 @@ impl AssertionSigner {
         iss: &str,
         aud: &str,
         now: u64,
-    ) -> Result<String, AssertionError> {
+    ) -> Result<SignedAssertion, AssertionError> {
         let state = self.state_at(now);
         let key = &state.current;
         let mut jti_bytes = [0u8; 16];
@@ -247,6 +256,10 @@ impl AssertionSigner {
             ("", None) => None,
             (s, _) => Some(s),
         };
+        // Never outlive the credential it vouches for.
+        let exp = identity
+            .expires_at
+            .map_or(now + self.ttl, |token_exp| token_exp.min(now + self.ttl));
         let claims = Claims {
             iss,
             aud,
@@ -259,10 +272,7 @@ impl AssertionSigner {
             workload: identity.workload.as_deref(),
             idp: identity.issuer.as_deref(),
             iat: now,
-            // Never outlive the credential it vouches for.
-            exp: identity
-                .expires_at
-                .map_or(now + self.ttl, |token_exp| token_exp.min(now + self.ttl)),
+            exp,
             jti: std::str::from_utf8(&jti).map_err(|_| AssertionError::Sign)?,
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| AssertionError::Sign)?;
@@ -279,7 +289,10 @@ impl AssertionSigner {
             .map_err(|_| AssertionError::Sign)?;
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut out);
-        Ok(out)
+        Ok(SignedAssertion {
+            token: out,
+            expires_at: exp,
+        })
     }
 
     /// The JWKS document to serve at `/.well-known/portcullis/jwks.json`.
@@ -494,7 +507,8 @@ mod tests {
             let t = s
                 .sign_at(&identity(), "https://proxy", "http://orders:8000", 1_000)
                 .unwrap();
-            let claims = verify(&t, &s.state.load().jwks);
+            let claims = verify(&t.token, &s.state.load().jwks);
+            assert_eq!(claims["exp"], t.expires_at);
             assert_eq!(claims["iss"], "https://proxy");
             assert_eq!(claims["aud"], "http://orders:8000");
             assert_eq!(claims["sub"], "u-1");
@@ -509,15 +523,15 @@ mod tests {
             }
         }
         let s = AssertionSigner::new(&AssertionConfig::default()).unwrap();
-        let a = s.sign(&identity(), "i", "a").unwrap();
-        let b = s.sign(&identity(), "i", "a").unwrap();
+        let a = s.sign(&identity(), "i", "a").unwrap().token;
+        let b = s.sign(&identity(), "i", "a").unwrap().token;
         assert_ne!(a, b, "jti makes every assertion unique");
         let workload = Identity {
             kind: portcullis_core::IdentityKind::Workload,
             workload: Some("spiffe://td/ns/a/sa/b".into()),
             ..Identity::default()
         };
-        let claims = verify(&s.sign(&workload, "i", "a").unwrap(), &s.jwks_json());
+        let claims = verify(&s.sign(&workload, "i", "a").unwrap().token, &s.jwks_json());
         assert_eq!(claims["sub"], "spiffe://td/ns/a/sa/b");
         assert_eq!(claims["workload"], "spiffe://td/ns/a/sa/b");
 
@@ -526,7 +540,7 @@ mod tests {
             expires_at: Some(1_010),
             ..identity()
         };
-        let t = s.sign_at(&short, "i", "a", 1_000).unwrap();
+        let t = s.sign_at(&short, "i", "a", 1_000).unwrap().token;
         assert_eq!(verify(&t, &s.state.load().jwks)["exp"], 1_010);
     }
 
@@ -537,7 +551,7 @@ mod tests {
             c.ttl = Duration::from_secs(60);
         });
         let s = AssertionSigner::new_at(&c, None, 0).unwrap();
-        let t0 = s.sign_at(&identity(), "i", "a", 10).unwrap();
+        let t0 = s.sign_at(&identity(), "i", "a", 10).unwrap().token;
         let kid0 = s.state_at(10).current.key.kid().to_string();
         let next_kid = s.state_at(10).next.as_ref().unwrap().key.kid().to_string();
         assert!(
@@ -545,7 +559,7 @@ mod tests {
             "next key pre-published"
         );
         // Rotation at 3600: the pre-published key signs, the old one stays published.
-        let t1 = s.sign_at(&identity(), "i", "a", 3600).unwrap();
+        let t1 = s.sign_at(&identity(), "i", "a", 3600).unwrap().token;
         let state = s.state_at(3600);
         assert_eq!(state.current.key.kid(), next_kid);
         verify(&t0, &state.jwks);
@@ -568,7 +582,7 @@ mod tests {
         let one = AssertionSigner::new(&c).unwrap();
         let two = AssertionSigner::new(&c).unwrap();
         assert_eq!(one.current_kid(), new.kid);
-        let t = one.sign(&identity(), "i", "a").unwrap();
+        let t = one.sign(&identity(), "i", "a").unwrap().token;
         verify(&t, &two.jwks_json());
         let jwks = String::from_utf8(two.jwks_json().to_vec()).unwrap();
         assert!(jwks.contains(&old.kid) && jwks.contains(&new.kid));
@@ -595,7 +609,7 @@ mod tests {
     #[test]
     fn reload_keeps_generated_keys() {
         let s = AssertionSigner::new(&AssertionConfig::default()).unwrap();
-        let t = s.sign(&identity(), "i", "a").unwrap();
+        let t = s.sign(&identity(), "i", "a").unwrap().token;
         let reloaded = AssertionSigner::new_from_previous(&s, &AssertionConfig::default()).unwrap();
         assert_eq!(reloaded.current_kid(), s.current_kid());
         verify(&t, &reloaded.jwks_json());

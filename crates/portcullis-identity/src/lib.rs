@@ -49,6 +49,7 @@ pub use error::{AuthError, AuthenticatorError};
 pub use fetch::{Fetch, FetchError, FetchResponse, HttpFetch};
 pub use metrics::IdentityMetrics;
 pub use portcullis_core::{Identity, IdentityKind, Reason};
+pub use util::KeyedHash;
 
 #[cfg(test)]
 mod testutil;

@@ -30,13 +30,46 @@ pub(crate) type CacheKey = u128;
 /// for any successor built by `new_from_previous` and for every introspector.
 /// Callers domain-separate with a first part (`jwt`, `introspect`).
 pub(crate) fn cache_key(parts: &[&[u8]]) -> CacheKey {
-    let (k0, k1) = cache_key_secret();
-    let mut h = SipHasher13::new_with_keys(k0, k1);
+    let mut h = KeyedHash::new();
     for part in parts {
-        h.write_u64(part.len() as u64);
-        h.write(part);
+        h.part(part);
     }
-    h.finish128().as_u128()
+    h.finish()
+}
+
+/// The keyed 128-bit hash behind [`cache_key`], fed one part at a time: for
+/// caches outside this crate whose keys must not collide either (the proxy's
+/// assertion cache, keyed by everything an assertion says about its caller).
+pub struct KeyedHash(SipHasher13);
+
+impl KeyedHash {
+    /// A hasher under the per-process secret.
+    pub fn new() -> Self {
+        let (k0, k1) = cache_key_secret();
+        KeyedHash(SipHasher13::new_with_keys(k0, k1))
+    }
+
+    /// Adds one part, prefixed by its length so parts cannot run into each other.
+    pub fn part(&mut self, part: &[u8]) {
+        self.0.write_u64(part.len() as u64);
+        self.0.write(part);
+    }
+
+    /// Adds a number.
+    pub fn number(&mut self, n: u64) {
+        self.0.write_u64(n);
+    }
+
+    /// The 128-bit key.
+    pub fn finish(&self) -> u128 {
+        self.0.finish128().as_u128()
+    }
+}
+
+impl Default for KeyedHash {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The per-process secret of [`cache_key`], from the OS RNG on first use.

@@ -11,8 +11,7 @@ use std::io::Write as _;
 /// Appends `rec` as one JSON object (no newline) to `out`.
 pub fn write_record(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"timestamp\":\"");
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", rec.timestamp);
+    out.extend_from_slice(&rec.timestamp.rfc3339());
     out.extend_from_slice(b"\",\"request_id\":");
     string(out, &rec.request_id);
     out.extend_from_slice(b",\"trace_id\":");
@@ -39,6 +38,7 @@ pub fn write_record(rec: &AuditRecord, out: &mut Vec<u8>) {
         b",\"enforced\":false,\"identity\":"
     });
     write_identity(&rec.identity, out);
+    // Writing to a Vec cannot fail.
     let _ = write!(out, ",\"status\":{},\"duration_ms\":", rec.status);
     float(out, rec.duration_ms);
     out.extend_from_slice(b",\"upstream_ms\":");

@@ -8,6 +8,8 @@ use crate::runtime::Runtime;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_config::RouteConfig;
 use portcullis_core::Identity;
+use portcullis_identity::assertion::SignedAssertion;
+use portcullis_identity::KeyedHash;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -68,7 +70,7 @@ const MAX_ENTRIES: usize = 10_000;
 /// `ttl` instead. Every reused assertion still has at least `ttl / 2` to live.
 #[derive(Default)]
 pub struct AssertionCache {
-    entries: Mutex<HashMap<String, Cached>>,
+    entries: Mutex<HashMap<u128, Cached>>,
 }
 
 struct Cached {
@@ -82,7 +84,7 @@ impl AssertionCache {
         &self,
         identity: &Identity,
         audience: &str,
-        sign: impl FnOnce() -> Result<String, String>,
+        sign: impl FnOnce() -> Result<SignedAssertion, String>,
     ) -> Result<HeaderValue, String> {
         let key = cache_key(identity, audience);
         let now = now_unix();
@@ -91,9 +93,9 @@ impl AssertionCache {
                 return Ok(hit.value.clone());
             }
         }
-        let token = sign()?;
-        let exp = jwt_exp(&token).unwrap_or(now);
-        let value = HeaderValue::from_str(&token).map_err(|e| e.to_string())?;
+        let signed = sign()?;
+        let exp = signed.expires_at;
+        let value = HeaderValue::from_str(&signed.token).map_err(|e| e.to_string())?;
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
@@ -110,48 +112,36 @@ impl AssertionCache {
     }
 }
 
-/// Everything the assertion says about the caller, length-prefixed so that no two
-/// different identities can produce the same key.
-fn cache_key(identity: &Identity, audience: &str) -> String {
-    use std::fmt::Write as _;
-    // Writing into a String cannot fail.
-    fn add(key: &mut String, part: &str) {
-        let _ = write!(key, "{}:{part}", part.len());
-    }
-    let mut key = String::with_capacity(256);
-    add(&mut key, audience);
-    add(&mut key, &identity.subject);
+/// Everything the assertion says about the caller, under the identity crate's
+/// keyed 128-bit hash: parts are length-prefixed, so no two different identities
+/// share a key, and nobody without the process secret can make them collide.
+fn cache_key(identity: &Identity, audience: &str) -> u128 {
+    let mut key = KeyedHash::new();
+    key.part(audience.as_bytes());
+    key.part(identity.subject.as_bytes());
     for part in [
         &identity.issuer,
         &identity.email,
         &identity.client_id,
         &identity.workload,
     ] {
-        add(&mut key, part.as_deref().unwrap_or("\u{0}"));
-    }
-    for list in [&identity.groups, &identity.roles, &identity.scopes] {
-        let _ = write!(key, "#{}", list.len());
-        for item in list {
-            add(&mut key, item);
+        match part {
+            Some(p) => key.part(p.as_bytes()),
+            // Absent differs from empty.
+            None => key.number(u64::MAX),
         }
     }
-    let _ = write!(key, "@{}", identity.expires_at.unwrap_or(0));
-    key
+    for list in [&identity.groups, &identity.roles, &identity.scopes] {
+        key.number(list.len() as u64);
+        for item in list {
+            key.part(item.as_bytes());
+        }
+    }
+    key.number(identity.expires_at.unwrap_or(0));
+    key.finish()
 }
 
 /// The `exp` of a JWT the proxy itself just signed.
-fn jwt_exp(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()
-}
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -163,16 +153,11 @@ fn now_unix() -> u64 {
 mod tests {
     use super::*;
 
-    fn token_with_exp(exp: u64) -> String {
-        use base64::Engine as _;
-        let b64 = |v: serde_json::Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
-        format!(
-            "{}.{}.sig",
-            b64(serde_json::json!({"alg": "ES256"})),
-            b64(serde_json::json!({"exp": exp}))
-        )
+    fn token_with_exp(exp: u64) -> SignedAssertion {
+        SignedAssertion {
+            token: format!("header.{exp}.sig"),
+            expires_at: exp,
+        }
     }
 
     #[test]

@@ -63,7 +63,12 @@ pub async fn forward(
             .uri(uri)
             .version(parts.version);
         if let Some(h) = builder.headers_mut() {
-            *h = parts.headers.clone();
+            // Only a request that may be retried keeps a copy of its headers.
+            *h = if attempt + 1 < attempts {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
         }
         let body = body.take().unwrap_or_else(empty);
         let upstream_req = builder
