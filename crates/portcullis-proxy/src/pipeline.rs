@@ -33,6 +33,9 @@ use std::time::Instant;
 /// What the listener knows about a connection.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as text, made once per connection rather than per
+    /// request (for `X-Forwarded-For` and the audit line).
+    pub peer_ip: HeaderValue,
     pub tls: bool,
     /// DER of the verified client certificate, when one was presented over mTLS.
     pub peer_cert: Option<Vec<u8>>,
@@ -48,6 +51,8 @@ pub struct Exchange {
     pub request_id: String,
     pub trace: TraceContext,
     pub client_ip: IpAddr,
+    /// `client_ip` as text.
+    pub client_ip_text: String,
     pub method: String,
     pub host: String,
     /// Normalized when normalization succeeded, else the raw path (never the query).
@@ -76,12 +81,18 @@ pub async fn handle(
             .then(|| req.headers().get(name).and_then(|v| v.to_str().ok()))
             .flatten()
     };
+    let client_ip = headers::client_ip(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip));
+    let client_ip_text = match conn.peer_ip.to_str() {
+        Ok(text) if client_ip == conn.peer.ip() => text.to_string(),
+        _ => client_ip.to_string(),
+    };
     let mut ex = Exchange {
         started: Instant::now(),
         arrived: AuditTime::now(),
         request_id: request_id(trusted_header(&names::X_REQUEST_ID)),
         trace: TraceContext::continue_or_start(trusted_header(&names::TRACEPARENT)),
-        client_ip: headers::client_ip(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip)),
+        client_ip,
+        client_ip_text,
         method: req.method().as_str().to_string(),
         host: request_host(&req).unwrap_or_default(),
         path: req.uri().path().to_string(),
@@ -219,9 +230,9 @@ async fn run(
                 .identity
                 .client_id
                 .clone()
-                .unwrap_or_else(|| ex.client_ip.to_string()),
+                .unwrap_or_else(|| ex.client_ip_text.clone()),
             RateLimitKey::Route => String::new(),
-            RateLimitKey::Identity | RateLimitKey::Ip => ex.client_ip.to_string(),
+            RateLimitKey::Identity | RateLimitKey::Ip => ex.client_ip_text.clone(),
         };
         if let Err(retry) = limiter.check(&key) {
             shared
@@ -249,16 +260,18 @@ async fn run(
     let client_host = req
         .headers()
         .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| ex.host.clone());
+        .cloned()
+        .or_else(|| {
+            let authority = req.uri().authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        })
+        .or_else(|| HeaderValue::from_str(&ex.host).ok());
     headers::set_forwarded(
         req.headers_mut(),
-        conn.peer.ip(),
+        &conn.peer_ip,
         peer_trusted,
         scheme,
-        &client_host,
+        client_host,
     );
     set_header(req.headers_mut(), names::X_REQUEST_ID, &ex.request_id);
     set_header(req.headers_mut(), names::TRACEPARENT, &ex.trace.header());
@@ -376,7 +389,7 @@ fn finish(
         timestamp: ex.arrived,
         request_id: ex.request_id,
         trace_id: ex.trace.trace_id,
-        client_ip: ex.client_ip.to_string(),
+        client_ip: ex.client_ip_text,
         method: ex.method,
         host: ex.host,
         path: ex.path,

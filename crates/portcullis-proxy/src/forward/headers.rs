@@ -50,7 +50,21 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// caller can re-add it for a WebSocket-style tunnel.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // Most messages carry none: one look at each name is cheaper than nine removes.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    let is_hop_by_hop = |k: &HeaderName| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    };
+    if !headers.keys().any(is_hop_by_hop) {
         return None;
     }
     let named: Vec<HeaderName> = headers
@@ -130,12 +144,13 @@ pub const TRUSTED_ONLY: [HeaderName; 5] = [
 
 /// Sets `X-Forwarded-For/Proto/Host`. From a trusted peer the existing chain is
 /// extended; from anyone else it is replaced, so a client cannot forge its origin.
+/// `peer` is the connection's address as text (made once per connection).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     peer_trusted: bool,
     scheme: &str,
-    host: &str,
+    host: Option<HeaderValue>,
 ) {
     let xff = names::X_FORWARDED_FOR;
     let chain = if peer_trusted {
@@ -145,17 +160,15 @@ pub fn set_forwarded(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            peer.to_string()
+            None
         } else {
-            format!("{}, {peer}", prior.join(", "))
+            let peer = peer.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{}, {peer}", prior.join(", "))).ok()
         }
     } else {
-        peer.to_string()
+        None
     };
-    headers.remove(&xff);
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(xff, v);
-    }
+    headers.insert(xff, chain.unwrap_or_else(|| peer.clone()));
     let keep = |headers: &HeaderMap, name: &HeaderName| peer_trusted && headers.contains_key(name);
     if !keep(headers, &names::X_FORWARDED_PROTO) {
         headers.insert(
@@ -165,7 +178,7 @@ pub fn set_forwarded(
     }
     if !keep(headers, &names::X_FORWARDED_HOST) {
         headers.remove(names::X_FORWARDED_HOST);
-        if let Ok(v) = HeaderValue::from_str(host) {
+        if let Some(v) = host {
             headers.insert(names::X_FORWARDED_HOST, v);
         }
     }
@@ -237,17 +250,23 @@ mod tests {
 
     #[test]
     fn forwarded_chain_only_from_trusted_peers() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
-        set_forwarded(&mut h, peer, false, "http", "api.example.com");
+        let peer = HeaderValue::from_static("10.0.0.1");
+        set_forwarded(
+            &mut h,
+            &peer,
+            false,
+            "http",
+            Some(HeaderValue::from_static("api.example.com")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, peer, true, "https", "api");
+        set_forwarded(&mut h, &peer, true, "https", None);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

@@ -118,8 +118,11 @@ async fn serve<IO>(
         max_head_bytes: usize::try_from(server_cfg.max_header_bytes.0).unwrap_or(usize::MAX),
         header_read_timeout: server_cfg.header_read_timeout.get(),
     };
+    let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
     let conn = Arc::new(ConnInfo {
         peer,
+        peer_ip,
         tls: peer_cert.is_some(),
         peer_cert: peer_cert.flatten(),
         verdict: verdict.clone(),
