@@ -108,7 +108,10 @@ pub async fn handle(
     // upgrade; if no upgrade happens, the connection must not carry more requests.
     let asked_upgrade = req.version() <= http::Version::HTTP_11
         && req.headers().contains_key(http::header::UPGRADE);
-    let result = run(req, &conn, &shared, &rt, peer_trusted, &mut ex).await;
+    // Boxed: hyper keeps room for this future in every connection for its whole
+    // life, idle or not; the pipeline's state lives in the heap only while a
+    // request is in flight.
+    let result = Box::pin(run(req, &conn, &shared, &rt, peer_trusted, &mut ex)).await;
     let mut response = match result {
         Ok(resp) => resp,
         Err(refusal) => {
