@@ -198,7 +198,7 @@ async fn run(
         Credential::Bearer(token) if route_cfg.auth != AuthMode::None => {
             ex.identity = rt
                 .auth
-                .verify_bearer(&token)
+                .verify_bearer(token)
                 .await
                 .map_err(|e| Refusal::with_message(e.reason, e.description))?;
         }
@@ -276,7 +276,11 @@ async fn run(
         scheme,
         client_host,
     );
-    set_header(req.headers_mut(), names::X_REQUEST_ID, &ex.request_id);
+    // Validated once, sent both ways.
+    let request_id = HeaderValue::from_str(&ex.request_id).ok();
+    if let Some(id) = &request_id {
+        req.headers_mut().insert(names::X_REQUEST_ID, id.clone());
+    }
     set_header(req.headers_mut(), names::TRACEPARENT, &ex.trace.header());
     if !route_cfg.forward_token {
         req.headers_mut().remove(http::header::AUTHORIZATION);
@@ -303,7 +307,9 @@ async fn run(
         .upstream_duration
         .observe(upstream_elapsed.as_secs_f64());
     let mut resp = result?;
-    set_header(resp.headers_mut(), names::X_REQUEST_ID, &ex.request_id);
+    if let Some(id) = request_id {
+        resp.headers_mut().insert(names::X_REQUEST_ID, id);
+    }
     Ok(resp)
 }
 

@@ -8,11 +8,14 @@ use crate::runtime::Runtime;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_config::RouteConfig;
 use portcullis_core::Identity;
-use portcullis_identity::assertion::SignedAssertion;
 use portcullis_identity::KeyedHash;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What one caller's requests carry upstream: the identity headers and the
+/// assertion, built once per caller and audience and reused with the assertion.
+pub type Propagated = Arc<[(HeaderName, HeaderValue)]>;
 
 /// Sets the identity headers and the assertion for an authenticated caller; does
 /// nothing for an anonymous one.
@@ -26,66 +29,82 @@ pub fn identity_headers(
     if !identity.is_authenticated() {
         return Ok(());
     }
-    let mut set = |name: HeaderName, value: &str| {
-        // A claim with a control character cannot become a header; it is left out
-        // rather than sanitized into something the IdP never said.
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    if !identity.subject.is_empty() {
-        set(names::X_AUTH_REQUEST_USER, &identity.subject);
-    }
-    if let Some(email) = &identity.email {
-        set(names::X_AUTH_REQUEST_EMAIL, email);
-    }
-    if !identity.groups.is_empty() {
-        set(names::X_AUTH_REQUEST_GROUPS, &identity.groups.join(","));
-    }
-    if let Some(client) = &identity.client_id {
-        set(names::X_AUTH_REQUEST_CLIENT_ID, client);
-    }
-    if let Some(workload) = &identity.workload {
-        set(names::X_PORTCULLIS_WORKLOAD, workload);
-    }
     let audience = match &route.audience {
         Some(aud) => aud.as_str(),
         None => pool.endpoints.first().map_or("", |e| e.origin.as_str()),
     };
-    let assertion = rt.assertions.get_or_sign(identity, audience, || {
-        rt.signer
+    let propagated = rt.assertions.get_or_sign(identity, audience, || {
+        let signed = rt
+            .signer
             .sign(identity, &rt.public_url, audience)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let assertion = HeaderValue::from_str(&signed.token).map_err(|e| e.to_string())?;
+        let mut set = identity_values(identity);
+        set.push((rt.assertion_header.clone(), assertion));
+        Ok((set.into(), signed.expires_at))
     })?;
-    headers.insert(rt.assertion_header.clone(), assertion);
+    for (name, value) in propagated.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
     Ok(())
+}
+
+/// The `X-Auth-Request-*` headers (SPEC §3) for `identity`.
+fn identity_values(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let mut set = Vec::with_capacity(6);
+    let mut add = |name: HeaderName, value: &str| {
+        // A claim with a control character cannot become a header; it is left out
+        // rather than sanitized into something the IdP never said.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            set.push((name, v));
+        }
+    };
+    if !identity.subject.is_empty() {
+        add(names::X_AUTH_REQUEST_USER, &identity.subject);
+    }
+    if let Some(email) = &identity.email {
+        add(names::X_AUTH_REQUEST_EMAIL, email);
+    }
+    if !identity.groups.is_empty() {
+        add(names::X_AUTH_REQUEST_GROUPS, &identity.groups.join(","));
+    }
+    if let Some(client) = &identity.client_id {
+        add(names::X_AUTH_REQUEST_CLIENT_ID, client);
+    }
+    if let Some(workload) = &identity.workload {
+        add(names::X_PORTCULLIS_WORKLOAD, workload);
+    }
+    set
 }
 
 /// Entries kept before the cache is emptied: bounds memory under many callers.
 const MAX_ENTRIES: usize = 10_000;
 
-/// Assertions reused for the same caller and audience while at least half of their
-/// lifetime remains. Signing (an ECDSA signature per request) dominated the
-/// full-path benchmark profile; a caller repeating calls gets one assertion per half
-/// `ttl` instead. Every reused assertion still has at least `ttl / 2` to live.
+/// Assertions (with the identity headers built beside them) reused for the same
+/// caller and audience while at least half of their lifetime remains. Signing (an
+/// ECDSA signature per request) dominated the full-path benchmark profile; a caller
+/// repeating calls gets one assertion per half `ttl` instead. Every reused
+/// assertion still has at least `ttl / 2` to live. One cache per config load, so a
+/// changed `assertion.header` or key never serves stale entries.
 #[derive(Default)]
 pub struct AssertionCache {
     entries: Mutex<HashMap<u128, Cached>>,
 }
 
 struct Cached {
-    value: HeaderValue,
+    value: Propagated,
     reuse_until: u64,
 }
 
 impl AssertionCache {
-    /// The cached assertion for `identity` and `audience`, or a new one from `sign`.
+    /// The cached headers for `identity` and `audience`, or new ones from `sign`
+    /// (which also returns the assertion's `exp`).
     pub fn get_or_sign(
         &self,
         identity: &Identity,
         audience: &str,
-        sign: impl FnOnce() -> Result<SignedAssertion, String>,
-    ) -> Result<HeaderValue, String> {
+        sign: impl FnOnce() -> Result<(Propagated, u64), String>,
+    ) -> Result<Propagated, String> {
         let key = cache_key(identity, audience);
         let now = now_unix();
         if let Ok(entries) = self.entries.lock() {
@@ -93,9 +112,7 @@ impl AssertionCache {
                 return Ok(hit.value.clone());
             }
         }
-        let signed = sign()?;
-        let exp = signed.expires_at;
-        let value = HeaderValue::from_str(&signed.token).map_err(|e| e.to_string())?;
+        let (value, exp) = sign()?;
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
@@ -153,11 +170,9 @@ fn now_unix() -> u64 {
 mod tests {
     use super::*;
 
-    fn token_with_exp(exp: u64) -> SignedAssertion {
-        SignedAssertion {
-            token: format!("header.{exp}.sig"),
-            expires_at: exp,
-        }
+    fn token_with_exp(exp: u64) -> (Propagated, u64) {
+        let value = HeaderValue::from_str(&format!("header.{exp}.sig")).unwrap();
+        (vec![(names::X_AUTH_REQUEST_USER, value)].into(), exp)
     }
 
     #[test]

@@ -2,10 +2,7 @@
 //! (RFC 9110 §7.6.1), forwarding headers, and identity headers a client may try to
 //! spoof (SPEC §3).
 
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use std::net::IpAddr;
 
 /// Header names the proxy reads or writes on every request. Lookups by `&str` parse
@@ -28,43 +25,20 @@ pub mod names {
     pub const X_AUTH_REQUEST_CLIENT_ID: HeaderName =
         HeaderName::from_static("x-auth-request-client-id");
     pub const X_PORTCULLIS_WORKLOAD: HeaderName = HeaderName::from_static("x-portcullis-workload");
-    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 }
-
-/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    CONNECTION,
-    names::KEEP_ALIVE,
-    names::PROXY_CONNECTION,
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-];
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 /// Returns the `Upgrade` value when the message asked for a protocol upgrade, so the
 /// caller can re-add it for a WebSocket-style tunnel.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    // Most messages carry none: one look at each name is cheaper than nine removes.
-    let is_hop_by_hop = |k: &HeaderName| {
-        matches!(
-            k.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    };
-    if !headers.keys().any(is_hop_by_hop) {
+    // One look at each name finds the few present (usually none in a request,
+    // `Connection` in a response), instead of nine blind removes.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return None;
     }
     let named: Vec<HeaderName> = headers
@@ -80,16 +54,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     } else {
         None
     };
-    for name in named {
-        // A client must not be able to make the proxy drop the headers it sets itself
-        // (or that carry identity) by naming them in `Connection`; those are removed
-        // and re-set after this anyway, so removing here is harmless and complete.
-        headers.remove(&name);
-    }
-    for name in &HOP_BY_HOP {
+    // A client must not be able to make the proxy drop the headers it sets itself
+    // (or that carry identity) by naming them in `Connection`; those are removed
+    // and re-set after this anyway, so removing here is harmless and complete.
+    for name in named.iter().chain(&present) {
         headers.remove(name);
     }
     upgrade
+}
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1 and their common relatives.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// True for identity headers that only the proxy may set (SPEC §3), in any case and
