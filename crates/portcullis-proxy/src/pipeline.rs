@@ -26,7 +26,7 @@ use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{normalize, Decision, RequestFacts};
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,9 +50,8 @@ pub struct Exchange {
     pub arrived: AuditTime,
     pub request_id: String,
     pub trace: TraceContext,
-    pub client_ip: IpAddr,
-    /// `client_ip` as text.
-    pub client_ip_text: String,
+    /// The client's address (after `trusted_proxies`), as text.
+    pub client_ip: String,
     pub method: String,
     pub host: String,
     /// Normalized when normalization succeeded, else the raw path (never the query).
@@ -82,7 +81,8 @@ pub async fn handle(
             .flatten()
     };
     let client_ip = headers::client_ip(req.headers(), conn.peer.ip(), |ip| rt.is_trusted(ip));
-    let client_ip_text = match conn.peer_ip.to_str() {
+    // Usually the peer itself, whose text was made when the connection opened.
+    let client_ip = match conn.peer_ip.to_str() {
         Ok(text) if client_ip == conn.peer.ip() => text.to_string(),
         _ => client_ip.to_string(),
     };
@@ -92,7 +92,6 @@ pub async fn handle(
         request_id: request_id(trusted_header(&names::X_REQUEST_ID)),
         trace: TraceContext::continue_or_start(trusted_header(&names::TRACEPARENT)),
         client_ip,
-        client_ip_text,
         method: req.method().as_str().to_string(),
         host: request_host(&req).unwrap_or_default(),
         path: req.uri().path().to_string(),
@@ -233,9 +232,9 @@ async fn run(
                 .identity
                 .client_id
                 .clone()
-                .unwrap_or_else(|| ex.client_ip_text.clone()),
+                .unwrap_or_else(|| ex.client_ip.clone()),
             RateLimitKey::Route => String::new(),
-            RateLimitKey::Identity | RateLimitKey::Ip => ex.client_ip_text.clone(),
+            RateLimitKey::Identity | RateLimitKey::Ip => ex.client_ip.clone(),
         };
         if let Err(retry) = limiter.check(&key) {
             shared
@@ -398,7 +397,7 @@ fn finish(
         timestamp: ex.arrived,
         request_id: ex.request_id,
         trace_id: ex.trace.trace_id,
-        client_ip: ex.client_ip_text,
+        client_ip: ex.client_ip,
         method: ex.method,
         host: ex.host,
         path: ex.path,
