@@ -45,6 +45,12 @@ pub struct Config {
     /// Global policy settings (`explain_to_caller`).
     #[serde(default)]
     pub policy: PolicySettings,
+    /// OpenTelemetry trace export; off when absent.
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
+    /// Outbound OAuth2 clients for `routes[].upstream_auth` (SPEC §9).
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
     /// Routes, evaluated in order; the first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -84,6 +90,22 @@ pub struct ServerConfig {
     /// Let `%2F` (and `\`) through path normalization instead of refusing with 400.
     #[serde(default)]
     pub allow_encoded_slashes: bool,
+    /// Match routes and `paths` rules with letter case (default false: case is
+    /// ignored, because many upstreams serve `/Admin` as `/admin`).
+    #[serde(default)]
+    pub case_sensitive_paths: bool,
+    /// Keep-alive connections with no request in flight are closed after this
+    /// (default 60s).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; past it new ones are closed at once
+    /// (default 20000).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// A client that accepts no bytes of a response for this long is disconnected
+    /// (default 60s).
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +121,10 @@ impl Default for ServerConfig {
             shutdown_grace: default_shutdown_grace(),
             watch: false,
             allow_encoded_slashes: false,
+            case_sensitive_paths: false,
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            write_timeout: default_write_timeout(),
         }
     }
 }
@@ -117,6 +143,15 @@ fn default_max_header_bytes() -> ByteSize {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(15)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> u32 {
+    20_000
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `server.tls`: TLS termination on the main listener.
@@ -370,6 +405,19 @@ pub struct LoginConfig {
     /// Hosts that post-login redirects may point to (names or `*.suffix`).
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<String>,
+    /// Longest life of a session, however active (default 12h).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl: Duration,
+    /// A session unused for this long ends (default 1h).
+    #[serde(default = "default_session_idle")]
+    pub idle_timeout: Duration,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_login_scopes() -> Vec<String> {
@@ -537,6 +585,79 @@ impl<'de> Deserialize<'de> for AuditSink {
 pub struct ExtAuthzConfig {
     /// Address of the `Authorization/Check` gRPC server, `IP:PORT`.
     pub grpc_listen: String,
+    /// Serve it over TLS (and require Envoy's client certificate with `client_ca_file`).
+    #[serde(default)]
+    pub tls: Option<ExtAuthzTlsConfig>,
+}
+
+/// `ext_authz.tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzTlsConfig {
+    /// Server certificate chain (PEM).
+    pub cert_file: String,
+    /// Private key (PEM) of `cert_file`.
+    pub key_file: String,
+    /// CA bundle (PEM) that Envoy's client certificate must chain to.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
+
+/// `telemetry`: OpenTelemetry trace export over OTLP/gRPC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector, e.g. `http://collector:4317`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans (default `portcullis`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces sampled (default 1.0); a sampled incoming
+    /// `traceparent` is always honoured.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+fn default_service_name() -> String {
+    "portcullis".to_string()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+/// One entry of `credentials`: an outbound OAuth2 client (SPEC §9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Unique name, referenced by `routes[].upstream_auth.credential`.
+    pub name: String,
+    /// The token endpoint; or `provider` to take it from that provider's discovery.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// A provider name whose discovery document gives the token endpoint.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The OAuth client id.
+    pub client_id: String,
+    /// `client_secret_basic` secret; never logged.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// How the client authenticates: `client_secret_basic` (default with a
+    /// secret), `client_secret_post`, or `private_key_jwt` (default with a key).
+    #[serde(default)]
+    pub auth_method: Option<String>,
+    /// `private_key_jwt` (RFC 7523) signing key, ES256 or RS256 (PEM).
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Scopes requested.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Sent as `audience` and as RFC 8707 `resource`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// A PEM bundle trusted (besides the system roots) for the token endpoint.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// Top-level `policy` settings that apply to every route.
@@ -604,6 +725,25 @@ pub struct RouteConfig {
     /// Redirect unauthenticated browsers to `login.provider`.
     #[serde(default)]
     pub login: bool,
+    /// Protocol upgrades forwarded and tunnelled (default `[websocket]`); `h2c`
+    /// is never forwarded.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+    /// Outbound credential sent upstream instead of the caller's (SPEC §9).
+    #[serde(default)]
+    pub upstream_auth: Option<UpstreamAuthConfig>,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_string()]
+}
+
+/// `routes[].upstream_auth`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthConfig {
+    /// The name of an entry of `credentials`.
+    pub credential: String,
 }
 
 /// `routes[].match`.
