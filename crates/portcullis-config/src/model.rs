@@ -264,6 +264,10 @@ pub struct ProviderConfig {
     /// OAuth client secret used by browser login; never logged.
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// A PEM bundle trusted (besides the system roots) for this provider's
+    /// discovery, JWKS and introspection fetches.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -625,8 +629,9 @@ fn default_sample_ratio() -> f64 {
     1.0
 }
 
-/// One entry of `credentials`: an outbound OAuth2 client (SPEC §9).
-#[derive(Debug, Clone, Deserialize)]
+/// One entry of `credentials`: an outbound OAuth2 client (SPEC §9). Its `Debug`
+/// leaves the secret out.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
     /// Unique name, referenced by `routes[].upstream_auth.credential`.
@@ -658,6 +663,26 @@ pub struct CredentialConfig {
     /// A PEM bundle trusted (besides the system roots) for the token endpoint.
     #[serde(default)]
     pub ca_file: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("name", &self.name)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("provider", &self.provider)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth_method", &self.auth_method)
+            .field("private_key_file", &self.private_key_file)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// Top-level `policy` settings that apply to every route.

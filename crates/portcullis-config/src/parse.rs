@@ -30,6 +30,8 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "audit",
     "ext_authz",
     "policy",
+    "telemetry",
+    "credentials",
     "routes",
 ];
 
@@ -112,6 +114,7 @@ pub(crate) fn parse(
             "audit" => probes.section(key, &mut config.audit),
             "ext_authz" => probes.section(key, &mut config.ext_authz),
             "policy" => probes.section(key, &mut config.policy),
+            "credentials" => probes.section(key, &mut config.credentials),
             "routes" => config.routes = probes.items(key, *items, |s, i| s.route_index.push(i)),
             // Unknown top-level keys are reported by the loader from the layout.
             _ => {}

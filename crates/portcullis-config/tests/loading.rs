@@ -167,7 +167,8 @@ fn unknown_top_level_key() {
         errors("server: {}\nroutez: []\n"),
         [
             "portcullis.yaml:2:1: unknown key `routez`: expected one of server, admin, providers, \
-          workload_identity, login, assertion, shared_state, audit, ext_authz, policy, routes"
+          workload_identity, login, assertion, shared_state, audit, ext_authz, policy, telemetry, \
+          credentials, routes"
         ]
     );
 }

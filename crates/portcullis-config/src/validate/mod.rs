@@ -4,6 +4,7 @@
 //! the same answer on a laptop as in the cluster.
 
 mod checks;
+mod credentials;
 mod identity;
 mod routes;
 mod rules;
@@ -121,6 +122,7 @@ pub(crate) fn validate(config: &Config, report: &mut Report<'_>) {
     server::validate(config, &root, report);
     identity::validate(config, &root, report);
     routes::validate(config, &root, report);
+    credentials::validate(config, &root, report);
 }
 
 /// A duration setting that must not be zero.
