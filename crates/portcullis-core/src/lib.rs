@@ -97,6 +97,8 @@ pub enum Reason {
     BadRequest,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// An outbound token for `upstream_auth` could not be obtained (SPEC §9).
+    CredentialUnavailable,
 }
 
 impl Reason {
@@ -120,6 +122,7 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::CredentialUnavailable => "credential_unavailable",
         }
     }
 
@@ -140,7 +143,7 @@ impl Reason {
             Reason::RateLimited => 429,
             Reason::NoRoute => 404,
             Reason::BadRequest => 400,
-            Reason::UpstreamUnavailable => 502,
+            Reason::UpstreamUnavailable | Reason::CredentialUnavailable => 502,
             Reason::UpstreamTimeout => 504,
         }
     }
@@ -183,6 +186,11 @@ mod tests {
         assert!(!Reason::MissingToken.is_token_failure());
         assert_eq!(Reason::InsufficientScope.status(), 403);
         assert_eq!(Reason::UpstreamTimeout.status(), 504);
+        assert_eq!(
+            Reason::CredentialUnavailable.as_str(),
+            "credential_unavailable"
+        );
+        assert_eq!(Reason::CredentialUnavailable.status(), 502);
         assert_eq!(
             serde_json::to_string(&Reason::NoRoute).ok().as_deref(),
             Some("\"no_route\"")

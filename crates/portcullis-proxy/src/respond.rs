@@ -66,6 +66,9 @@ fn default_message(reason: Reason) -> &'static str {
         Reason::BadRequest => "bad request",
         Reason::UpstreamUnavailable => "the upstream service is unavailable",
         Reason::UpstreamTimeout => "the upstream service did not answer in time",
+        Reason::CredentialUnavailable => {
+            "the proxy could not obtain a credential for the upstream service"
+        }
     }
 }
 
