@@ -42,6 +42,19 @@ fn server_errors() {
         "server.request_timeout: must be greater than 0",
     );
     assert_error(
+        "server: {idle_timeout: 0s}\n",
+        "server.idle_timeout: must be greater than 0",
+    );
+    assert_error(
+        "server: {write_timeout: 0ms}\n",
+        "server.write_timeout: must be greater than 0",
+    );
+    assert_error(
+        "server: {max_connections: 0}\n",
+        "server.max_connections: must be greater than 0",
+    );
+    assert_ok("server: {idle_timeout: 5s, write_timeout: 1s, max_connections: 1}\n");
+    assert_error(
         "ext_authz: {grpc_listen: ':9001'}\n",
         "ext_authz.grpc_listen: invalid address",
     );

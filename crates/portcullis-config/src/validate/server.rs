@@ -147,6 +147,14 @@ fn server(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
         &at.key("header_read_timeout"),
         s.header_read_timeout,
     );
+    nonzero(report, &at.key("idle_timeout"), s.idle_timeout);
+    nonzero(report, &at.key("write_timeout"), s.write_timeout);
+    if s.max_connections == 0 {
+        report.error(
+            &at.key("max_connections"),
+            "must be greater than 0: no connection could ever be served",
+        );
+    }
     if s.max_header_bytes.0 < 1024 {
         report.error(
             &at.key("max_header_bytes"),
