@@ -1,16 +1,18 @@
 //! The identity assertion the proxy hands to upstreams (SPEC §3): a JWT signed by
 //! the proxy, and the JWKS that verifies it (`/.well-known/portcullis/jwks.json`).
 //!
-//! Keys are either generated in memory and rotated every `rotate_every`, or loaded
-//! from `signing_key_file` / `signing_keys_dir` (so replicas share keys; the
-//! newest file signs, every file is published). With generated keys, the *next*
-//! key is published one period before it starts signing, so verifiers that cache
-//! our JWKS already know it, and a retired key stays published until every
-//! assertion it signed has expired (`ttl`, plus a minute of skew).
+//! Keys are either generated in memory and rotated every `rotate_every`, loaded
+//! from `signing_key_file` (one fixed key), or kept in `signing_keys_dir`, where
+//! they are generated and rotated on disk so that replicas share them (see
+//! [`crate::assertion_keys`]). With rotation, the *next* key is published one
+//! period before it starts signing, so verifiers that cache our JWKS already know
+//! it, and a retired key stays published until every assertion it signed has
+//! expired (`ttl`, plus a minute of skew).
 //!
 //! Signing is one serialization, one base64 pass and one signature into a
 //! pre-sized string; the header is encoded once per key.
 
+use crate::assertion_keys::{DirKey, KeyDir};
 use crate::jose::{b64_encode, Alg};
 use crate::keys::{KeyError, SigningKey};
 use crate::util::now_unix;
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use portcullis_config::{AssertionAlgorithm, AssertionConfig};
 use portcullis_core::Identity;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Extra time a retired key stays published beyond the assertion TTL, for clock
@@ -41,7 +43,7 @@ pub enum AssertionError {
         found: String,
         wanted: String,
     },
-    #[error("{0}: no *.pem keys in the directory")]
+    #[error("{0}: no signing key of the configured algorithm in the directory")]
     NoKeys(String),
     #[error("could not generate an assertion key: {0}")]
     Generate(KeyError),
@@ -71,9 +73,9 @@ struct State {
     next: Option<Arc<ActiveKey>>,
     /// Retired keys and the Unix time until which they stay published.
     retired: Vec<(Arc<ActiveKey>, u64)>,
-    /// Loaded keys that do not sign but are published (signing_keys_dir).
+    /// Keys that do not sign but are published (other `*.pem` in signing_keys_dir).
     others: Vec<Arc<ActiveKey>>,
-    /// Generated mode: when `next` takes over.
+    /// With rotation: when `next` takes over.
     rotate_at: Option<u64>,
     jwks: Bytes,
 }
@@ -113,11 +115,22 @@ pub struct SignedAssertion {
     pub expires_at: u64,
 }
 
+/// Where the keys come from.
+enum Mode {
+    /// `signing_key_file`: one key, never rotated.
+    Fixed,
+    /// Neither file nor directory: generated in memory, rotated in memory.
+    Generated(Alg),
+    /// `signing_keys_dir`: generated and rotated on disk; [`AssertionSigner::maintain`]
+    /// keeps the directory and the published set in step.
+    Dir(KeyDir),
+}
+
 /// Signs assertions and publishes their keys. Cheap to share behind an `Arc`.
 pub struct AssertionSigner {
     state: ArcSwap<State>,
     rotation: Mutex<()>,
-    generated: Option<Alg>,
+    mode: Mode,
     rotate_every: u64,
     ttl: u64,
 }
@@ -145,6 +158,29 @@ impl AssertionSigner {
         Self::new_at(cfg, None, now_unix())
     }
 
+    /// The signer `serve` would build, without writing anything: for `check`. A
+    /// `signing_keys_dir` is read if it exists (every key in it must load); the keys
+    /// `serve` would create there are generated in memory instead.
+    pub fn new_read_only(cfg: &AssertionConfig) -> Result<Self, AssertionError> {
+        let now = now_unix();
+        let Some(dir) = &cfg.signing_keys_dir else {
+            return Self::new_at(cfg, None, now);
+        };
+        let key_dir = Self::key_dir(dir, cfg);
+        let mut keys = key_dir.load()?;
+        if !keys
+            .iter()
+            .any(|k| k.start.is_some_and(|s| s <= now) && k.key.alg() == key_dir.alg())
+        {
+            keys.push(DirKey {
+                key: SigningKey::generate(key_dir.alg()).map_err(AssertionError::Generate)?,
+                start: Some(key_dir.period_start(now)),
+            });
+        }
+        let state = dir_state(keys, &key_dir, ttl_secs(cfg), now)?;
+        Ok(Self::with_state(state, Mode::Dir(key_dir), cfg))
+    }
+
     /// Like [`new`](Self::new), but keeps `previous`'s generated keys when both
     /// generate keys of the same algorithm, so a config reload does not make
     /// upstreams refetch keys or reject in-flight assertions.
@@ -161,17 +197,23 @@ impl AssertionSigner {
         now: u64,
     ) -> Result<Self, AssertionError> {
         let alg = wanted_alg(cfg);
-        let rotate_every = cfg.rotate_every.get().as_secs().max(1);
-        let ttl = cfg.ttl.get().as_secs().max(1);
-        let (state, generated) = if let Some(file) = &cfg.signing_key_file {
+        let rotate_every = rotate_every_secs(cfg);
+        let (state, mode) = if let Some(file) = &cfg.signing_key_file {
             let key = load_key(Path::new(file), alg)?;
             (
                 State::build(Arc::new(ActiveKey::new(key)), None, vec![], vec![], None),
-                None,
+                Mode::Fixed,
             )
         } else if let Some(dir) = &cfg.signing_keys_dir {
-            (load_dir(Path::new(dir), alg)?, None)
-        } else if let Some(prev) = previous.filter(|p| p.generated == Some(alg)) {
+            let key_dir = Self::key_dir(dir, cfg);
+            let keys = key_dir.sync(now)?;
+            (
+                dir_state(keys, &key_dir, ttl_secs(cfg), now)?,
+                Mode::Dir(key_dir),
+            )
+        } else if let Some(prev) =
+            previous.filter(|p| matches!(p.mode, Mode::Generated(a) if a == alg))
+        {
             let old = prev.state.load_full();
             let rotate_at = Some(
                 old.rotate_at
@@ -184,7 +226,7 @@ impl AssertionSigner {
                 vec![],
                 rotate_at,
             );
-            (state, Some(alg))
+            (state, Mode::Generated(alg))
         } else {
             let current = Arc::new(ActiveKey::new(
                 SigningKey::generate(alg).map_err(AssertionError::Generate)?,
@@ -200,16 +242,68 @@ impl AssertionSigner {
                     vec![],
                     Some(now + rotate_every),
                 ),
-                Some(alg),
+                Mode::Generated(alg),
             )
         };
-        Ok(Self {
+        Ok(Self::with_state(state, mode, cfg))
+    }
+
+    fn with_state(state: State, mode: Mode, cfg: &AssertionConfig) -> Self {
+        Self {
             state: ArcSwap::from_pointee(state),
             rotation: Mutex::new(()),
-            generated,
-            rotate_every,
-            ttl,
-        })
+            mode,
+            rotate_every: rotate_every_secs(cfg),
+            ttl: ttl_secs(cfg),
+        }
+    }
+
+    fn key_dir(dir: &str, cfg: &AssertionConfig) -> KeyDir {
+        KeyDir::new(
+            dir,
+            wanted_alg(cfg),
+            rotate_every_secs(cfg),
+            ttl_secs(cfg) + RETIRE_GRACE_SECS,
+        )
+    }
+
+    /// How often [`maintain`](Self::maintain) should run: `Some` only for
+    /// `signing_keys_dir`, often enough that the next key always exists (and is
+    /// published) well before it has to sign.
+    pub fn maintenance_interval(&self) -> Option<std::time::Duration> {
+        match self.mode {
+            Mode::Dir(_) => Some(std::time::Duration::from_millis(
+                (self.rotate_every * 1000 / 4).clamp(250, 60_000),
+            )),
+            _ => None,
+        }
+    }
+
+    /// `signing_keys_dir`: creates the keys of this and the next period when no
+    /// replica has yet, loads the keys other replicas made, drops files nobody needs,
+    /// and republishes. Blocking file I/O: run it off the request path. A failure
+    /// is logged and the current keys keep serving.
+    pub fn maintain(&self) {
+        self.maintain_at(now_unix());
+    }
+
+    fn maintain_at(&self, now: u64) {
+        let Mode::Dir(key_dir) = &self.mode else {
+            return;
+        };
+        let fresh = key_dir
+            .sync(now)
+            .and_then(|keys| dir_state(keys, key_dir, self.ttl, now));
+        match fresh {
+            Ok(state) => {
+                let _guard = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
+                let merged = self.keep_what_signed(state, now);
+                self.state.store(Arc::new(merged));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "assertion keys not refreshed; keeping the current ones")
+            }
+        }
     }
 
     /// Assertion lifetime in seconds.
@@ -300,6 +394,37 @@ impl AssertionSigner {
         self.state_at(now_unix()).jwks.clone()
     }
 
+    /// `fresh` (computed from the directory), still publishing every key this
+    /// replica signed with until its assertions have expired, even when the files
+    /// say it stopped signing earlier (maintenance did not run for a while, or a
+    /// file was removed).
+    fn keep_what_signed(&self, fresh: State, now: u64) -> State {
+        let old = self.state.load_full();
+        let mut retired = fresh.retired;
+        let signing_until = now + self.ttl + RETIRE_GRACE_SECS;
+        let signed = old
+            .retired
+            .iter()
+            .cloned()
+            .chain(std::iter::once((old.current.clone(), signing_until)));
+        for (key, until) in signed {
+            let kid = key.key.kid();
+            if kid == fresh.current.key.kid() || now >= until {
+                continue;
+            }
+            match retired.iter_mut().find(|(k, _)| k.key.kid() == kid) {
+                Some((_, known)) => *known = (*known).max(until),
+                None => retired.push((key, until)),
+            }
+        }
+        let others = fresh
+            .others
+            .into_iter()
+            .filter(|k| !retired.iter().any(|(r, _)| r.key.kid() == k.key.kid()))
+            .collect();
+        State::build(fresh.current, fresh.next, retired, others, fresh.rotate_at)
+    }
+
     /// The state, rotated first when a rotation or a retirement is due. The fast
     /// path is one atomic load and two comparisons.
     fn state_at(&self, now: u64) -> Arc<State> {
@@ -320,7 +445,20 @@ impl AssertionSigner {
             .cloned()
             .collect();
         let mut rotate_at = state.rotate_at;
-        if let (Some(at), Some(alg)) = (rotate_at, self.generated) {
+        if let (Some(at), Mode::Dir(_)) = (rotate_at, &self.mode) {
+            // The next key is already loaded and published: switch without I/O;
+            // `maintain` creates the one after.
+            if now >= at {
+                if let Some(promoted) = next.take() {
+                    retired.push((current, now + self.ttl + RETIRE_GRACE_SECS));
+                    current = promoted;
+                    tracing::info!(kid = current.key.kid(), "assertion signing key rotated");
+                }
+                rotate_at = None;
+            }
+        }
+        if let (Some(at), Mode::Generated(alg)) = (rotate_at, &self.mode) {
+            let alg = *alg;
             if now >= at {
                 if let Ok(fresh) = SigningKey::generate(alg) {
                     retired.push((current, now + self.ttl + RETIRE_GRACE_SECS));
@@ -427,197 +565,67 @@ fn load_key(path: &Path, wanted: Alg) -> Result<SigningKey, AssertionError> {
     Ok(key)
 }
 
-/// Every `*.pem` in `dir`; the most recently modified signs (ties: the greater
-/// file name, so every replica picks the same one).
-fn load_dir(dir: &Path, wanted: Alg) -> Result<State, AssertionError> {
-    let shown = dir.display().to_string();
-    let entries = std::fs::read_dir(dir).map_err(|e| AssertionError::File {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| AssertionError::File {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("pem") || !path.is_file() {
-            continue;
+fn rotate_every_secs(cfg: &AssertionConfig) -> u64 {
+    cfg.rotate_every.get().as_secs().max(1)
+}
+
+fn ttl_secs(cfg: &AssertionConfig) -> u64 {
+    cfg.ttl.get().as_secs().max(1)
+}
+
+/// What is published and what signs at `now`, from the keys of a `signing_keys_dir`:
+/// of the managed keys of the configured algorithm, the one whose period started
+/// last signs, the first still to start is `next`, and each earlier one stays
+/// published until its successor started `ttl` plus grace ago. A managed key of
+/// another algorithm (the algorithm was changed) stays published for its period
+/// and the lifetime of its last assertions; any other `*.pem` is published.
+fn dir_state(
+    keys: Vec<DirKey>,
+    key_dir: &KeyDir,
+    ttl: u64,
+    now: u64,
+) -> Result<State, AssertionError> {
+    let mut chain: Vec<(u64, Arc<ActiveKey>)> = Vec::new();
+    let mut others = Vec::new();
+    for k in keys {
+        match k.start {
+            Some(start) if k.key.alg() == key_dir.alg() => {
+                chain.push((start, Arc::new(ActiveKey::new(k.key))));
+            }
+            Some(start) => {
+                if now < start + key_dir.rotate_every() + ttl + RETIRE_GRACE_SECS {
+                    others.push(Arc::new(ActiveKey::new(k.key)));
+                }
+            }
+            None => others.push(Arc::new(ActiveKey::new(k.key))),
         }
-        let modified = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        found.push((modified, path));
     }
-    found.sort();
-    let mut keys = found
-        .iter()
-        .map(|(_, p)| load_key(p, wanted).map(|k| Arc::new(ActiveKey::new(k))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let current = keys.pop().ok_or(AssertionError::NoKeys(shown))?;
-    Ok(State::build(current, None, vec![], keys, None))
+    chain.sort_by_key(|(start, _)| *start);
+    if chain.is_empty() {
+        return Err(AssertionError::NoKeys(key_dir.shown()));
+    }
+    // With a clock behind every key's start, the earliest key signs.
+    let live = chain.iter().rposition(|(s, _)| *s <= now).unwrap_or(0);
+    let retired = (0..live)
+        .filter_map(|i| {
+            let until = chain[i + 1].0 + ttl + RETIRE_GRACE_SECS;
+            (now < until).then(|| (chain[i].1.clone(), until))
+        })
+        .collect();
+    let current = chain[live].1.clone();
+    let mut future = chain.iter().skip(live + 1);
+    let next = future.next().cloned();
+    others.extend(future.map(|(_, k)| k.clone()));
+    let rotate_at = next.as_ref().map(|(start, _)| *start);
+    Ok(State::build(
+        current,
+        next.map(|(_, k)| k),
+        retired,
+        others,
+        rotate_at,
+    ))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jose::compact::parse;
-    use crate::jwks::{KeySet, Lookup};
-    use portcullis_config::Duration;
-    use serde_json::json;
-
-    fn cfg(f: impl FnOnce(&mut AssertionConfig)) -> AssertionConfig {
-        let mut c = AssertionConfig::default();
-        f(&mut c);
-        c
-    }
-
-    fn identity() -> Identity {
-        Identity {
-            kind: portcullis_core::IdentityKind::User,
-            subject: "u-1".into(),
-            issuer: Some("https://idp".into()),
-            email: Some("a@b.c".into()),
-            groups: vec!["g1".into(), "g2".into()],
-            scopes: vec!["read".into(), "write".into()],
-            client_id: Some("web".into()),
-            ..Identity::default()
-        }
-    }
-
-    /// Verifies `token` against `jwks` and returns its claims.
-    fn verify(token: &str, jwks: &[u8]) -> serde_json::Value {
-        let set = KeySet::parse(jwks).unwrap();
-        let c = parse(token).unwrap();
-        let alg = c.header.algorithm().unwrap();
-        let Lookup::Found(key) = set.lookup(c.header.kid.as_deref(), alg) else {
-            panic!("kid not published")
-        };
-        assert!(key.verify(alg, c.signing_input, &c.signature));
-        assert_eq!(c.header.typ.as_deref(), Some("JWT"));
-        serde_json::Value::Object(c.claims)
-    }
-
-    #[test]
-    fn signs_the_spec_claims_and_omits_absent_ones() {
-        for alg in [AssertionAlgorithm::ES256, AssertionAlgorithm::EdDSA] {
-            let s = AssertionSigner::new(&cfg(|c| c.algorithm = alg)).unwrap();
-            let t = s
-                .sign_at(&identity(), "https://proxy", "http://orders:8000", 1_000)
-                .unwrap();
-            let claims = verify(&t.token, &s.state.load().jwks);
-            assert_eq!(claims["exp"], t.expires_at);
-            assert_eq!(claims["iss"], "https://proxy");
-            assert_eq!(claims["aud"], "http://orders:8000");
-            assert_eq!(claims["sub"], "u-1");
-            assert_eq!(claims["groups"], json!(["g1", "g2"]));
-            assert_eq!(claims["scope"], "read write");
-            assert_eq!(claims["idp"], "https://idp");
-            assert_eq!(claims["iat"], 1_000);
-            assert_eq!(claims["exp"], 1_060);
-            assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
-            for absent in ["roles", "workload", "name"] {
-                assert!(claims.get(absent).is_none(), "{absent}");
-            }
-        }
-        let s = AssertionSigner::new(&AssertionConfig::default()).unwrap();
-        let a = s.sign(&identity(), "i", "a").unwrap().token;
-        let b = s.sign(&identity(), "i", "a").unwrap().token;
-        assert_ne!(a, b, "jti makes every assertion unique");
-        let workload = Identity {
-            kind: portcullis_core::IdentityKind::Workload,
-            workload: Some("spiffe://td/ns/a/sa/b".into()),
-            ..Identity::default()
-        };
-        let claims = verify(&s.sign(&workload, "i", "a").unwrap().token, &s.jwks_json());
-        assert_eq!(claims["sub"], "spiffe://td/ns/a/sa/b");
-        assert_eq!(claims["workload"], "spiffe://td/ns/a/sa/b");
-
-        // An assertion never outlives the token it vouches for.
-        let short = Identity {
-            expires_at: Some(1_010),
-            ..identity()
-        };
-        let t = s.sign_at(&short, "i", "a", 1_000).unwrap().token;
-        assert_eq!(verify(&t, &s.state.load().jwks)["exp"], 1_010);
-    }
-
-    #[test]
-    fn rotation_keeps_old_keys_until_their_assertions_expire() {
-        let c = cfg(|c| {
-            c.rotate_every = Duration::from_secs(3600);
-            c.ttl = Duration::from_secs(60);
-        });
-        let s = AssertionSigner::new_at(&c, None, 0).unwrap();
-        let t0 = s.sign_at(&identity(), "i", "a", 10).unwrap().token;
-        let kid0 = s.state_at(10).current.key.kid().to_string();
-        let next_kid = s.state_at(10).next.as_ref().unwrap().key.kid().to_string();
-        assert!(
-            String::from_utf8_lossy(&s.state_at(10).jwks).contains(&next_kid),
-            "next key pre-published"
-        );
-        // Rotation at 3600: the pre-published key signs, the old one stays published.
-        let t1 = s.sign_at(&identity(), "i", "a", 3600).unwrap().token;
-        let state = s.state_at(3600);
-        assert_eq!(state.current.key.kid(), next_kid);
-        verify(&t0, &state.jwks);
-        verify(&t1, &state.jwks);
-        // Until ttl + grace after retirement.
-        assert!(String::from_utf8_lossy(&s.state_at(3600 + 119).jwks).contains(&kid0));
-        assert!(!String::from_utf8_lossy(&s.state_at(3600 + 120).jwks).contains(&kid0));
-    }
-
-    #[test]
-    fn keys_from_file_and_dir_are_shared_and_newest_signs() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = crate::keys::generate(Alg::ES256).unwrap();
-        let new = crate::keys::generate(Alg::ES256).unwrap();
-        std::fs::write(dir.path().join("a-old.pem"), &old.pkcs8_pem).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(dir.path().join("b-new.pem"), &new.pkcs8_pem).unwrap();
-        std::fs::write(dir.path().join("README"), "not a key").unwrap();
-        let c = cfg(|c| c.signing_keys_dir = Some(dir.path().display().to_string()));
-        let one = AssertionSigner::new(&c).unwrap();
-        let two = AssertionSigner::new(&c).unwrap();
-        assert_eq!(one.current_kid(), new.kid);
-        let t = one.sign(&identity(), "i", "a").unwrap().token;
-        verify(&t, &two.jwks_json());
-        let jwks = String::from_utf8(two.jwks_json().to_vec()).unwrap();
-        assert!(jwks.contains(&old.kid) && jwks.contains(&new.kid));
-
-        let file =
-            cfg(|c| c.signing_key_file = Some(dir.path().join("a-old.pem").display().to_string()));
-        assert_eq!(AssertionSigner::new(&file).unwrap().current_kid(), old.kid);
-        let eddsa = cfg(|c| {
-            c.signing_key_file = Some(dir.path().join("a-old.pem").display().to_string());
-            c.algorithm = AssertionAlgorithm::EdDSA;
-        });
-        assert!(matches!(
-            AssertionSigner::new(&eddsa),
-            Err(AssertionError::WrongAlgorithm { .. })
-        ));
-        let empty = tempfile::tempdir().unwrap();
-        let none = cfg(|c| c.signing_keys_dir = Some(empty.path().display().to_string()));
-        assert!(matches!(
-            AssertionSigner::new(&none),
-            Err(AssertionError::NoKeys(_))
-        ));
-    }
-
-    #[test]
-    fn reload_keeps_generated_keys() {
-        let s = AssertionSigner::new(&AssertionConfig::default()).unwrap();
-        let t = s.sign(&identity(), "i", "a").unwrap().token;
-        let reloaded = AssertionSigner::new_from_previous(&s, &AssertionConfig::default()).unwrap();
-        assert_eq!(reloaded.current_kid(), s.current_kid());
-        verify(&t, &reloaded.jwks_json());
-        let eddsa = AssertionSigner::new_from_previous(
-            &s,
-            &cfg(|c| c.algorithm = AssertionAlgorithm::EdDSA),
-        )
-        .unwrap();
-        assert_ne!(eddsa.current_kid(), s.current_kid());
-    }
-}
+#[path = "assertion_tests.rs"]
+mod tests;

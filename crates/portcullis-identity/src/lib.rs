@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assertion;
+mod assertion_keys;
 mod authenticator;
 mod claim_path;
 mod claims;
