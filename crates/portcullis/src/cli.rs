@@ -46,6 +46,9 @@ enum Command {
     /// Generate signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Rules from observed traffic, and what the policy did (audit files).
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
 }
 
 #[derive(Subcommand)]
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::Mint(args)) => crate::token::mint(args),
         Command::Token(TokenCommand::Inspect(args)) => crate::token::inspect(args),
         Command::Keys(KeysCommand::Generate(args)) => crate::keys::generate(args),
+        Command::Policy(cmd) => crate::policy::run(cmd, config_path),
     }
 }
 

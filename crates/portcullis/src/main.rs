@@ -5,6 +5,7 @@ mod cli;
 mod demo;
 mod explain;
 mod keys;
+mod policy;
 mod serve;
 mod token;
 
