@@ -11,7 +11,7 @@ use crate::ratelimit::RouteLimiter;
 use ipnet::IpNet;
 use portcullis_config::Config;
 use portcullis_identity::assertion::AssertionSigner;
-use portcullis_identity::{Authenticator, Fetch, IdentityMetrics};
+use portcullis_identity::{Authenticator, AuthenticatorError, Fetch, IdentityMetrics};
 use portcullis_policy::RouteTable;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +30,9 @@ pub struct Runtime {
     pub auth: Arc<Authenticator>,
     /// The authenticator's background key refresher; stopped with this runtime.
     refresher: Option<tokio::task::JoinHandle<()>>,
+    /// `signing_keys_dir` upkeep (creating, loading, pruning keys); stopped with
+    /// this runtime, and started again by its successor, which shares the signer.
+    key_upkeep: Option<tokio::task::JoinHandle<()>>,
     pub signer: Arc<AssertionSigner>,
     /// `assertion.header`, parsed once per config load rather than per request.
     pub assertion_header: http::HeaderName,
@@ -52,7 +55,50 @@ impl Runtime {
     /// Compiles a validated config. Fails (and leaves the caller's current runtime in
     /// place) if anything cannot be built: a route table, a TLS file, a key.
     pub fn build(config: Config, carried: Carried<'_>) -> Result<Runtime, String> {
-        let routes = RouteTable::compile(&config).map_err(|errs| errs.join("; "))?;
+        Self::compile(config, carried, Keys::Write).map_err(|errs| errs.join("; "))
+    }
+
+    /// What `portcullis check` runs after the config loader: the same compilation as
+    /// `serve` (route table, upstream TLS clients, trusted networks, authenticator,
+    /// assertion signer, listener TLS), so that `check` refuses exactly what `serve`
+    /// refuses. Nothing is fetched (keys are loaded only by
+    /// [`start_background`](Self::start_background)) and nothing is written (an
+    /// assertion key `serve` would create is made in memory). Every error, each
+    /// prefixed with the config path it is about where known
+    /// (`routes[3] (orders): match.path_regex: …`).
+    pub fn check(config: Config) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if let Some(tls) = &config.server.tls {
+            if let Err(e) = crate::tls::ReloadingTls::new(tls) {
+                errors.push(format!("server.tls: {e}"));
+            }
+        }
+        let fetch: Arc<dyn Fetch> =
+            match portcullis_identity::HttpFetch::new(std::time::Duration::from_secs(10)) {
+                Ok(f) => Arc::new(f),
+                Err(e) => return Err(vec![e.to_string()]),
+            };
+        let carried = Carried {
+            previous: None,
+            identity_metrics: &IdentityMetrics::default(),
+            metrics: &Metrics::new(),
+            fetch: &fetch,
+        };
+        if let Err(more) = Self::compile(config, carried, Keys::ReadOnly) {
+            errors.extend(more);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn compile(config: Config, carried: Carried<'_>, keys: Keys) -> Result<Runtime, Vec<String>> {
+        // Every stage runs even when an earlier one failed, so that `check` reports
+        // all errors at once.
+        let mut errors = Vec::new();
+        let routes = RouteTable::compile(&config).map_err(|errs| errors.extend(errs));
         let mut pools = Vec::with_capacity(config.routes.len());
         let mut limiters = Vec::with_capacity(config.routes.len());
         let mut route_metrics = Vec::with_capacity(config.routes.len());
@@ -67,13 +113,21 @@ impl Runtime {
                         .into_iter()
                         .map(Endpoint::parse)
                         .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("route {name}: {e}"))?;
+                        .map_err(|e| {
+                            errors.push(format!("{}: upstream: {e}", route_ref(i, route)))
+                        });
                     let client = match &route.upstream_tls {
-                        Some(tls) => UpstreamClient::from_config(tls)
-                            .map_err(|e| format!("route {name}: {e}"))?,
-                        None => shared_plain(),
+                        Some(tls) => UpstreamClient::from_config(tls).map_err(|e| {
+                            errors.push(format!("{}: upstream_tls: {e}", route_ref(i, route)))
+                        }),
+                        None => Ok(shared_plain()),
                     };
-                    Some(Arc::new(UpstreamPool::new(endpoints, client)))
+                    match (endpoints, client) {
+                        (Ok(endpoints), Ok(client)) => {
+                            Some(Arc::new(UpstreamPool::new(endpoints, client)))
+                        }
+                        _ => None,
+                    }
                 }
             };
             pools.push(pool);
@@ -83,8 +137,13 @@ impl Runtime {
             .server
             .trusted_proxies
             .iter()
-            .map(|s| parse_cidr(s))
-            .collect::<Result<Vec<_>, _>>()?;
+            .enumerate()
+            .filter_map(|(i, s)| {
+                parse_cidr(s)
+                    .map_err(|e| errors.push(format!("server.trusted_proxies[{i}]: {e}")))
+                    .ok()
+            })
+            .collect();
         let fetch = carried.fetch.clone();
         let metrics = carried.identity_metrics.clone();
         let auth = match carried.previous {
@@ -95,19 +154,28 @@ impl Runtime {
             }
             None => Authenticator::new(&config.providers, fetch, metrics),
         };
-        let auth = Arc::new(auth.map_err(|e| e.to_string())?);
+        let auth = auth.map_err(|e| errors.push(provider_error(&config, e)));
         // Keep the signer (and its rotation history) when its config did not change, so
         // assertions issued before a reload stay verifiable.
-        let signer = match carried.previous {
-            Some(prev) if prev.config.assertion == config.assertion => prev.signer.clone(),
-            Some(prev) => Arc::new(
-                AssertionSigner::new_from_previous(&prev.signer, &config.assertion)
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => Arc::new(AssertionSigner::new(&config.assertion).map_err(|e| e.to_string())?),
-        };
+        let signer = match (carried.previous, keys) {
+            (Some(prev), _) if prev.config.assertion == config.assertion => Ok(prev.signer.clone()),
+            (Some(prev), _) => {
+                AssertionSigner::new_from_previous(&prev.signer, &config.assertion).map(Arc::new)
+            }
+            (None, Keys::Write) => AssertionSigner::new(&config.assertion).map(Arc::new),
+            (None, Keys::ReadOnly) => {
+                AssertionSigner::new_read_only(&config.assertion).map(Arc::new)
+            }
+        }
+        .map_err(|e| errors.push(format!("assertion: {e}")));
         let assertion_header = http::HeaderName::from_bytes(config.assertion.header.as_bytes())
-            .map_err(|e| format!("assertion.header: invalid header name: {e}"))?;
+            .map_err(|e| errors.push(format!("assertion.header: invalid header name: {e}")));
+        let (Ok(routes), Ok(auth), Ok(signer), Ok(assertion_header), true) =
+            (routes, auth, signer, assertion_header, errors.is_empty())
+        else {
+            return Err(errors);
+        };
+        let auth = Arc::new(auth);
         let public_url = config.server.public_url.clone().unwrap_or_else(|| {
             let scheme = if config.server.tls.is_some() {
                 "https"
@@ -125,6 +193,7 @@ impl Runtime {
             trusted,
             auth,
             refresher: None,
+            key_upkeep: None,
             signer,
             assertion_header,
             assertions: AssertionCache::default(),
@@ -138,6 +207,19 @@ impl Runtime {
         let auth = self.auth.clone();
         tokio::spawn(async move { auth.start().await });
         self.refresher = Some(self.auth.spawn_refresher());
+        if let Some(every) = self.signer.maintenance_interval() {
+            let signer = self.signer.clone();
+            self.key_upkeep = Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let signer = signer.clone();
+                    // File I/O and key generation: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || signer.maintain()).await;
+                }
+            }));
+        }
     }
 
     /// True when `ip` is in `server.trusted_proxies`.
@@ -152,6 +234,33 @@ impl Drop for Runtime {
         if let Some(task) = self.refresher.take() {
             task.abort();
         }
+        if let Some(task) = self.key_upkeep.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Whether building a runtime may write assertion keys (`serve`) or not (`check`).
+#[derive(Clone, Copy)]
+enum Keys {
+    Write,
+    ReadOnly,
+}
+
+/// `routes[3] (orders)`, the prefix the route table uses too.
+fn route_ref(i: usize, route: &portcullis_config::RouteConfig) -> String {
+    match &route.name {
+        Some(n) => format!("routes[{i}] ({n})"),
+        None => format!("routes[{i}]"),
+    }
+}
+
+/// An authenticator error placed at its provider (`providers[1] (corp): …`).
+fn provider_error(config: &Config, e: AuthenticatorError) -> String {
+    let AuthenticatorError::Provider { provider, message } = &e;
+    match config.providers.iter().position(|p| &p.name == provider) {
+        Some(i) => format!("providers[{i}] ({provider}): {message}"),
+        None => format!("providers: {e}"),
     }
 }
 
@@ -167,5 +276,5 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("trusted_proxies: `{s}` is not a CIDR or IP address"))
+        .map_err(|_| format!("`{s}` is not a CIDR or IP address"))
 }
