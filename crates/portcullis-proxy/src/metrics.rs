@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -25,6 +26,11 @@ pub struct RouteLabel {
 pub struct TlsFailureLabels {
     pub listener: &'static str,
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +66,10 @@ pub struct Metrics {
     pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
     pub rate_limited: Family<RouteLabel, Counter>,
     pub config_reloads: Family<ResultLabel, Counter>,
+    /// Open client connections: `active` (a request in flight) or `idle`.
+    pub connections: Family<StateLabel, Gauge>,
+    /// Connections closed on accept because `server.max_connections` were open.
+    pub connections_refused: Counter,
     pub registry: Arc<std::sync::Mutex<Registry>>,
 }
 
@@ -72,6 +82,8 @@ impl Metrics {
         let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
         let rate_limited = Family::<RouteLabel, Counter>::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
+        let connections = Family::<StateLabel, Gauge>::default();
+        let connections_refused = Counter::default();
 
         // Full names, no registry prefix: the identity crate registers its own
         // `portcullis_*` series into the same registry.
@@ -106,6 +118,16 @@ impl Metrics {
             "Configuration reload attempts",
             config_reloads.clone(),
         );
+        registry.register(
+            "portcullis_connections",
+            "Open client connections, by state (active: a request in flight; idle)",
+            connections.clone(),
+        );
+        registry.register(
+            "portcullis_connections_refused",
+            "Client connections closed at once because server.max_connections were open",
+            connections_refused.clone(),
+        );
         Metrics {
             requests,
             request_duration,
@@ -113,6 +135,8 @@ impl Metrics {
             tls_handshake_failures,
             rate_limited,
             config_reloads,
+            connections,
+            connections_refused,
             registry: Arc::new(std::sync::Mutex::new(registry)),
         }
     }

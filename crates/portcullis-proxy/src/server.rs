@@ -1,14 +1,14 @@
 //! Starting, reloading and draining the proxy. The binary wires signals to these.
 
 use crate::audit::AuditLog;
-use crate::metrics::Metrics;
+use crate::listener::connections::Connections;
+use crate::metrics::{Metrics, StateLabel};
 use crate::runtime::{Carried, Runtime};
 use crate::tls::ReloadingTls;
 use crate::workers::Workers;
 use crate::{admin, listener};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use portcullis_config::Config;
 use portcullis_identity::{Fetch, HttpFetch, IdentityMetrics};
 use std::net::SocketAddr;
@@ -36,7 +36,8 @@ pub struct Server {
     local_addr: SocketAddr,
     admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    graceful: Arc<GracefulShutdown>,
+    /// Every open client connection; shutdown waits for them to end.
+    connections: Arc<Connections>,
     tasks: Vec<JoinHandle<()>>,
     /// The data plane's threads; dropped (stopped) after the drain.
     workers: Workers,
@@ -90,7 +91,18 @@ impl Server {
             audit,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
+        let state = |state| {
+            shared
+                .metrics
+                .connections
+                .get_or_create(&StateLabel { state })
+                .clone()
+        };
+        let connections = Arc::new(Connections::new(
+            state("active"),
+            state("idle"),
+            shared.metrics.connections_refused.clone(),
+        ));
         let mut tasks = Vec::new();
         if let Some(tls) = &tls {
             tasks.push(tls.clone().watch(Duration::from_secs(2)));
@@ -105,17 +117,17 @@ impl Server {
         }
         tasks.extend(workers.spawn_each(|i| {
             let socket = clones[i].take();
-            let (tls, shared, graceful, stop) = (
+            let (tls, shared, connections, stop) = (
                 tls.clone(),
                 shared.clone(),
-                graceful.clone(),
+                connections.clone(),
                 stop_rx.clone(),
             );
             async move {
                 let listener = socket.map(tokio::net::TcpListener::from_std);
                 match listener {
                     Some(Ok(listener)) => {
-                        listener::accept_loop(listener, tls, shared, graceful, stop).await
+                        listener::accept_loop(listener, tls, shared, connections, stop).await
                     }
                     Some(Err(e)) => tracing::error!(error = %e, "worker cannot listen"),
                     None => {}
@@ -134,7 +146,7 @@ impl Server {
             local_addr,
             admin_addr,
             stop,
-            graceful,
+            connections,
             tasks,
             workers,
         })
@@ -210,23 +222,20 @@ impl Server {
             .server
             .shutdown_grace
             .get();
+        // Every connection watches `stop` and winds down gracefully.
         let _ = self.stop.send(true);
-        // Connections hold only watchers; once the accept loops are gone this is the
-        // last handle, and `shutdown` can own it.
         for task in self.tasks {
             task.abort();
             let _ = task.await;
         }
-        if let Ok(graceful) = Arc::try_unwrap(self.graceful) {
-            if tokio::time::timeout(grace, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    ?grace,
-                    "shutdown grace elapsed with requests still in flight"
-                );
-            }
+        if tokio::time::timeout(grace, self.connections.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "shutdown grace elapsed with requests still in flight"
+            );
         }
         drop(self.workers);
         self.shared.audit.shutdown();

@@ -2,31 +2,37 @@
 //! ALPN over TLS, h2c by prior knowledge) on one port, every byte passing the
 //! HTTP/1 guard first.
 
+pub mod connections;
 pub mod h1_guard;
+mod write_timeout;
 
 use crate::metrics::TlsFailureLabels;
 use crate::pipeline::{self, ConnInfo};
 use crate::server::Shared;
 use crate::tls::ReloadingTls;
+use connections::{Activity, Connections, Tracked};
 use h1_guard::{GuardLimits, GuardedIo, Verdict};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use write_timeout::WriteTimeout;
 
-/// Accepts connections until `stop` turns true, registering each with `graceful` so
-/// shutdown can drain them.
+/// Accepts connections until `stop` turns true, counting each in `connections` so
+/// shutdown can drain them. Each connection winds down gracefully (hyper's
+/// graceful shutdown: h2 GOAWAY, h1 close after the response in flight) when
+/// `stop` turns true.
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
     shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Connections>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -43,13 +49,21 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let max = shared.runtime.load().config.server.max_connections;
+        // Past the limit the connection is closed before anything is read from it:
+        // a flood costs one accept and one close each, not buffers and tasks.
+        let Some(activity) = connections.admit(usize::try_from(max).unwrap_or(usize::MAX)) else {
+            tracing::debug!(%peer, max, "max_connections reached; connection closed");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
-        let graceful = graceful.watcher();
+        let stop = stop.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve(tcp, peer, None, shared, graceful).await,
+                None => serve(tcp, peer, None, shared, activity, stop).await,
                 Some(tls) => {
                     let timeout = shared
                         .runtime
@@ -67,7 +81,7 @@ pub async fn accept_loop(
                                 .peer_certificates()
                                 .and_then(|c| c.first())
                                 .map(|c| c.as_ref().to_vec());
-                            serve(stream, peer, Some(peer_cert), shared, graceful).await
+                            serve(stream, peer, Some(peer_cert), shared, activity, stop).await
                         }
                         Ok(Err(e)) => tls_failure(&shared, classify_tls_error(&e), &e),
                         Err(_) => tls_failure(&shared, "timeout", &"handshake timed out"),
@@ -108,7 +122,8 @@ async fn serve<IO>(
     peer: SocketAddr,
     peer_cert: Option<Option<Vec<u8>>>,
     shared: Arc<Shared>,
-    graceful: Watcher,
+    activity: Arc<Activity>,
+    mut stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -127,15 +142,28 @@ async fn serve<IO>(
         peer_cert: peer_cert.flatten(),
         verdict: verdict.clone(),
     });
+    let io = WriteTimeout::new(io, server_cfg.write_timeout.get());
     let io = TokioIo::new(GuardedIo::new(io, limits, verdict));
-    let service = service_fn(move |req| pipeline::handle(req, conn.clone(), shared.clone()));
+    let requests = activity.clone();
+    let service = service_fn(move |req| {
+        let in_flight = requests.start();
+        let handling = pipeline::handle(req, conn.clone(), shared.clone());
+        async move {
+            let response = handling.await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .half_close(false);
+        .half_close(false)
+        // hyper's own header timer (30s unless set) would also run between
+        // keep-alive requests and cut idle connections before `idle_timeout`; the
+        // guard times heads and the idle watchdog below times the waits.
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -146,7 +174,31 @@ async fn serve<IO>(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let conn = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = graceful.watch(conn.into_owned()).await {
+    tokio::pin!(conn);
+    let idle = activity.idle_for(server_cfg.idle_timeout.get());
+    tokio::pin!(idle);
+    // Once winding down (idle, or the server stopping) the connection only has to
+    // finish: hyper closes it after what is in flight.
+    let mut closing = *stop.borrow_and_update();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = &mut idle, if !closing => {
+                tracing::debug!(%peer, "idle_timeout passed with no request in flight; closing");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // A dropped sender means the server is gone: wind down as well.
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
