@@ -69,6 +69,20 @@ impl Lifetime for Verified {
     }
 }
 
+/// `fetch`, also trusting the CA bundle at `ca_file` (`providers[].ca_file`).
+fn provider_client(
+    fetch: &Arc<dyn Fetch>,
+    provider: &str,
+    ca_file: &str,
+) -> Result<Arc<dyn Fetch>, AuthenticatorError> {
+    let pem = crate::https::read_ca_file(ca_file)
+        .map_err(|e| AuthenticatorError::provider(provider, e.0))?;
+    let trusting = fetch
+        .trusting(&pem)
+        .map_err(|e| AuthenticatorError::provider(provider, format!("ca_file: {e}")))?;
+    Ok(trusting.unwrap_or_else(|| fetch.clone()))
+}
+
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
@@ -146,7 +160,13 @@ impl Authenticator {
                     "another provider has the same issuer; a token must route to exactly one provider",
                 ));
             }
-            providers.push(Provider::compile(cfg, &fetch, &metrics, warm)?);
+            // A provider behind a private CA gets its own client; its warm key cache
+            // is not reused, since the cache holds the client it was built with.
+            let (provider_fetch, warm) = match &cfg.ca_file {
+                None => (fetch.clone(), warm),
+                Some(path) => (provider_client(&fetch, &cfg.name, path)?, &[][..]),
+            };
+            providers.push(Provider::compile(cfg, &provider_fetch, &metrics, warm)?);
         }
         Ok(Authenticator {
             inner: Arc::new(Inner {

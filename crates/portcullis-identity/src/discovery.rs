@@ -1,4 +1,5 @@
-//! OpenID Connect discovery: `{issuer}/.well-known/openid-configuration` → `jwks_uri`.
+//! OpenID Connect discovery: `{issuer}/.well-known/openid-configuration` → `jwks_uri`
+//! (or `token_endpoint`, for outbound credentials).
 //!
 //! The document must name exactly the configured issuer (OIDC Discovery §4.3): a
 //! mismatch means we are talking to the wrong server or a mix-up attack, and its
@@ -33,6 +34,16 @@ pub(crate) async fn discover_jwks_uri(
     fetch: &dyn Fetch,
     issuer: &str,
 ) -> Result<String, DiscoveryError> {
+    discover_endpoint(fetch, issuer, "jwks_uri").await
+}
+
+/// Fetches the discovery document and returns the endpoint URL it names under
+/// `member` (`jwks_uri`, `token_endpoint`).
+pub(crate) async fn discover_endpoint(
+    fetch: &dyn Fetch,
+    issuer: &str,
+    member: &str,
+) -> Result<String, DiscoveryError> {
     let url = discovery_url(issuer);
     let fail = |message: String, invalid: bool| DiscoveryError { message, invalid };
     let response = fetch
@@ -57,18 +68,15 @@ pub(crate) async fn discover_jwks_uri(
         }
         _ => return Err(fail("discovery document has no `issuer`".to_string(), true)),
     }
-    let Some(Value::String(jwks_uri)) = doc.get("jwks_uri") else {
-        return Err(fail(
-            "discovery document has no `jwks_uri`".to_string(),
-            true,
-        ));
+    let Some(Value::String(jwks_uri)) = doc.get(member) else {
+        return Err(fail(format!("discovery document has no `{member}`"), true));
     };
     let https_issuer = issuer.starts_with("https://");
     let ok_scheme =
         jwks_uri.starts_with("https://") || (!https_issuer && jwks_uri.starts_with("http://"));
     if !ok_scheme {
         return Err(fail(
-            "discovery document's `jwks_uri` is not an https URL".to_string(),
+            format!("discovery document's `{member}` is not an https URL"),
             true,
         ));
     }

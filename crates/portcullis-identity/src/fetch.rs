@@ -2,11 +2,13 @@
 //! introspection are tested offline and the proxy can share one client.
 //!
 //! [`HttpFetch`] is the real implementation: hyper-util's pooled legacy client over
-//! hyper-rustls (aws-lc-rs, webpki roots; `https://` and `http://`), with a
+//! hyper-rustls (TLS and connector from [`crate::https`], the one builder every
+//! outbound client uses; `https://` and `http://`), with a
 //! whole-request timeout and a cap on the body size. It follows no redirects: an
 //! IdP endpoint that redirects is misconfigured, and following would let a
 //! redirect move key fetching somewhere else.
 
+use crate::https::{self, Trust};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request};
@@ -67,6 +69,14 @@ pub trait Fetch: Send + Sync {
         body: String,
         max_body: usize,
     ) -> BoxFuture<'a, Result<FetchResponse, FetchError>>;
+
+    /// A fetcher like this one that also trusts the CA certificates of `ca_pem`
+    /// (`providers[].ca_file`, `credentials[].ca_file`). `None`: this fetcher has
+    /// no TLS of its own to extend (test doubles), use it as it is.
+    fn trusting(&self, ca_pem: &[u8]) -> Result<Option<Arc<dyn Fetch>>, FetchError> {
+        let _ = ca_pem;
+        Ok(None)
+    }
 }
 
 /// The real [`Fetch`]: one pooled HTTPS/HTTP client.
@@ -96,40 +106,15 @@ impl HttpFetch {
     /// an IdP behind a private CA, such as a Kubernetes API server). Empty
     /// `ca_pem` means the Mozilla roots only; PEM without a certificate is an error.
     pub fn with_extra_roots(timeout: Duration, ca_pem: &[u8]) -> Result<Self, FetchError> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::CertificateDer;
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        let trust = if ca_pem.is_empty() {
+            Trust::Public
+        } else {
+            Trust::PublicAnd(ca_pem)
         };
-        if !ca_pem.is_empty() {
-            let mut added = 0;
-            for cert in CertificateDer::pem_slice_iter(ca_pem) {
-                let cert = cert.map_err(|e| FetchError::Other(format!("CA PEM: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| FetchError::Other(format!("CA certificate: {e}")))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(FetchError::Other("CA PEM holds no certificate".into()));
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Other(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
+        let tls = https::tls_config(trust, None).map_err(|e| FetchError::Other(e.0))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+            .build(https::connector(tls, None));
         Ok(Self { client, timeout })
     }
 
@@ -191,6 +176,13 @@ fn uri(url: &str) -> Result<http::Uri, FetchError> {
 }
 
 impl Fetch for HttpFetch {
+    fn trusting(&self, ca_pem: &[u8]) -> Result<Option<Arc<dyn Fetch>>, FetchError> {
+        Ok(Some(Arc::new(Self::with_extra_roots(
+            self.timeout,
+            ca_pem,
+        )?)))
+    }
+
     fn get<'a>(
         &'a self,
         url: &'a str,
@@ -255,6 +247,17 @@ pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
         }
     }
     age
+}
+
+/// The `Authorization` value of RFC 6749 §2.3.1 client authentication: id and
+/// secret form-encoded, joined by `:`, then HTTP Basic. Holds the secret: never log it.
+pub(crate) fn basic_authorization(client_id: &str, client_secret: &str) -> String {
+    use base64::Engine as _;
+    let credentials = format!("{}:{}", form_encode(client_id), form_encode(client_secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.

@@ -12,13 +12,11 @@
 
 use crate::claims::{ClaimMapping, Source};
 use crate::error::AuthError;
-use crate::fetch::{form_encode, Fetch};
+use crate::fetch::{basic_authorization, form_encode, Fetch};
 use crate::jose::json::parse_object;
 use crate::token_cache::{CacheCounters, DigestCache, Lifetime, MAX_ENTRIES};
 use crate::util::{cache_key, now_unix, token_label};
 use crate::validation::{check_audience, Rules};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use portcullis_config::IntrospectionConfig;
 use portcullis_core::{Identity, Reason};
 use serde_json::Value;
@@ -70,14 +68,9 @@ impl Introspector {
         if !(cfg.endpoint.starts_with("https://") || cfg.endpoint.starts_with("http://")) {
             return Err("introspection `endpoint` must be an http(s) URL".into());
         }
-        let credentials = format!(
-            "{}:{}",
-            form_encode(&cfg.client_id),
-            form_encode(&cfg.client_secret)
-        );
         Ok(Self {
             endpoint: cfg.endpoint.clone(),
-            authorization: format!("Basic {}", STANDARD.encode(credentials)),
+            authorization: basic_authorization(&cfg.client_id, &cfg.client_secret),
             ttl: cfg.cache_ttl.get(),
             cache: DigestCache::new(MAX_ENTRIES),
         })

@@ -6,6 +6,8 @@
 //! * [`assertion`] signs the JWT the proxy hands to upstreams and publishes its keys.
 //! * [`keys`] generates keys and mints development tokens for the CLI.
 //! * [`workload`] extracts SPIFFE IDs from client certificates and sidecar headers.
+//! * [`outbound`] obtains client-credentials tokens the proxy sends to upstreams.
+//! * [`https`] builds the TLS client settings every outbound connection uses.
 //!
 //! # Why our own JOSE verifier
 //!
@@ -33,11 +35,13 @@ mod claims;
 mod discovery;
 mod error;
 pub mod fetch;
+pub mod https;
 mod introspection;
 pub mod jose;
 mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod outbound;
 mod provider;
 mod token_cache;
 mod util;
@@ -49,6 +53,7 @@ pub use claims::identity_from_claims;
 pub use error::{AuthError, AuthenticatorError};
 pub use fetch::{Fetch, FetchError, FetchResponse, HttpFetch};
 pub use metrics::IdentityMetrics;
+pub use outbound::{Credential, CredentialStore, OutboundError};
 pub use portcullis_core::{Identity, IdentityKind, Reason};
 pub use util::KeyedHash;
 

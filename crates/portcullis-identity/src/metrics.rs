@@ -28,6 +28,12 @@ pub struct ProviderLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialResultLabels {
+    pub credential: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -44,6 +50,9 @@ pub struct IdentityMetrics {
     pub jwks_keys: Family<ProviderLabels, Gauge>,
     /// `portcullis_token_cache_total{result}`: `hit` or `miss`.
     pub token_cache: Family<ResultLabels, Counter>,
+    /// `portcullis_outbound_token_fetch_total{credential,result}`: result is
+    /// `success`, `error` (unreachable, HTTP error) or `invalid` (a response we refused).
+    pub outbound_token_fetch: Family<CredentialResultLabels, Counter>,
 }
 
 impl IdentityMetrics {
@@ -74,6 +83,11 @@ impl IdentityMetrics {
             "Verified-token cache lookups by result",
             self.token_cache.clone(),
         );
+        registry.register(
+            "portcullis_outbound_token_fetch",
+            "Outbound client-credentials token requests by credential and result",
+            self.outbound_token_fetch.clone(),
+        );
     }
 
     pub(crate) fn auth_failure(&self, provider: Option<&str>, reason: portcullis_core::Reason) {
@@ -100,6 +114,25 @@ impl IdentityMetrics {
                 provider: provider.to_string(),
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn outbound_token_fetch(&self, credential: &str, result: &str) {
+        self.outbound_token_fetch
+            .get_or_create(&CredentialResultLabels {
+                credential: credential.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Current value of `portcullis_outbound_token_fetch_total{credential,result}`.
+    pub fn outbound_fetch_count(&self, credential: &str, result: &str) -> u64 {
+        self.outbound_token_fetch
+            .get_or_create(&CredentialResultLabels {
+                credential: credential.to_string(),
+                result: result.to_string(),
+            })
+            .get()
     }
 
     /// Drops the key gauge of a provider removed by a reload.
@@ -132,6 +165,7 @@ mod tests {
         m.jwks_refresh("idp", "success");
         m.set_jwks_keys("idp", 2);
         crate::token_cache::CacheCounters::new(&m).count(true);
+        m.outbound_token_fetch("partner-api", "success");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for needle in [
@@ -139,6 +173,7 @@ mod tests {
             r#"portcullis_jwks_refresh_total{provider="idp",result="success"} 1"#,
             r#"portcullis_jwks_keys{provider="idp"} 2"#,
             r#"portcullis_token_cache_total{result="hit"} 1"#,
+            r#"portcullis_outbound_token_fetch_total{credential="partner-api",result="success"} 1"#,
         ] {
             assert!(text.contains(needle), "{needle} not in\n{text}");
         }

@@ -1,10 +1,12 @@
 //! A development token issuer on loopback: OIDC discovery, a JWKS, key rotation,
-//! and token minting. Keys are generated at start; nothing is ever written to disk.
+//! token minting, and a client-credentials token endpoint ([`TokenEndpoint`]).
+//! Keys are generated at start; nothing is ever written to disk.
 //! Used by the end-to-end tests and by `portcullis demo`.
 
+use crate::token_endpoint::TokenEndpoint;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,6 +32,7 @@ pub struct DevIssuer {
     pub addr: SocketAddr,
     keys: Arc<RwLock<Keys>>,
     jwks_fetches: Arc<AtomicUsize>,
+    token: Arc<TokenEndpoint>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,18 +49,19 @@ impl DevIssuer {
         let addr = listener.local_addr()?;
         let keys = Arc::new(RwLock::new(Keys { keys: vec![key] }));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let token = Arc::new(TokenEndpoint::default());
         let issuer = format!("http://{addr}");
-        let (k, f) = (keys.clone(), jwks_fetches.clone());
+        let (k, f, t) = (keys.clone(), jwks_fetches.clone(), token.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (k, f, issuer) = (k.clone(), f.clone(), issuer.clone());
+                let (k, f, t, issuer) = (k.clone(), f.clone(), t.clone(), issuer.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        let (k, f, issuer) = (k.clone(), f.clone(), issuer.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &k, &f, &issuer)) }
+                        let (k, f, t, issuer) = (k.clone(), f.clone(), t.clone(), issuer.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &k, &f, &t, &issuer).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), service)
@@ -69,6 +73,7 @@ impl DevIssuer {
             addr,
             keys,
             jwks_fetches,
+            token,
             task: Arc::new(task),
         })
     }
@@ -76,6 +81,16 @@ impl DevIssuer {
     /// The issuer URL (`iss`), also the base of discovery.
     pub fn issuer(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The token endpoint's URL (also in discovery as `token_endpoint`).
+    pub fn token_url(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    /// The token endpoint: register clients, set lifetimes and outages, count requests.
+    pub fn token_endpoint(&self) -> &TokenEndpoint {
+        &self.token
     }
 
     /// How many times the JWKS was fetched.
@@ -142,16 +157,40 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
-fn answer(
+async fn answer(
     req: Request<Incoming>,
     keys: &RwLock<Keys>,
     fetches: &AtomicUsize,
+    token: &TokenEndpoint,
     issuer: &str,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/token" && req.method() == http::Method::POST {
+        let authorization = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let sign = |claims: &Value| {
+            let keys = keys.read().ok()?;
+            mint_with(keys.keys.first()?, None, claims).ok()
+        };
+        let url = format!("{issuer}/token");
+        let answer = token
+            .answer(authorization.as_deref(), &body, &url, issuer, sign)
+            .await;
+        let mut resp = json_response(&answer.body);
+        *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+        return resp;
+    }
     let body = match req.uri().path() {
         "/.well-known/openid-configuration" => json!({
             "issuer": issuer,
             "jwks_uri": format!("{issuer}/jwks"),
+            "token_endpoint": format!("{issuer}/token"),
             "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
         }),
         "/jwks" => {
@@ -168,6 +207,10 @@ fn answer(
             return resp;
         }
     };
+    json_response(&body)
+}
+
+fn json_response(body: &Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

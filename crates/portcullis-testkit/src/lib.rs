@@ -5,6 +5,8 @@
 
 pub mod echo;
 pub mod issuer;
+pub mod token_endpoint;
 
 pub use echo::{EchoUpstream, Seen};
 pub use issuer::DevIssuer;
+pub use token_endpoint::TokenEndpoint;
