@@ -358,6 +358,10 @@ fn workload_identity(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
     for (i, source) in w.accept.iter().enumerate() {
         let path = at.key("accept").index(i);
         match source {
+            // Envoy's ext_authz check carries the verified peer as
+            // `source.principal`, believed without trusted_proxies (SPEC §4).
+            WorkloadSource::Xfcc
+                if config.server.trusted_proxies.is_empty() && config.ext_authz.is_some() => {}
             WorkloadSource::Linkerd | WorkloadSource::Xfcc
                 if config.server.trusted_proxies.is_empty() =>
             {
