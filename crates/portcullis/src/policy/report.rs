@@ -263,3 +263,103 @@ fn caller_label(line: &AuditLine<'_>, out: &mut String) {
         out.push_str(&name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(
+        route: &str,
+        decision: &str,
+        reason: &str,
+        rule: Option<&str>,
+        enforced: bool,
+        id: &str,
+    ) -> String {
+        let rule = rule.map_or("null".to_string(), |r| format!("\"{r}\""));
+        format!(
+            r#"{{"method":"GET","path":"/x","route":"{route}","decision":"{decision}","reason":"{reason}","rule":{rule},"enforced":{enforced},"identity":{id}}}"#
+        )
+    }
+
+    const ALICE: &str = r#"{"type":"user","sub":"alice","groups":["eng"]}"#;
+    const BILLING: &str = r#"{"type":"service","sub":"billing","client_id":"billing"}"#;
+    const NOBODY: &str = r#"{"type":"anonymous"}"#;
+
+    fn report(config: &str, lines: &[String]) -> String {
+        let config = portcullis_config::load_str(config, "t.yaml", &|_| None)
+            .unwrap()
+            .config;
+        let mut r = Reporter::default();
+        for l in lines {
+            r.observe(&serde_json::from_str(l).unwrap());
+        }
+        r.render(&config, "audit.log", lines.len() as u64)
+    }
+
+    const CONFIG: &str = "routes:
+  - name: api
+    match: { path_prefix: /api }
+    upstream: http://127.0.0.1:9
+    mode: audit
+    policy:
+      deny:
+        - groups: [interns]
+      allow:
+        - name: eng
+          groups: [eng]
+        - clients: [billing]
+  - name: quiet
+    match: { path_prefix: /quiet }
+    upstream: http://127.0.0.1:9
+    policy:
+      allow:
+        - groups: [eng]
+";
+
+    #[test]
+    fn unused_and_stale_rules_denials_and_shadow_refusals() {
+        let lines = vec![
+            line("api", "allow", "allowed", Some("eng"), false, ALICE),
+            line("api", "allow", "allowed", Some("old-rule"), false, BILLING),
+            line("api", "deny", "forbidden", None, false, BILLING),
+            line("api", "deny", "insufficient_scope", None, false, BILLING),
+            line("api", "deny", "missing_token", None, true, NOBODY),
+            line("gone", "allow", "allowed", None, true, ALICE),
+        ];
+        let text = report(CONFIG, &lines);
+        for needle in [
+            "route api (mode audit): 5 requests, 2 allowed, 3 denied\n",
+            "enforcement would refuse 2 of 5 requests (40.0%)\n",
+            "rules that decided: eng 1, old-rule 1\n",
+            "rules that never decided anything: deny[0], allow[1]\n",
+            "rules named in the audit lines but not in the config: old-rule\n",
+            "       2  client billing: forbidden 1, insufficient_scope 1\n",
+            "       1  anonymous: missing_token 1\n",
+            "route quiet (mode enforce): 0 requests, 0 allowed, 0 denied\n  rules that never decided anything: allow[0]\n",
+            "route gone (not in the config): 1 requests",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        // An enforced route with no shadow denies says nothing about enforcement.
+        let quiet = text.split("route quiet").nth(1).unwrap();
+        assert!(!quiet
+            .split("route gone")
+            .next()
+            .unwrap()
+            .contains("enforcement"));
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        let evil = r#"{"type":"service","client_id":"x\u001b[31m\nroute fake"}"#;
+        let text = report(
+            CONFIG,
+            &[line("api", "deny", "forbidden", None, false, evil)],
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains("\nroute fake"),
+            "{text}"
+        );
+    }
+}
