@@ -247,6 +247,8 @@ pub struct AuditRecord {
     pub upstream_ms: Option<f64>,
     /// Response body bytes sent to the client.
     pub bytes_out: u64,
+    /// The route's `upstream_auth` credential: its name, never the token.
+    pub credential: Option<String>,
 }
 
 /// `decision` for a request that was (or, in audit mode, would be) allowed.
@@ -1052,6 +1054,7 @@ mod tests {
             duration_ms: 1.5,
             upstream_ms: Some(1.25),
             bytes_out: 512,
+            credential: None,
         }
     }
 

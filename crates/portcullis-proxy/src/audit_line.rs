@@ -46,7 +46,10 @@ pub fn write_record(rec: &AuditRecord, out: &mut Vec<u8>) {
         Some(ms) => float(out, ms),
         None => out.extend_from_slice(b"null"),
     }
-    let _ = write!(out, ",\"bytes_out\":{}}}", rec.bytes_out);
+    let _ = write!(out, ",\"bytes_out\":{}", rec.bytes_out);
+    out.extend_from_slice(b",\"credential\":");
+    opt_string(out, rec.credential.as_deref());
+    out.push(b'}');
 }
 
 /// Appends the `identity` object.

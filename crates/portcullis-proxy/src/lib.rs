@@ -20,6 +20,7 @@ pub mod respond;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod upstream_auth;
 pub mod workers;
 
 pub use server::Server;

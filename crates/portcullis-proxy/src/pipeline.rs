@@ -284,6 +284,7 @@ async fn run(
     if !route_cfg.forward_token {
         req.headers_mut().remove(http::header::AUTHORIZATION);
     }
+    crate::upstream_auth::attach(req.headers_mut(), route_cfg, rt).await?;
     propagate::identity_headers(req.headers_mut(), &ex.identity, rt, route_cfg, &pool).map_err(
         |e| {
             tracing::error!(error = %e, "cannot sign assertion");
@@ -411,6 +412,9 @@ fn finish(
         duration_ms: 0.0,
         upstream_ms: ex.upstream_ms,
         bytes_out: 0,
+        credential: crate::upstream_auth::credential_name(
+            ex.route_index.and_then(|i| rt.config.routes.get(i)),
+        ),
     };
     let started = ex.started;
     let (parts, body) = response.into_parts();

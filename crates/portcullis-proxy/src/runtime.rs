@@ -11,7 +11,9 @@ use crate::ratelimit::RouteLimiter;
 use ipnet::IpNet;
 use portcullis_config::Config;
 use portcullis_identity::assertion::AssertionSigner;
-use portcullis_identity::{Authenticator, AuthenticatorError, Fetch, IdentityMetrics};
+use portcullis_identity::{
+    Authenticator, AuthenticatorError, CredentialStore, Fetch, IdentityMetrics,
+};
 use portcullis_policy::RouteTable;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct Runtime {
     pub assertions: AssertionCache,
     /// `server.public_url`, or `http(s)://LISTEN` when unset: the assertions' `iss`.
     pub public_url: String,
+    /// Outbound OAuth clients (`credentials`, SPEC §9) with their cached tokens.
+    pub credentials: Arc<CredentialStore>,
 }
 
 /// What survives a reload: state that would be costly or wrong to rebuild.
@@ -155,6 +159,7 @@ impl Runtime {
             None => Authenticator::new(&config.providers, fetch, metrics),
         };
         let auth = auth.map_err(|e| errors.push(provider_error(&config, e)));
+        let credentials = credential_store(&config, &carried).map_err(|e| errors.extend(e));
         // Keep the signer (and its rotation history) when its config did not change, so
         // assertions issued before a reload stay verifiable.
         let signer = match (carried.previous, keys) {
@@ -170,9 +175,14 @@ impl Runtime {
         .map_err(|e| errors.push(format!("assertion: {e}")));
         let assertion_header = http::HeaderName::from_bytes(config.assertion.header.as_bytes())
             .map_err(|e| errors.push(format!("assertion.header: invalid header name: {e}")));
-        let (Ok(routes), Ok(auth), Ok(signer), Ok(assertion_header), true) =
-            (routes, auth, signer, assertion_header, errors.is_empty())
-        else {
+        let (Ok(routes), Ok(auth), Ok(signer), Ok(assertion_header), Ok(credentials), true) = (
+            routes,
+            auth,
+            signer,
+            assertion_header,
+            credentials,
+            errors.is_empty(),
+        ) else {
             return Err(errors);
         };
         let auth = Arc::new(auth);
@@ -198,6 +208,7 @@ impl Runtime {
             assertion_header,
             assertions: AssertionCache::default(),
             public_url: public_url.trim_end_matches('/').to_string(),
+            credentials: Arc::new(credentials),
         })
     }
 
@@ -252,6 +263,41 @@ fn route_ref(i: usize, route: &portcullis_config::RouteConfig) -> String {
     match &route.name {
         Some(n) => format!("routes[{i}] ({n})"),
         None => format!("routes[{i}]"),
+    }
+}
+
+/// The outbound credentials; unchanged ones keep their cached tokens across a
+/// reload. Every route's `upstream_auth` must name one.
+fn credential_store(
+    config: &Config,
+    carried: &Carried<'_>,
+) -> Result<CredentialStore, Vec<String>> {
+    let store = CredentialStore::new(
+        &config.credentials,
+        &config.providers,
+        carried.fetch,
+        carried.identity_metrics,
+        carried.previous.map(|p| &*p.credentials),
+    )
+    .map_err(|e| vec![format!("credentials: {e}")])?;
+    let unknown: Vec<String> = config
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let name = &r.upstream_auth.as_ref()?.credential;
+            store.get(name).is_none().then(|| {
+                format!(
+                    "{}: upstream_auth: unknown credential `{name}`",
+                    route_ref(i, r)
+                )
+            })
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(store)
+    } else {
+        Err(unknown)
     }
 }
 

@@ -35,6 +35,7 @@ fn record(id: String) -> AuditRecord {
         duration_ms: 3.25,
         upstream_ms: Some(2.5),
         bytes_out: 1234,
+        credential: None,
     }
 }
 
@@ -131,6 +132,7 @@ fn one_line_has_exactly_the_spec_fields() {
         "duration_ms",
         "upstream_ms",
         "bytes_out",
+        "credential",
     ]
     .into_iter()
     .collect();
@@ -153,6 +155,7 @@ fn one_line_has_exactly_the_spec_fields() {
     assert_eq!(v["duration_ms"], 3.25);
     assert_eq!(v["upstream_ms"], Value::Null);
     assert_eq!(v["bytes_out"], 1234);
+    assert_eq!(v["credential"], Value::Null);
     assert_eq!(
         v["identity"],
         serde_json::json!({

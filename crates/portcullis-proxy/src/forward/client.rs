@@ -1,13 +1,16 @@
 //! The pooled upstream HTTP client: keep-alive connections, HTTP/1.1 and h2 (by ALPN
-//! over TLS), optional CA and client certificate per route (`upstream_tls`).
+//! over TLS), optional CA and client certificate per route (`upstream_tls`). TLS
+//! settings and the connector come from `portcullis_identity::https`, the one
+//! builder every outbound connection of the proxy uses.
 
 use crate::body::ProxyBody;
 use crate::tls::{load_certs, load_private_key};
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portcullis_config::UpstreamTlsConfig;
+use portcullis_identity::https::{self, read_ca_file, Trust};
 use std::time::Duration;
 
 /// A cheap-to-clone pooled client.
@@ -19,14 +22,11 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     /// A client trusting the public web PKI for `https://` upstreams.
     pub fn plain() -> Self {
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_webpki_roots().with_no_client_auth());
-        // aws-lc-rs supports the default protocol versions, so the fallback (rustls'
-        // process default) is only there to avoid a panic path.
-        let tls = tls.unwrap_or_else(|_| {
+        // The public roots with no client certificate cannot fail to configure;
+        // should the provider ever refuse, the process default is the fallback.
+        let tls = https::tls_config(Trust::Public, None).unwrap_or_else(|_| {
             rustls::ClientConfig::builder()
-                .with_webpki_roots()
+                .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         });
         Self::with_tls(tls, None)
@@ -34,28 +34,21 @@ impl UpstreamClient {
 
     /// A client for a route's `upstream_tls`: its own CA, client certificate and SNI.
     pub fn from_config(cfg: &UpstreamTlsConfig) -> Result<Self, String> {
-        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = match &cfg.ca_file {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in load_certs(ca)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{ca}: unusable CA certificate: {e}"))?;
-                }
-                builder.with_root_certificates(roots)
-            }
-            None => builder.with_webpki_roots(),
+        let ca = match &cfg.ca_file {
+            Some(ca) => Some(read_ca_file(ca).map_err(|e| e.0)?),
+            None => None,
         };
-        let tls = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(load_certs(cert)?, load_private_key(key)?)
-                .map_err(|e| format!("{cert}: client certificate and key do not match: {e}"))?,
-            (None, None) => builder.with_no_client_auth(),
+        let trust = match &ca {
+            Some(pem) => Trust::Only(pem),
+            None => Trust::Public,
+        };
+        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(cert), Some(key)) => Some((load_certs(cert)?, load_private_key(key)?)),
+            (None, None) => None,
             _ => return Err("upstream_tls needs both cert_file and key_file".to_string()),
         };
+        let tls =
+            https::tls_config(trust, client_auth).map_err(|e| format!("upstream_tls: {e}"))?;
         let server_name = match &cfg.server_name {
             Some(name) => Some(
                 rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
@@ -71,27 +64,12 @@ impl UpstreamClient {
         tls: rustls::ClientConfig,
         server_name: Option<rustls_pki_types::ServerName<'static>>,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let builder = match server_name {
-            Some(name) => {
-                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
-            }
-            None => builder,
-        };
-        let connector = builder.enable_all_versions().wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
+            .build(https::connector(tls, server_name));
         UpstreamClient { inner }
     }
 }
