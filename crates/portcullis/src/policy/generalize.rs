@@ -181,18 +181,26 @@ pub fn generalize<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Vec<String
         child.collapse(1);
         child.emit(&mut vec![seg.clone()], &mut out);
     }
-    let segs: Vec<Vec<&str>> = out.iter().map(|p| p.split('/').collect()).collect();
+    drop_covered(out)
+}
+
+/// `globs` sorted, without those another one of them covers.
+pub fn drop_covered(mut globs: Vec<String>) -> Vec<String> {
+    // Twins would cover each other and both go.
+    globs.sort();
+    globs.dedup();
+    let segs: Vec<Vec<&str>> = globs.iter().map(|p| p.split('/').collect()).collect();
     // Only a pattern with a star can cover another; there are few of them.
-    let wild: Vec<usize> = (0..out.len()).filter(|&i| out[i].contains('*')).collect();
+    let wild: Vec<usize> = (0..globs.len())
+        .filter(|&i| globs[i].contains('*'))
+        .collect();
     let covered = |i: usize| wild.iter().any(|&j| j != i && covers(&segs[j], &segs[i]));
-    let keep: Vec<bool> = (0..out.len()).map(|i| !covered(i)).collect();
-    let mut kept: Vec<String> = out
+    let keep: Vec<bool> = (0..globs.len()).map(|i| !covered(i)).collect();
+    globs
         .into_iter()
         .zip(keep)
         .filter_map(|(p, k)| k.then_some(p))
-        .collect();
-    kept.sort();
-    kept
+        .collect()
 }
 
 /// True when every path glob `p` matches is matched by glob `q` too (both in the
@@ -302,6 +310,16 @@ mod tests {
                 "/api/orders"
             ]),
             ["/api/orders", "/api/orders/*", "/api/orders/*/items"]
+        );
+    }
+
+    #[test]
+    fn twins_and_covered_globs_leave_one() {
+        let globs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(drop_covered(globs(&["/a/*", "/a/x", "/a/*"])), ["/a/*"]);
+        assert_eq!(
+            drop_covered(globs(&["/b/**", "/b/*/c", "/a"])),
+            ["/a", "/b/**"]
         );
     }
 

@@ -3,14 +3,15 @@
 //!
 //! Reading keeps, per route, one entry per (path pattern, method, caller) with a
 //! request count — patterns, not concrete paths (ids are already `*`), so the
-//! aggregate stays small however long the file. Building then asks, for every
-//! (pattern, method), which principals did it ([`grouping`]), collects per
-//! principal the patterns it used with exactly the same methods, and generalizes
-//! those paths ([`generalize`]). A rule therefore never allows a method on a path
-//! where its callers were not seen using that method (up to the globs).
+//! aggregate stays small however long the file. Building collects, per principal
+//! ([`grouping`]) and method, the patterns used, generalizes them
+//! ([`generalize`]), and lets methods that come to the same paths share a rule
+//! (see [`rules_for`] for how machines and people differ).
+//! A rule therefore never allows a method on a path where its callers were not
+//! seen using that method (up to the globs).
 
 use super::audit_read::{AuditLine, Decision, Kind};
-use super::generalize::{generalize, pattern_of};
+use super::generalize::{covers, drop_covered, generalize, pattern_of};
 use super::grouping::{group_holders, principals, Caller, CallerKind, Principal};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -191,46 +192,60 @@ pub struct SuggestedRule {
     pub callers: Vec<u32>,
 }
 
-type PatternMethods<'a> = BTreeMap<&'a str, BTreeMap<&'a str, u64>>;
+/// Method → (the patterns used with it, requests).
+type MethodPatterns<'a> = BTreeMap<&'a str, (Vec<&'a str>, u64)>;
+
+/// Machine → method → (pattern, requests).
+type MachineUsage<'a> = BTreeMap<u32, BTreeMap<&'a str, Vec<(&'a str, u64)>>>;
+
+/// Method → (globs, requests).
+type MethodGlobs<'a> = BTreeMap<&'a str, (Vec<String>, u64)>;
 
 /// The rules for one route's traffic: machines first, then groups, then people,
 /// the busiest first within each.
+///
+/// Machines are named one by one, so each one's own usage is generalized first;
+/// then every (method, glob) names the machines that have it, and machines with
+/// the same (method, glob) share a rule. People are grouped per (pattern, method)
+/// before anything is generalized, so that a group can emerge from people whose
+/// usage overlaps only in part.
 pub fn rules_for(traffic: &RouteTraffic) -> Vec<SuggestedRule> {
     let holders = group_holders(&traffic.callers);
-    let mut by_principal: BTreeMap<Principal, (PatternMethods<'_>, BTreeSet<u32>)> =
-        BTreeMap::new();
+    let kind_of = |c: u32| traffic.callers.get(c as usize).map(|c| c.kind);
+    let mut machines = MachineUsage::new();
+    let mut people: BTreeMap<Principal, (MethodPatterns<'_>, BTreeSet<u32>)> = BTreeMap::new();
     for p in &traffic.patterns {
         for (method, per_caller) in &p.methods {
-            let mut set: Vec<u32> = per_caller.keys().copied().collect();
-            set.sort_unstable();
-            for (principal, members) in principals(&set, &traffic.callers, &holders) {
+            let mut users = Vec::new();
+            for (&c, &n) in per_caller {
+                if kind_of(c) == Some(CallerKind::User) {
+                    users.push(c);
+                } else {
+                    let used = machines.entry(c).or_default().entry(method).or_default();
+                    used.push((&p.pattern, n));
+                }
+            }
+            users.sort_unstable();
+            for (principal, members) in principals(&users, &traffic.callers, &holders) {
                 let requests: u64 = members.iter().filter_map(|m| per_caller.get(m)).sum();
-                let entry = by_principal.entry(principal).or_default();
-                *entry
-                    .0
-                    .entry(p.pattern.as_str())
-                    .or_default()
-                    .entry(method.as_str())
-                    .or_insert(0) += requests;
-                entry.1.extend(members);
+                let (methods, all) = people.entry(principal).or_default();
+                let entry = methods.entry(method).or_default();
+                entry.0.push(&p.pattern);
+                entry.1 += requests;
+                all.extend(members);
             }
         }
     }
-    let mut rules = Vec::new();
-    for (principal, (patterns, members)) in by_principal {
-        let mut by_methods: BTreeMap<Vec<&str>, (Vec<&str>, u64)> = BTreeMap::new();
-        for (pattern, methods) in patterns {
-            let entry = by_methods
-                .entry(methods.keys().copied().collect())
-                .or_default();
-            entry.0.push(pattern);
-            entry.1 += methods.values().sum::<u64>();
-        }
-        for (methods, (patterns, requests)) in by_methods {
+    let mut rules = machine_rules(traffic, machines);
+    for (principal, (methods, members)) in people {
+        let per_method = methods
+            .into_iter()
+            .map(|(m, (patterns, n))| (m, generalize(patterns), n));
+        for (methods, paths, requests) in share_paths(per_method) {
             rules.push(SuggestedRule {
                 principal: principal.clone(),
-                methods: methods.into_iter().map(str::to_string).collect(),
-                paths: generalize(patterns),
+                methods,
+                paths,
                 requests,
                 callers: members.iter().copied().collect(),
             });
@@ -238,6 +253,86 @@ pub fn rules_for(traffic: &RouteTraffic) -> Vec<SuggestedRule> {
     }
     rules.sort_by_key(|r| (rank(&r.principal), std::cmp::Reverse(r.requests)));
     rules
+}
+
+fn machine_rules(traffic: &RouteTraffic, machines: MachineUsage<'_>) -> Vec<SuggestedRule> {
+    // (kind, method, glob) → (machines, requests); machines ascending.
+    let mut atoms: BTreeMap<(CallerKind, &str, String), (Vec<u32>, u64)> = BTreeMap::new();
+    for (caller, methods) in machines {
+        let Some(kind) = traffic.callers.get(caller as usize).map(|c| c.kind) else {
+            continue;
+        };
+        for (method, used) in methods {
+            let globs = generalize(used.iter().map(|(p, _)| *p));
+            let segs: Vec<Vec<&str>> = globs.iter().map(|g| g.split('/').collect()).collect();
+            let mut counts = vec![0u64; globs.len()];
+            for (pattern, n) in &used {
+                let p: Vec<&str> = pattern.split('/').collect();
+                if let Some(i) = segs.iter().position(|g| covers(g, &p)) {
+                    counts[i] += n;
+                }
+            }
+            for (glob, n) in globs.into_iter().zip(counts) {
+                let entry = atoms.entry((kind, method, glob)).or_default();
+                entry.0.push(caller);
+                entry.1 += n;
+            }
+        }
+    }
+    // (kind, machines) → method → (globs, requests).
+    let mut by_set: BTreeMap<(CallerKind, Vec<u32>), MethodGlobs<'_>> = BTreeMap::new();
+    for ((kind, method, glob), (callers, n)) in atoms {
+        let entry = by_set
+            .entry((kind, callers))
+            .or_default()
+            .entry(method)
+            .or_default();
+        entry.0.push(glob);
+        entry.1 += n;
+    }
+    let mut rules = Vec::new();
+    for ((kind, callers), methods) in by_set {
+        let mut ids: Vec<String> = callers
+            .iter()
+            .filter_map(|&c| traffic.callers.get(c as usize))
+            .map(|c| c.id.clone())
+            .collect();
+        ids.sort();
+        let principal = match kind {
+            CallerKind::Client => Principal::Clients(ids),
+            CallerKind::Workload => Principal::Workloads(ids),
+            CallerKind::User | CallerKind::Subject => Principal::Subjects(ids),
+        };
+        let per_method = methods
+            .into_iter()
+            .map(|(m, (globs, n))| (m, drop_covered(globs), n));
+        for (methods, paths, requests) in share_paths(per_method) {
+            rules.push(SuggestedRule {
+                principal: principal.clone(),
+                methods,
+                paths,
+                requests,
+                callers: callers.clone(),
+            });
+        }
+    }
+    rules
+}
+
+/// Methods that come to the same paths share one (methods, paths, requests) grant.
+fn share_paths<'a>(
+    per_method: impl Iterator<Item = (&'a str, Vec<String>, u64)>,
+) -> Vec<(Vec<String>, Vec<String>, u64)> {
+    let mut by_paths: BTreeMap<Vec<String>, (Vec<String>, u64)> = BTreeMap::new();
+    for (method, paths, requests) in per_method {
+        let entry = by_paths.entry(paths).or_default();
+        entry.0.push(method.to_string());
+        entry.1 += requests;
+    }
+    by_paths
+        .into_iter()
+        .map(|(paths, (methods, requests))| (methods, paths, requests))
+        .collect()
 }
 
 fn rank(p: &Principal) -> u8 {
@@ -394,6 +489,50 @@ mod tests {
                     &Principal::Subjects(vec!["carol".into()]),
                     &["/api/b".to_string()][..]
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn machines_with_the_same_generalized_grant_share_a_rule() {
+        use Decision::Allow;
+        let svc = |m, p, who| line(m, p, Kind::Service, who, &[], Allow, true);
+        let rules = suggest(&[
+            svc("GET", "/s/docs/a", "billing"),
+            svc("GET", "/s/docs/b", "billing"),
+            svc("GET", "/s/docs/c", "billing"),
+            svc("HEAD", "/s/docs/a", "billing"),
+            svc("GET", "/s/docs/d", "reports"),
+            svc("GET", "/s/docs/e", "reports"),
+            svc("GET", "/s/docs/f", "reports"),
+            svc("HEAD", "/s/docs/a", "reports"),
+            svc("GET", "/s/other", "reports"),
+        ]);
+        type Row<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, u64);
+        let got: Vec<Row<'_>> = rules
+            .iter()
+            .map(|r| {
+                let m = r.methods.iter().map(String::as_str).collect();
+                let p = r.paths.iter().map(String::as_str).collect();
+                (r.principal.values(), m, p, r.requests)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    vec!["billing", "reports"],
+                    vec!["GET"],
+                    vec!["/s/docs/*"],
+                    6
+                ),
+                (
+                    vec!["billing", "reports"],
+                    vec!["HEAD"],
+                    vec!["/s/docs/a"],
+                    2
+                ),
+                (vec!["reports"], vec!["GET"], vec!["/s/other"], 1),
             ]
         );
     }

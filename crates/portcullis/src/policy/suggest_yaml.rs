@@ -110,12 +110,13 @@ fn route(out: &mut String, s: &RouteSection<'_>) {
 
 /// The comment's account of the callers a rule covers.
 fn who(rule: &SuggestedRule, callers: &[Caller]) -> String {
-    let names: Vec<&str> = rule
+    let mut names: Vec<&str> = rule
         .callers
         .iter()
         .filter_map(|&i| callers.get(i as usize))
         .map(|c| c.id.as_str())
         .collect();
+    names.sort_unstable();
     match &rule.principal {
         Principal::Group(g) => format!(
             "group {} ({} {} seen: {})",
