@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -84,7 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::demo::run(&listen)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => Ok(check(&config_path(config))),
+        Command::Check { config } => Ok(crate::check::run(&config_path(config))),
         Command::Explain(args) => {
             let path = config_path(args.config.clone());
             crate::explain::run(&path, args)
@@ -140,38 +140,6 @@ pub fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
-}
-
-/// `check`: prints `ok` (and warnings) or every error as `FILE:LINE:COL: message`.
-fn check(path: &Path) -> ExitCode {
-    match portcullis_config::load_file(path) {
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                eprintln!("warning: {warning}");
-            }
-            match policy_warnings(&loaded.config) {
-                Ok(warnings) => {
-                    for warning in warnings {
-                        eprintln!("warning: {}: {warning}", path.display());
-                    }
-                }
-                Err(errors) => {
-                    for error in errors {
-                        eprintln!("{}: {error}", path.display());
-                    }
-                    return ExitCode::from(1);
-                }
-            }
-            println!("ok");
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for error in errors.diagnostics() {
-                eprintln!("{error}");
-            }
-            ExitCode::from(1)
-        }
-    }
 }
 
 /// Routes that can never match and rules that can never matter (compiling the route

@@ -1,6 +1,7 @@
 //! `portcullis`: the command line (SPEC §1).
 #![forbid(unsafe_code)]
 
+mod check;
 mod cli;
 mod demo;
 mod explain;

@@ -18,9 +18,11 @@
 //!   marker cannot hide a config.
 //! - **Environment.** Every `${NAME}` in a block is set, for that `check` only, to a
 //!   dummy value of 64 bytes (long enough for any secret `check` measures).
-//! - **Files.** `check` verifies that referenced files exist. The test creates an
-//!   empty file for every value of `jwks_file`, `signing_key_file`, `cert_file`,
-//!   `key_file`, `client_ca_file` and `ca_file`, and the directory of an audit
+//! - **Files.** `check` compiles what `serve` compiles, so it reads referenced
+//!   files. The test writes a fresh self-signed certificate to every `cert_file`,
+//!   `client_ca_file` and `ca_file`, its P-256 key to every `key_file` and
+//!   `signing_key_file` (an Ed25519 key under `algorithm: EdDSA`), an empty key
+//!   set to every `jwks_file`, and creates the directory of an audit
 //!   `sink: file:PATH`. A relative path is created inside the scratch directory
 //!   `check` runs in; an absolute one (`/etc/portcullis/tls/tls.crt`) is rewritten
 //!   into the scratch directory (`SCRATCH/etc/portcullis/tls/tls.crt`) in the copy
@@ -152,13 +154,53 @@ fn path_value(text: &str) -> &str {
     text[..end].trim_matches(|c| c == '"' || c == '\'')
 }
 
-/// Prepares a block for `check` inside `scratch`: creates the files it names and
-/// rewrites absolute paths into `scratch`. Returns the text to check.
+/// Real key material for the files a block names: `check` compiles what `serve`
+/// compiles, so certificates and keys must parse and belong together.
+struct Material {
+    /// A self-signed CA certificate (also a server certificate for `localhost`).
+    cert_pem: String,
+    /// Its P-256 key (PKCS#8): `key_file`, and an ES256 `signing_key_file`.
+    key_pem: String,
+    /// An Ed25519 key, for a `signing_key_file` under `algorithm: EdDSA`.
+    ed25519_pem: String,
+}
+
+impl Material {
+    fn new() -> Material {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        Material {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ed25519_pem: ed.serialize_pem(),
+        }
+    }
+
+    /// What a file named by `key` holds, in a block whose text is `block`.
+    fn for_key(&self, key: &str, block: &str) -> &str {
+        match key {
+            "key_file" => &self.key_pem,
+            "signing_key_file" if block.contains("algorithm: EdDSA") => &self.ed25519_pem,
+            "signing_key_file" => &self.key_pem,
+            "jwks_file" => r#"{"keys": []}"#,
+            _ => &self.cert_pem,
+        }
+    }
+}
+
+/// Prepares a block for `check` inside `scratch`: creates the files it names (with
+/// real certificates and keys) and rewrites absolute paths into `scratch`. Returns
+/// the text to check.
 fn provide_files(text: &str, scratch: &Path) -> String {
+    let material = Material::new();
     let mut out = String::new();
     for line in text.lines() {
         let mut line = line.to_string();
-        let mut wanted: Vec<(String, bool)> = Vec::new(); // path, is the parent of a file
+        // path, and the key naming it (`None`: the parent of a file to be written)
+        let mut wanted: Vec<(String, Option<&str>)> = Vec::new();
         for key in FILE_KEYS {
             let pattern = format!("{key}:");
             let mut from = 0;
@@ -172,18 +214,18 @@ fn provide_files(text: &str, scratch: &Path) -> String {
                 }
                 let value = path_value(&line[from..]);
                 if !value.is_empty() && !value.contains("${") {
-                    wanted.push((value.to_string(), false));
+                    wanted.push((value.to_string(), Some(key)));
                 }
             }
         }
         if let Some(pos) = line.find("sink:") {
             if let Some(path) = path_value(&line[pos + 5..]).strip_prefix("file:") {
-                wanted.push((path.to_string(), true));
+                wanted.push((path.to_string(), None));
             }
         }
         wanted.sort();
         wanted.dedup();
-        for (path, parent_only) in wanted {
+        for (path, key) in wanted {
             let local = match path.strip_prefix('/') {
                 Some(relative) => {
                     let moved = scratch.join(relative);
@@ -192,13 +234,16 @@ fn provide_files(text: &str, scratch: &Path) -> String {
                 }
                 None => scratch.join(&path),
             };
-            if parent_only {
-                if let Some(parent) = local.parent() {
-                    std::fs::create_dir_all(parent).unwrap();
+            match key {
+                None => {
+                    if let Some(parent) = local.parent() {
+                        std::fs::create_dir_all(parent).unwrap();
+                    }
                 }
-            } else {
-                std::fs::create_dir_all(local.parent().unwrap()).unwrap();
-                std::fs::write(&local, "").unwrap();
+                Some(key) => {
+                    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+                    std::fs::write(&local, material.for_key(key, text)).unwrap();
+                }
             }
         }
         out.push_str(&line);
@@ -395,4 +440,230 @@ fn env_references_and_file_provisioning() {
     assert!(scratch.path().join("ca.pem").is_file());
     assert!(scratch.path().join("var/log/p").is_dir());
     assert!(!scratch.path().join("var/log/p/audit.log").exists());
+}
+
+/// Configs `serve` refuses although each of their values is well formed: only the
+/// compilation `serve` runs (route table, TLS, keys, authenticator) finds these.
+/// `check` must refuse every one, at the line that contains the third element.
+const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "two providers with one issuer",
+        "providers:\n  - name: a\n    issuer: https://idp.example.com\n    jwks_file: keys.json\n    allow_any_audience: true\n  - name: b\n    issuer: https://idp.example.com\n    jwks_file: keys.json\n    allow_any_audience: true\n",
+        "- name: b",
+    ),
+    (
+        "a listener certificate that is not a certificate",
+        "server:\n  tls:\n    cert_file: garbage.pem\n    key_file: key.pem\n",
+        "cert_file:",
+    ),
+    (
+        "an assertion key that is not a key",
+        "assertion:\n  signing_key_file: garbage.pem\n",
+        "signing_key_file:",
+    ),
+    (
+        "a signing_keys_dir holding something that is not a key",
+        "assertion:\n  signing_keys_dir: keys\n",
+        "signing_keys_dir:",
+    ),
+    (
+        "an upstream CA bundle without a certificate",
+        "routes:\n  - name: r\n    match: { path_prefix: /r }\n    upstream: https://127.0.0.1:9\n    upstream_tls: { ca_file: garbage.pem }\n    auth: none\n",
+        "upstream_tls:",
+    ),
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Gives every listener a free loopback port so the config can really be served:
+/// each `listen:` value is replaced, and `server` and `admin` get one when the
+/// block leaves it to the default.
+fn with_free_ports(text: &str) -> (String, Vec<u16>) {
+    let mut ports = Vec::new();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let Some(at) = line.find("listen: ") else {
+                return line.to_string();
+            };
+            let port = free_port();
+            ports.push(port);
+            let value = path_value(&line[at + 8..]);
+            line.replacen(value, &format!("127.0.0.1:{port}"), 1)
+        })
+        .collect();
+    for section in ["server", "admin"] {
+        let header = format!("{section}:");
+        let start = lines.iter().position(|l| l.starts_with(&header));
+        let has_listen = start.is_some_and(|s| {
+            lines[s].contains("listen: ")
+                || lines[s + 1..]
+                    .iter()
+                    .take_while(|l| l.starts_with(' ') || l.is_empty())
+                    .any(|l| l.trim_start().starts_with("listen:"))
+        });
+        if has_listen {
+            continue;
+        }
+        let port = free_port();
+        ports.push(port);
+        let listen = format!("  listen: 127.0.0.1:{port}");
+        match start {
+            Some(s) if lines[s].trim_end() == header => lines.insert(s + 1, listen),
+            Some(_) => {} // a flow mapping without listen: left to the default
+            None => {
+                lines.insert(0, listen);
+                lines.insert(0, header);
+            }
+        }
+    }
+    (lines.join("\n") + "\n", ports)
+}
+
+/// Runs `serve` on `file`: `Ok` once it listens (then stops it), `Err(stderr)` when
+/// it exits first.
+fn serve_starts(file: &Path, dir: &Path, env: &[String], ports: &[u16]) -> Result<(), String> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "-c"])
+        .arg(file)
+        .current_dir(dir)
+        .env_remove("PORTCULLIS_CONFIG")
+        .env("PORTCULLIS_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for name in env {
+        cmd.env(name, "docs-dummy-value-".repeat(4));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read as _;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return Err(stderr);
+        }
+        let listening = !ports.is_empty()
+            && ports
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+        if listening {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            return Ok(());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve neither started nor exited: {}",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn check_output(file: &Path, dir: &Path, env: &[String]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check", "-c"])
+        .arg(file)
+        .current_dir(dir)
+        .env_remove("PORTCULLIS_CONFIG");
+    for name in env {
+        cmd.env(name, "docs-dummy-value-".repeat(4));
+    }
+    cmd.output().unwrap()
+}
+
+/// `check` accepts a config exactly when `serve` starts with it: over every docs
+/// block and over [`BROKEN`], which only the serve-time compilation can refuse.
+#[test]
+fn check_accepts_exactly_what_serve_starts_with() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = root.canonicalize().unwrap();
+    let scratch_root = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for doc_path in documents(&root) {
+        let doc = doc_path.strip_prefix(&root).unwrap().display().to_string();
+        let markdown = std::fs::read_to_string(&doc_path).unwrap();
+        for block in yaml_blocks(&markdown).unwrap() {
+            if block.kind() == Kind::Config {
+                cases.push((format!("{doc}:{}", block.fence_line), block.text));
+            }
+        }
+    }
+    let preamble =
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n";
+    for (name, body, _) in BROKEN {
+        // A case with its own `server` section gets the rest of the preamble only.
+        let text = match body.strip_prefix("server:\n") {
+            Some(rest) => format!("server:\n  listen: 127.0.0.1:0\n{rest}admin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n"),
+            None => format!("{preamble}{body}"),
+        };
+        cases.push((format!("broken: {name}"), text));
+    }
+    let mut disagreements = Vec::new();
+    let mut refused = 0;
+    for (i, (name, text)) in cases.iter().enumerate() {
+        let scratch = scratch_root.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let provided = provide_files(text, &scratch);
+        // After provide_files, which fills every named file with real material.
+        std::fs::write(scratch.join("garbage.pem"), "not PEM at all").unwrap();
+        std::fs::create_dir_all(scratch.join("keys")).unwrap();
+        std::fs::write(scratch.join("keys/old.pem"), "not a key").unwrap();
+        let (text, ports) = with_free_ports(&provided);
+        let file = scratch.join("portcullis.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let env = env_references(&text);
+        let check = check_output(&file, &scratch, &env);
+        let serve = serve_starts(&file, &scratch, &env, &ports);
+        let check_stderr = String::from_utf8_lossy(&check.stderr).into_owned();
+        if check.status.success() != serve.is_ok() {
+            disagreements.push(format!(
+                "{name}: check {} but serve {}\n  check said: {check_stderr}\n  config:\n{text}",
+                if check.status.success() {
+                    "accepts"
+                } else {
+                    "refuses"
+                },
+                match &serve {
+                    Ok(()) => "starts".to_string(),
+                    Err(e) => format!("refuses: {e}"),
+                },
+            ));
+        }
+        if let Some((_, _, at)) = BROKEN
+            .iter()
+            .find(|(n, _, _)| name == &format!("broken: {n}"))
+        {
+            refused += 1;
+            assert!(!check.status.success(), "{name}: check accepted it");
+            let first = check_stderr.lines().next().unwrap_or_default();
+            let line: usize = first
+                .strip_prefix(&format!("{}:", file.display()))
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: not FILE:LINE:COL: {first}"));
+            let written = text.lines().nth(line - 1).unwrap_or_default();
+            assert!(
+                written.contains(at),
+                "{name}: error at line {line} (`{written}`), not at `{at}`: {check_stderr}"
+            );
+        }
+    }
+    assert_eq!(refused, BROKEN.len());
+    assert!(cases.len() > BROKEN.len() + 10, "the docs have YAML blocks");
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }

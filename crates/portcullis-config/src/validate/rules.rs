@@ -66,6 +66,11 @@ fn rule(config: &Config, rule: &RuleConfig, list: &str, at: &KeyPath, report: &m
             }
         }
     }
+    for (i, pattern) in rule.workloads.iter().flatten().enumerate() {
+        if let Some(hint) = never_kubernetes(pattern) {
+            report.warn(&at.key("workloads").index(i), hint);
+        }
+    }
     if rule.workloads.is_some() && config.workload_identity.is_none() {
         report.warn(
             &at.key("workloads"),
@@ -147,4 +152,63 @@ fn workload_glob(value: &str) -> Result<(), String> {
         return Err(format!("`{value}` contains whitespace"));
     }
     checks::glob(value)
+}
+
+/// A warning for a `workloads` pattern written for Kubernetes (its path starts with
+/// `ns/`) that can never match a Kubernetes SPIFFE ID, `spiffe://TD/ns/NS/sa/SA`:
+/// four segments, `ns` and `sa` in the first and third. `*` stays within one
+/// segment, so `ns/prod/*` matches nothing; `**` spans segments.
+fn never_kubernetes(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix("spiffe://")?;
+    let (_, path) = rest.split_once('/')?;
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.first() != Some(&"ns") || segments.iter().any(|s| s.contains("**")) {
+        return None;
+    }
+    let literal_mismatch = |i: usize, want: &str| {
+        segments
+            .get(i)
+            .is_some_and(|s| !s.contains('*') && *s != want)
+    };
+    if segments.len() == 4 && !literal_mismatch(2, "sa") {
+        return None;
+    }
+    let base = segments
+        .iter()
+        .take(2)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/");
+    Some(format!(
+        "`{pattern}` can never match a Kubernetes SPIFFE ID (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT): \
+         `*` matches within one segment only; write `.../{base}/**` or `.../{base}/sa/*`"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::never_kubernetes;
+
+    #[test]
+    fn warns_only_for_kubernetes_patterns_that_cannot_match() {
+        for never in [
+            "spiffe://cluster.local/ns/prod/*",
+            "spiffe://cluster.local/ns/prod",
+            "spiffe://cluster.local/ns/prod/sa",
+            "spiffe://cluster.local/ns/prod/service/api",
+            "spiffe://cluster.local/ns/prod/sa/api/extra",
+        ] {
+            assert!(never_kubernetes(never).is_some(), "{never}");
+        }
+        for fine in [
+            "spiffe://cluster.local/ns/prod/**",
+            "spiffe://cluster.local/ns/prod/sa/*",
+            "spiffe://cluster.local/ns/*/sa/api",
+            "spiffe://cluster.local/ns/prod/*/api",
+            "spiffe://cluster.local/**",
+            "spiffe://example.org/host/db-1",
+        ] {
+            assert!(never_kubernetes(fine).is_none(), "{fine}");
+        }
+    }
 }
