@@ -17,7 +17,8 @@
 //!   but must look like manifests (contain `apiVersion:` or `containers:`), so the
 //!   marker cannot hide a config.
 //! - **Environment.** Every `${NAME}` in a block is set, for that `check` only, to a
-//!   dummy value of 64 bytes (long enough for any secret `check` measures).
+//!   dummy value of 64 bytes (long enough for any secret `check` measures), or to
+//!   a pod address for a name ending in `_IP` (`${POD_IP}`).
 //! - **Files.** `check` compiles what `serve` compiles, so it reads referenced
 //!   files. The test writes a fresh self-signed certificate to every `cert_file`,
 //!   `client_ca_file` and `ca_file`, its P-256 key to every `key_file` and
@@ -47,6 +48,17 @@ const FILE_KEYS: [&str; 6] = [
     "client_ca_file",
     "ca_file",
 ];
+
+/// The value a block's `${NAME}` gets for `check`: an address for an `*_IP` (the
+/// downward API's `status.podIP` in a pod), else 64 bytes, long enough for any
+/// secret `check` measures.
+fn dummy_env(name: &str) -> String {
+    if name.ends_with("_IP") {
+        "10.42.0.17".to_string()
+    } else {
+        "docs-dummy-value-".repeat(4)
+    }
+}
 
 /// One fenced YAML block of a Markdown file.
 #[derive(Debug, PartialEq, Eq)]
@@ -345,7 +357,7 @@ fn every_yaml_block_in_the_docs_passes_check() {
                 .current_dir(&scratch)
                 .env_remove("PORTCULLIS_CONFIG");
             for name in env_references(&block.text) {
-                cmd.env(name, "docs-dummy-value-".repeat(4));
+                cmd.env(&name, dummy_env(&name));
             }
             let out = cmd.output().unwrap();
             checked += 1;
@@ -538,7 +550,7 @@ fn serve_starts(file: &Path, dir: &Path, env: &[String], ports: &[u16]) -> Resul
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     for name in env {
-        cmd.env(name, "docs-dummy-value-".repeat(4));
+        cmd.env(name, dummy_env(name));
     }
     let mut child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -581,7 +593,7 @@ fn check_output(file: &Path, dir: &Path, env: &[String]) -> std::process::Output
         .current_dir(dir)
         .env_remove("PORTCULLIS_CONFIG");
     for name in env {
-        cmd.env(name, "docs-dummy-value-".repeat(4));
+        cmd.env(name, dummy_env(name));
     }
     cmd.output().unwrap()
 }
