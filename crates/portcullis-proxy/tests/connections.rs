@@ -290,3 +290,73 @@ async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released
     }
     server.shutdown().await;
 }
+
+/// Reads one response (with a Content-Length body) from `tcp`; returns its status.
+async fn read_response(tcp: &mut TcpStream) -> u16 {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "closed mid-response");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    tcp.read_exact(&mut body).await.unwrap();
+    head[9..12].parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_that_rested_serves_its_next_requests_whatever_their_shape() {
+    // Each pause is long enough for the connection to drop hyper's state
+    // (listener::hibernate) and short of the idle timeout.
+    let h = Harness::start_with(&preamble("  idle_timeout: 30s\n"), OPEN_ROUTE).await;
+    let pause = || tokio::time::sleep(Duration::from_millis(1200));
+    let mut tcp = TcpStream::connect(h.server.local_addr()).await.unwrap();
+    assert_eq!(keep_alive_get(&mut tcp, "/first").await, 200);
+
+    pause().await;
+    // The next head arrives in pieces.
+    tcp.write_all(b"GET /second HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(b"st: t\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut tcp).await, 200);
+
+    pause().await;
+    // A head larger than one read.
+    let big = format!(
+        "GET /third HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(12 * 1024)
+    );
+    tcp.write_all(big.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut tcp).await, 200);
+
+    pause().await;
+    // Two pipelined requests, the first with a body.
+    tcp.write_all(
+        b"POST /fourth HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /fifth HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_response(&mut tcp).await, 200);
+    assert_eq!(read_response(&mut tcp).await, 200);
+
+    pause().await;
+    // A smuggling shape is still refused after a rest.
+    tcp.write_all(b"GET /sixth HTTP/1.1\r\nHost: t\nX: y\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut tcp).await, 400);
+
+    let paths: Vec<String> = h
+        .echo
+        .seen()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .collect();
+    assert_eq!(paths, ["/first", "/second", "/third", "/fourth", "/fifth"]);
+}

@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +61,7 @@ impl Connections {
                 idle_since: Instant::now(),
             }),
             became_idle: Notify::new(),
+            hibernate: AtomicBool::new(false),
         }))
     }
 
@@ -102,11 +103,15 @@ pub struct Activity {
     connections: Arc<Connections>,
     state: Mutex<State>,
     became_idle: Notify,
+    /// Set by the connection's watchdog once it has been idle a while; cleared by
+    /// the next request. See `listener::hibernate`.
+    hibernate: AtomicBool,
 }
 
 impl Activity {
     /// Marks a request as in flight until the returned guard is dropped.
     pub fn start(self: &Arc<Self>) -> InFlight {
+        self.hibernate.store(false, Ordering::Relaxed);
         if let Ok(mut state) = self.state.lock() {
             state.in_flight += 1;
             if state.in_flight == 1 {
@@ -130,24 +135,41 @@ impl Activity {
         }
     }
 
-    /// `Some(deadline)` while nothing is in flight: when the connection turns
-    /// (or turned) idle for `timeout`.
-    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        let state = self.state.lock().ok()?;
-        (state.in_flight == 0).then(|| state.idle_since + timeout)
-    }
-
     /// Resolves once the connection has had nothing in flight for `timeout`.
     pub async fn idle_for(&self, timeout: Duration) {
+        self.idle_period_for(timeout, None).await;
+    }
+
+    /// Like [`Activity::idle_for`], but skipping the idle period that began at
+    /// `skip` (one already acted on). Returns when the period it fired for began.
+    pub async fn idle_period_for(&self, timeout: Duration, skip: Option<Instant>) -> Instant {
         loop {
-            match self.idle_deadline(timeout) {
-                Some(deadline) if deadline <= Instant::now() => return,
+            let period = self
+                .state
+                .lock()
+                .ok()
+                .and_then(|s| (s.in_flight == 0).then_some(s.idle_since))
+                .filter(|since| Some(*since) != skip);
+            match period {
+                Some(since) if since + timeout <= Instant::now() => return since,
                 // A request may start and end while this sleeps: the deadline is
                 // read again afterwards, counting from the latest idle moment.
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                Some(since) => tokio::time::sleep_until(since + timeout).await,
                 None => self.became_idle.notified().await,
             }
         }
+    }
+
+    /// Asks the connection to hibernate at its next chance (see
+    /// `listener::hibernate`); a request starting first cancels it.
+    pub fn request_hibernation(&self) {
+        self.hibernate.store(true, Ordering::Relaxed);
+    }
+
+    /// Hibernation was asked for and nothing is in flight.
+    pub fn hibernation_due(&self) -> bool {
+        self.hibernate.load(Ordering::Relaxed)
+            && self.state.lock().map(|s| s.in_flight == 0).unwrap_or(false)
     }
 }
 
@@ -263,6 +285,38 @@ mod tests {
         drop(request);
         watch.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(35));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acted_on_idle_period_is_skipped_until_the_next_one() {
+        let c = connections();
+        let a = c.admit(10).unwrap();
+        let first = a.idle_period_for(Duration::from_secs(1), None).await;
+        let next = {
+            let a = a.clone();
+            tokio::spawn(
+                async move { a.idle_period_for(Duration::from_secs(1), Some(first)).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!next.is_finished(), "fired twice for one idle period");
+        drop(a.start());
+        let second = next.await.unwrap();
+        assert!(second > first);
+    }
+
+    #[test]
+    fn a_request_cancels_hibernation() {
+        let c = connections();
+        let a = c.admit(10).unwrap();
+        a.request_hibernation();
+        assert!(a.hibernation_due());
+        let request = a.start();
+        assert!(!a.hibernation_due());
+        a.request_hibernation();
+        assert!(!a.hibernation_due(), "due with a request in flight");
+        drop(request);
+        assert!(a.hibernation_due());
     }
 
     #[tokio::test]

@@ -150,6 +150,16 @@ impl<IO> GuardedIo<IO> {
         &self.inner
     }
 
+    /// True between two HTTP/1 requests: at least one request has passed whole,
+    /// nothing of the next has arrived, and the connection is neither HTTP/2 nor
+    /// upgraded nor refused. Only then can hyper's connection state be dropped
+    /// and rebuilt without losing a byte (see `listener::hibernate`).
+    pub fn between_requests(&self) -> bool {
+        matches!(self.state, State::Head { first: false })
+            && self.input.is_empty()
+            && self.output.is_empty()
+    }
+
     fn refuse(&mut self, refusal: Refusal) {
         tracing::debug!(?refusal, "refusing request before it reaches the parser");
         self.verdict.set(refusal);

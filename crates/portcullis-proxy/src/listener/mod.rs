@@ -4,20 +4,23 @@
 
 pub mod connections;
 pub mod h1_guard;
+mod hibernate;
 mod write_timeout;
 
 use crate::metrics::TlsFailureLabels;
 use crate::pipeline::{self, ConnInfo};
 use crate::server::Shared;
 use crate::tls::ReloadingTls;
+use bytes::BytesMut;
 use connections::{Activity, Connections, Tracked};
 use h1_guard::{GuardLimits, GuardedIo, Verdict};
+use hibernate::{Lease, Parking, HIBERNATE_AFTER};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -143,7 +146,7 @@ async fn serve<IO>(
         verdict: verdict.clone(),
     });
     let io = WriteTimeout::new(io, server_cfg.write_timeout.get());
-    let io = TokioIo::new(GuardedIo::new(io, limits, verdict));
+    let mut io = GuardedIo::new(io, limits, verdict);
     let requests = activity.clone();
     let service = service_fn(move |req| {
         let in_flight = requests.start();
@@ -173,32 +176,69 @@ async fn serve<IO>(
         .max_local_error_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let idle = activity.idle_for(server_cfg.idle_timeout.get());
-    tokio::pin!(idle);
-    // Once winding down (idle, or the server stopping) the connection only has to
-    // finish: hyper closes it after what is in flight.
-    let mut closing = *stop.borrow_and_update();
-    if closing {
-        conn.as_mut().graceful_shutdown();
-    }
-    let result = loop {
-        tokio::select! {
-            result = conn.as_mut() => break result,
-            () = &mut idle, if !closing => {
-                tracing::debug!(%peer, "idle_timeout passed with no request in flight; closing");
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            // A dropped sender means the server is gone: wind down as well.
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
+    let idle_timeout = server_cfg.idle_timeout.get();
+    let parking: Parking<WriteTimeout<IO>> = Arc::new(Mutex::new(None));
+    let mut replay = BytesMut::new();
+    // One hyper connection per stretch of activity: a connection that hibernated
+    // (see `hibernate`) gets a new one when its client speaks again.
+    loop {
+        let lease = Lease::new(io, replay, activity.clone(), parking.clone());
+        // Boxed, so a hibernating connection does not even reserve hyper's state
+        // inside this task.
+        let mut conn =
+            Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(lease), service.clone()));
+        // Once winding down (idle, or the server stopping) the connection only has
+        // to finish: hyper closes it after what is in flight.
+        let mut closing = *stop.borrow_and_update();
+        if closing {
+            conn.as_mut().graceful_shutdown();
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, %peer, "connection ended with an error");
+        let mut hibernated_for = None;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = conn.as_mut() => break result,
+                // Wakes hyper, whose next read gives the socket back if the
+                // connection is HTTP/1 and between requests.
+                since = activity.idle_period_for(HIBERNATE_AFTER, hibernated_for),
+                    if !closing && HIBERNATE_AFTER < idle_timeout => {
+                    hibernated_for = Some(since);
+                    activity.request_hibernation();
+                }
+                () = activity.idle_for(idle_timeout), if !closing => {
+                    tracing::debug!(%peer, "idle_timeout passed with no request in flight; closing");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                // A dropped sender means the server is gone: wind down as well.
+                _ = stop.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+        // Dropping hyper's connection returns a parked stream; closed or upgraded
+        // connections leave nothing to continue with.
+        drop(conn);
+        let parked = parking.lock().ok().and_then(|mut slot| slot.take());
+        let Some(mut parked) = parked else {
+            return;
+        };
+        if closing || *stop.borrow_and_update() {
+            return;
+        }
+        let woke = tokio::select! {
+            bytes = hibernate::next_bytes(&mut parked) => bytes,
+            () = activity.idle_for(idle_timeout) => None,
+            _ = stop.changed() => None,
+        };
+        let Some(bytes) = woke else {
+            return;
+        };
+        io = parked;
+        replay = bytes;
     }
 }
