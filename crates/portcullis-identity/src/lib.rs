@@ -52,6 +52,8 @@ pub use authenticator::{Authenticator, ProviderReadiness};
 pub use claims::identity_from_claims;
 pub use error::{AuthError, AuthenticatorError};
 pub use fetch::{Fetch, FetchError, FetchResponse, HttpFetch};
+#[doc(hidden)]
+pub use jwks::parse_jwks;
 pub use metrics::IdentityMetrics;
 pub use outbound::{Credential, CredentialStore, OutboundError};
 pub use portcullis_core::{Identity, IdentityKind, Reason};

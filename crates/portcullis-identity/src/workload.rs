@@ -203,7 +203,22 @@ pub fn parse_xfcc(header: &str) -> Result<Vec<Vec<(String, String)>>, WorkloadEr
 /// an error when the header is malformed, has several `URI`s in that element, or
 /// the URI is not a valid SPIFFE ID.
 pub fn spiffe_id_from_xfcc(header: &str) -> Result<Option<String>, WorkloadError> {
-    let elements = parse_xfcc(header)?;
+    spiffe_id_from_xfcc_lines(std::iter::once(header))
+}
+
+/// Like [`spiffe_id_from_xfcc`] for a header sent on several lines: they read as
+/// one list in order (RFC 9110 §5.3), so the last element of the last line — the
+/// one the nearest hop added — decides, never a client-written first line. Each
+/// line is parsed on its own, so a quote left open in one line cannot swallow the
+/// next.
+pub fn spiffe_id_from_xfcc_lines<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+) -> Result<Option<String>, WorkloadError> {
+    let mut last_line = None;
+    for line in lines {
+        last_line = Some(parse_xfcc(line)?);
+    }
+    let elements = last_line.ok_or(WorkloadError::Xfcc("empty"))?;
     let last = elements.last().ok_or(WorkloadError::Xfcc("empty"))?;
     let mut uris = last.iter().filter(|(k, _)| k.eq_ignore_ascii_case("URI"));
     match (uris.next(), uris.next()) {

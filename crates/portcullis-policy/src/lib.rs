@@ -5,8 +5,8 @@
 //! Pure functions only — no I/O, no async — so every front end (reverse proxy,
 //! forward-auth, ext_authz, `portcullis explain`) asks the same question the same way:
 //!
-//! 1. [`normalize`] the raw path once (SPEC §5); the upstream receives exactly
-//!    [`NormalizedPath::as_str`] plus the original query;
+//! 1. [`RouteTable::normalize`] the raw path once (SPEC §5); the upstream receives
+//!    exactly [`NormalizedPath::as_str`] plus the original query;
 //! 2. [`RouteTable::find`] the first route whose `match` fits (compiled once per
 //!    config load by [`RouteTable::compile`]);
 //! 3. [`CompiledRoute::evaluate`] its policy into a [`Decision`] (or call
@@ -32,6 +32,6 @@ pub use decision::{
 };
 pub use explain::{clean, html_escape};
 pub use glob::Glob;
-pub use path::{normalize, split_query, NormalizedPath, PathError};
+pub use path::{normalize, normalize_with, split_query, NormalizedPath, PathError, PathOptions};
 pub use routes::{canonical_host, CompiledRoute, RouteTable};
 pub use rules::{CompiledPolicy, CompiledRule};

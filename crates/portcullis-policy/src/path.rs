@@ -12,7 +12,7 @@
 //! - `.` and `..` segments are resolved (never above the root) and repeated `/` are
 //!   collapsed; a trailing `/` is kept, because `/a` and `/a/` can be different
 //!   resources upstream;
-//! - case is preserved: matching is case-sensitive.
+//! - case is preserved: the upstream receives the path with the letters as sent.
 //!
 //! Refused: invalid escapes (`%zz`, `%4`), NUL and control characters (raw or
 //! escaped), `?` and `#` (the caller splits the query off first, see
@@ -21,14 +21,24 @@
 //! as one path and served as another. When allowed, they are kept encoded (`%2F`,
 //! `%5C`) and never act as segment separators here.
 //!
-//! `;` path parameters: servers such as Tomcat and Spring strip `;…` from each
-//! segment, so `/admin;x` is served as `/admin`. Routes and `paths` rules are
-//! therefore matched against the path with every segment's parameters removed
-//! ([`NormalizedPath::matching`]): `/admin;x` is judged by the `/admin` route, never
-//! by a catch-all route behind it. The upstream still receives the canonical path,
-//! parameters included. A `.` or `..` segment carrying a parameter (`..;x`, `.;`,
-//! also written with `%3B`) is refused outright: `/public/..;/admin` would otherwise
-//! be one path here and another upstream.
+//! # The matching form
+//!
+//! Routes and `paths` rules are matched against [`NormalizedPath::matching`], a
+//! second spelling built for judging only, so that no upstream can serve a path
+//! that was judged as another:
+//!
+//! - `;` path parameters are removed from every segment. Servers such as Tomcat
+//!   and Spring strip `;…`, so `/admin;x` is served as `/admin`; it is therefore
+//!   judged by the `/admin` route, never by a catch-all behind it. `%3B` counts as
+//!   `;` here, because some servers decode it before stripping.
+//! - letters are lowercased unless [`PathOptions::case_sensitive`]: Express,
+//!   ASP.NET/IIS and Windows or macOS file servers serve `/ADMIN` as `/admin`, so
+//!   a case-sensitive `/admin` route would let `/Admin` dodge it.
+//!
+//! The upstream still receives the canonical path, parameters and case included.
+//! A `.` or `..` segment carrying a parameter (`..;x`, `.;`, also written with
+//! `%3B`) is refused outright: `/public/..;/admin` would otherwise be one path here
+//! and another upstream.
 
 use std::fmt;
 
@@ -44,11 +54,31 @@ impl serde::Serialize for NormalizedPath {
     }
 }
 
+/// How request paths (and the path patterns of a config) are normalized.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// `server.allow_encoded_slashes`: keep `%2F` and `\` (encoded) instead of
+    /// refusing them.
+    pub allow_encoded_slashes: bool,
+    /// `server.case_sensitive_paths`: match with letter case (default: ignore it).
+    pub case_sensitive: bool,
+}
+
 impl NormalizedPath {
-    fn new(canonical: String) -> Self {
-        let matching = canonical
-            .contains(';')
-            .then(|| strip_parameters(&canonical));
+    fn new(canonical: String, case_sensitive: bool) -> Self {
+        let has_parameters = canonical.contains(';') || canonical.contains("%3B");
+        let fold = !case_sensitive && canonical.bytes().any(|b| b.is_ascii_uppercase());
+        let matching = (has_parameters || fold).then(|| {
+            let mut m = if has_parameters {
+                strip_parameters(&canonical.replace("%3B", ";"))
+            } else {
+                canonical.clone()
+            };
+            if fold {
+                m.make_ascii_lowercase();
+            }
+            m
+        });
         NormalizedPath(canonical, matching)
     }
 
@@ -57,8 +87,9 @@ impl NormalizedPath {
         &self.0
     }
 
-    /// The path routes and `paths` rules are matched against: the canonical path with
-    /// each segment's `;` parameters removed (the same string when there are none).
+    /// The path routes and `paths` rules are matched against (see the module docs):
+    /// the canonical path without `;` parameters, lowercased unless matching is
+    /// case-sensitive (the same string when neither changes it).
     pub fn matching(&self) -> &str {
         self.1.as_deref().unwrap_or(&self.0)
     }
@@ -154,10 +185,25 @@ pub fn split_query(target: &str) -> (&str, Option<&str>) {
 }
 
 /// Normalizes a raw request path (without query) into its canonical form, or says
-/// why it is refused. See the module docs for the exact rules. An empty path is `/`.
+/// why it is refused, matching without letter case (the default). Front ends use
+/// [`RouteTable::normalize`](crate::RouteTable::normalize), which applies the
+/// config's [`PathOptions`].
 pub fn normalize(raw_path: &str, allow_encoded_slashes: bool) -> Result<NormalizedPath, PathError> {
+    normalize_with(
+        raw_path,
+        PathOptions {
+            allow_encoded_slashes,
+            case_sensitive: false,
+        },
+    )
+}
+
+/// Normalizes a raw request path (without query) into its canonical form, or says
+/// why it is refused. See the module docs for the exact rules. An empty path is `/`.
+pub fn normalize_with(raw_path: &str, options: PathOptions) -> Result<NormalizedPath, PathError> {
+    let allow_encoded_slashes = options.allow_encoded_slashes;
     if raw_path.is_empty() {
-        return Ok(NormalizedPath::new("/".to_string()));
+        return Ok(NormalizedPath::new("/".to_string(), options.case_sensitive));
     }
     if !raw_path.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -220,7 +266,7 @@ pub fn normalize(raw_path: &str, allow_encoded_slashes: bool) -> Result<Normaliz
     if !trailing_slash && out.len() > 1 {
         out.pop();
     }
-    Ok(NormalizedPath::new(out))
+    Ok(NormalizedPath::new(out, options.case_sensitive))
 }
 
 /// True for the characters RFC 3986 calls unreserved.
@@ -395,6 +441,42 @@ mod tests {
             let want = want.clone().map(str::to_string);
             assert_eq!(got, want, "normalize({input:?})");
         }
+    }
+
+    #[test]
+    fn matching_form_ignores_case_and_encoded_parameters() {
+        let m = |p: &str, case_sensitive: bool| {
+            let opts = PathOptions {
+                allow_encoded_slashes: false,
+                case_sensitive,
+            };
+            normalize_with(p, opts).map(|n| (n.as_str().to_string(), n.matching().to_string()))
+        };
+        let both = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
+        assert_eq!(
+            m("/Admin/secret", false),
+            both("/Admin/secret", "/admin/secret")
+        );
+        assert_eq!(
+            m("/ADMIN/secret", false),
+            both("/ADMIN/secret", "/admin/secret")
+        );
+        assert_eq!(
+            m("/%41dmin/secret", false),
+            both("/Admin/secret", "/admin/secret")
+        );
+        assert_eq!(
+            m("/Admin/secret", true),
+            both("/Admin/secret", "/Admin/secret")
+        );
+        // `%3B` is a parameter separator for matching, kept as sent for the upstream.
+        assert_eq!(
+            m("/admin%3bx/secret", true),
+            both("/admin%3Bx/secret", "/admin/secret")
+        );
+        assert_eq!(m("/Admin%3Bx", false), both("/Admin%3Bx", "/admin"));
+        // Other escapes fold the same way on both sides of a comparison.
+        assert_eq!(m("/caf%c3%a9", false), both("/caf%C3%A9", "/caf%c3%a9"));
     }
 
     #[test]

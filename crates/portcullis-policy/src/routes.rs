@@ -20,7 +20,7 @@
 
 use crate::bytes::FxMap;
 use crate::decision::{Decision, RequestFacts};
-use crate::path::{first_segment, normalize, NormalizedPath};
+use crate::path::{first_segment, normalize_with, NormalizedPath, PathError, PathOptions};
 use crate::rules::CompiledPolicy;
 use portcullis_config::{AuthMode, Config, ExplainToCaller, PolicyMode, RouteConfig};
 use portcullis_core::Identity;
@@ -210,7 +210,7 @@ impl CompiledRoute {
         index: usize,
         config: &RouteConfig,
         global_explain: ExplainToCaller,
-        allow_encoded_slashes: bool,
+        options: PathOptions,
     ) -> Result<CompiledRoute, Vec<String>> {
         let mut errors = Vec::new();
         let m = &config.matcher;
@@ -239,7 +239,7 @@ impl CompiledRoute {
                 return String::new();
             }
             // Compared with request paths in their matching form, so written the same way.
-            match normalize(p, allow_encoded_slashes) {
+            match normalize_with(p, options) {
                 Ok(n) => n.matching().to_string(),
                 Err(e) => {
                     errors.push(format!("match.{key}: `{p}`: {e}"));
@@ -253,8 +253,11 @@ impl CompiledRoute {
             PathMatcher::Prefix(config_path("path_prefix", p, &mut errors))
         } else if let Some(r) = &m.path_regex {
             // Anchored: the regex must describe the whole normalized path.
+            // Matched against the (lowercased) matching form, so written letters must
+            // match either case unless the config asks for exact case.
             match regex::RegexBuilder::new(&format!("^(?:{r})$"))
                 .size_limit(1 << 20)
+                .case_insensitive(!options.case_sensitive)
                 .build()
             {
                 Ok(re) => PathMatcher::Regex(re, r.clone()),
@@ -281,7 +284,7 @@ impl CompiledRoute {
                 if let Some(level) = p.explain_to_caller {
                     explain_to_caller = level;
                 }
-                match CompiledPolicy::compile(p) {
+                match CompiledPolicy::compile_with(p, options.case_sensitive) {
                     Ok(c) => Some(c),
                     Err(errs) => {
                         errors.extend(errs);
@@ -398,6 +401,38 @@ impl SegmentIndex {
     }
 }
 
+/// The non-standard methods named by any route's `match.methods` or rules.
+fn extension_methods(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for route in &config.routes {
+        let rules = route
+            .policy
+            .iter()
+            .flat_map(|p| p.deny.iter().chain(&p.allow))
+            .filter_map(|r| r.methods.as_ref())
+            .flatten();
+        for m in route.matcher.methods.iter().chain(rules) {
+            let m = m.to_ascii_uppercase();
+            let standard = matches!(
+                m.as_str(),
+                "GET"
+                    | "HEAD"
+                    | "POST"
+                    | "PUT"
+                    | "DELETE"
+                    | "OPTIONS"
+                    | "TRACE"
+                    | "PATCH"
+                    | "CONNECT"
+            );
+            if !standard && !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
 /// How many index lists a lookup can merge without allocating. Beyond it (more than
 /// six distinct wildcard depths) lookups fall back to a linear scan.
 const MAX_LISTS: usize = 16;
@@ -413,7 +448,10 @@ pub struct RouteTable {
     /// host suffixes that can be keys.
     wildcard_depths: Vec<usize>,
     any_host: SegmentIndex,
-    allow_encoded_slashes: bool,
+    path_options: PathOptions,
+    /// Methods outside RFC 9110's standard set that some route names (in `match`
+    /// or a rule); any other non-standard method is refused before routing.
+    extension_methods: Vec<String>,
 }
 
 impl RouteTable {
@@ -421,14 +459,17 @@ impl RouteTable {
     /// (`routes[3] (orders): match.path_regex: …`).
     pub fn compile(config: &Config) -> Result<RouteTable, Vec<String>> {
         let global = config.policy.explain_to_caller;
-        let slashes = config.server.allow_encoded_slashes;
+        let options = PathOptions {
+            allow_encoded_slashes: config.server.allow_encoded_slashes,
+            case_sensitive: config.server.case_sensitive_paths,
+        };
         let mut errors = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         if config.routes.len() > u32::MAX as usize {
             return Err(vec!["too many routes".to_string()]);
         }
         for (i, rc) in config.routes.iter().enumerate() {
-            match CompiledRoute::compile(i, rc, global, slashes) {
+            match CompiledRoute::compile(i, rc, global, options) {
                 Ok(r) => routes.push(r),
                 Err(errs) => {
                     let who = match &rc.name {
@@ -448,7 +489,8 @@ impl RouteTable {
             by_wildcard: FxMap::default(),
             wildcard_depths: Vec::new(),
             any_host: SegmentIndex::default(),
-            allow_encoded_slashes: slashes,
+            path_options: options,
+            extension_methods: extension_methods(config),
         };
         for (i, r) in routes.iter().enumerate() {
             // Bounded by the check above.
@@ -518,9 +560,28 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// `server.allow_encoded_slashes`, for [`normalize`] calls by the front ends.
+    /// `server.allow_encoded_slashes`.
     pub fn allow_encoded_slashes(&self) -> bool {
-        self.allow_encoded_slashes
+        self.path_options.allow_encoded_slashes
+    }
+
+    /// Normalizes a request path with this config's [`PathOptions`]: the one way a
+    /// front end turns a raw path into what routes and rules are matched against.
+    pub fn normalize(&self, raw_path: &str) -> Result<NormalizedPath, PathError> {
+        normalize_with(raw_path, self.path_options)
+    }
+
+    /// Whether a request with this method may be judged at all. The methods of RFC
+    /// 9110 and PATCH are, as sent (uppercase); `CONNECT` never is (this is not a
+    /// forward proxy); any other method only when a route names it exactly. A
+    /// lower-case `get` is not GET to every upstream, so it is refused rather than
+    /// judged as one thing and served as another.
+    pub fn method_allowed(&self, method: &str) -> bool {
+        match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "TRACE" | "PATCH" => true,
+            "CONNECT" => false,
+            other => self.extension_methods.iter().any(|m| m == other),
+        }
     }
 
     /// The first route (in config order) whose `match` fits the request.

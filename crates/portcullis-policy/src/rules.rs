@@ -24,7 +24,7 @@
 use crate::claim_path::{display_values, lookup, value_matches};
 use crate::decision::{Combine, ConditionTrace, RequestFacts, RuleList, RuleRef, RuleTrace};
 use crate::glob::Glob;
-use crate::path::normalize;
+use crate::path::{normalize_with, PathOptions};
 use portcullis_config::{parse_claim_path, PolicyConfig, RuleConfig};
 use portcullis_core::Identity;
 use std::sync::Arc;
@@ -335,8 +335,18 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
-    /// Compiles `policy`; errors name the rule (`deny[0]`) and the condition.
+    /// Compiles `policy` for case-insensitive path matching (the default).
     pub fn compile(policy: &PolicyConfig) -> Result<CompiledPolicy, Vec<String>> {
+        Self::compile_with(policy, false)
+    }
+
+    /// Compiles `policy`; errors name the rule (`deny[0]`) and the condition.
+    /// `case_sensitive_paths` must be the route table's, so that `paths` globs are
+    /// spelled like the matching form of request paths.
+    pub fn compile_with(
+        policy: &PolicyConfig,
+        case_sensitive_paths: bool,
+    ) -> Result<CompiledPolicy, Vec<String>> {
         let mut errors = Vec::new();
         let mut compile_list = |list: RuleList, rules: &[RuleConfig]| -> Vec<CompiledRule> {
             let mut out = Vec::with_capacity(rules.len());
@@ -346,7 +356,7 @@ impl CompiledPolicy {
                     index,
                     name: rule.name.as_deref().map(Arc::from),
                 };
-                match compile_conditions(rule) {
+                match compile_conditions(rule, case_sensitive_paths) {
                     Ok(conditions) => {
                         let mut fast = conditions.clone();
                         fast.sort_by_key(|c| c.test.cost());
@@ -455,7 +465,10 @@ fn non_empty(v: &str) -> Result<String, String> {
     }
 }
 
-fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> {
+fn compile_conditions(
+    rule: &RuleConfig,
+    case_sensitive_paths: bool,
+) -> Result<Vec<Condition>, Vec<String>> {
     let mut errors = Vec::new();
     let mut conds = Vec::new();
     let e = &mut errors;
@@ -468,7 +481,9 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
     }) {
         conds.push(Test::Methods(v));
     }
-    if let Some(v) = compile_list("paths", &rule.paths, e, compile_path_glob) {
+    if let Some(v) = compile_list("paths", &rule.paths, e, |p| {
+        compile_path_glob(p, case_sensitive_paths)
+    }) {
         conds.push(Test::Paths(v));
     }
     if let Some(v) = compile_list("subjects", &rule.subjects, e, non_empty) {
@@ -546,11 +561,16 @@ fn compile_conditions(rule: &RuleConfig) -> Result<Vec<Condition>, Vec<String>> 
 
 /// A `paths` glob is normalized like a request path (so `/a//b` and `/caf%c3%a9`
 /// mean what a request with that path would), `*` being an ordinary path character.
-fn compile_path_glob(pattern: &str) -> Result<Glob, String> {
+fn compile_path_glob(pattern: &str, case_sensitive: bool) -> Result<Glob, String> {
     if !pattern.starts_with('/') {
         return Err(format!("`{pattern}` must start with `/`"));
     }
-    let normalized = normalize(pattern, true).map_err(|err| format!("`{pattern}`: {err}"))?;
+    let options = PathOptions {
+        allow_encoded_slashes: true,
+        case_sensitive,
+    };
+    let normalized =
+        normalize_with(pattern, options).map_err(|err| format!("`{pattern}`: {err}"))?;
     Glob::new(normalized.matching())
 }
 

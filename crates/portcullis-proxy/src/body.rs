@@ -36,6 +36,49 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A request body with its trailers dropped (SPEC §5). Only the header map is
+/// sanitized, so a trailer could otherwise carry `Authorization` or an identity
+/// header to an upstream that merges trailers into headers (HTTP/2 servers and
+/// gRPC frameworks commonly do).
+pub fn without_trailers<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BodyError>,
+{
+    boxed(NoTrailers { inner: body })
+}
+
+struct NoTrailers<B> {
+    inner: B,
+}
+
+impl<B> Body for NoTrailers<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            // Trailers are the last frame: the body ends where they would begin.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Called once with the number of body bytes sent, when the body finishes or is dropped.
 pub type OnComplete = Box<dyn FnOnce(u64) + Send>;
 

@@ -1,5 +1,10 @@
 //! The proxy's own endpoints on the main listener: the assertion JWKS
 //! (`/.well-known/portcullis/jwks.json`) and the reserved `/.portcullis/` prefix.
+//!
+//! They are recognised on the normalized path in its matching form (SPEC §5), so
+//! `/.well-known/portcullis//jwks.json`, `/%2Eportcullis/authz` or
+//! `/.Portcullis/authz` is ours too and never reaches an upstream, which could
+//! otherwise answer with keys of its own that a URL-normalizing verifier trusts.
 
 use crate::body::{full, ProxyBody};
 use crate::pipeline::Exchange;
@@ -8,21 +13,35 @@ use crate::runtime::Runtime;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use portcullis_core::Reason;
+use portcullis_policy::NormalizedPath;
 
 /// Where the assertion verification keys are published.
 pub const JWKS_PATH: &str = "/.well-known/portcullis/jwks.json";
 /// Paths under this prefix belong to the proxy and are never forwarded.
 pub const RESERVED_PREFIX: &str = "/.portcullis/";
+/// The subtree of `JWKS_PATH`, reserved whole.
+const WELL_KNOWN_PREFIX: &str = "/.well-known/portcullis/";
+
+/// Whether a path (in its matching form) belongs to the proxy.
+pub fn is_reserved(matching: &str) -> bool {
+    let within =
+        |prefix: &str| matching.starts_with(prefix) || matching == prefix.trim_end_matches('/');
+    within(RESERVED_PREFIX) || within(WELL_KNOWN_PREFIX)
+}
 
 /// Answers the request when it is for one of the proxy's own endpoints.
 pub async fn serve<B>(
     req: &Request<B>,
+    path: &NormalizedPath,
     rt: &Runtime,
     ex: &mut Exchange,
 ) -> Option<Result<Response<ProxyBody>, Refusal>> {
-    let path = req.uri().path();
-    if path == JWKS_PATH {
-        ex.path = path.to_string();
+    let matching = path.matching();
+    if !is_reserved(matching) {
+        return None;
+    }
+    ex.path = path.as_str().to_string();
+    if matching == JWKS_PATH {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Some(Err(Refusal::with_message(
                 Reason::BadRequest,
@@ -39,12 +58,45 @@ pub async fn serve<B>(
         );
         return Some(Ok(resp));
     }
-    if path.starts_with(RESERVED_PREFIX) {
-        ex.path = path.to_string();
-        return Some(Err(Refusal::with_message(
-            Reason::NoRoute,
-            "unknown Portcullis endpoint",
-        )));
+    Some(Err(Refusal::with_message(
+        Reason::NoRoute,
+        "unknown Portcullis endpoint",
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy::normalize;
+
+    #[test]
+    fn reserved_after_normalization() {
+        for p in [
+            "/.well-known/portcullis/jwks.json",
+            "/.well-known/portcullis//jwks.json",
+            "/.well-known/portcullis/./jwks.json",
+            "/.well-known/portcullis/%6Awks.json",
+            "/%2Ewell-known/portcullis/jwks.json",
+            "//.portcullis/authz",
+            "/%2Eportcullis/authz",
+            "/x/../.portcullis/authz",
+            "/.Portcullis/authz",
+            "/.portcullis",
+            "/.well-known/portcullis/other",
+            "/.portcullis;x/authz",
+        ] {
+            let n = normalize(p, false).unwrap();
+            assert!(is_reserved(n.matching()), "{p}");
+        }
+        for p in [
+            "/.well-known/openid-configuration",
+            "/portcullis/x",
+            "/.portcullisx",
+        ] {
+            let n = normalize(p, false).unwrap();
+            assert!(!is_reserved(n.matching()), "{p}");
+        }
+        let jwks = normalize("/.well-known/portcullis//jwks.json", false).unwrap();
+        assert_eq!(jwks.matching(), JWKS_PATH);
     }
-    None
 }

@@ -5,8 +5,11 @@
 
 pub mod admin;
 pub mod audit;
-mod audit_line;
+// Public only for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod audit_line;
 pub mod authn;
+pub mod authority;
 pub mod body;
 pub mod endpoints;
 pub mod forward;

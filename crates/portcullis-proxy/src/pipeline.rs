@@ -9,6 +9,7 @@
 
 use crate::audit::{millis, AuditIdentity, AuditRecord, AuditTime};
 use crate::authn::{self, Credential};
+use crate::authority;
 use crate::body::{Counted, ProxyBody};
 use crate::endpoints;
 use crate::forward;
@@ -24,7 +25,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
-use portcullis_policy::{normalize, Decision, RequestFacts};
+use portcullis_policy::{Decision, RequestFacts};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,7 +94,7 @@ pub async fn handle(
         trace: TraceContext::continue_or_start(trusted_header(&names::TRACEPARENT)),
         client_ip,
         method: req.method().as_str().to_string(),
-        host: request_host(&req).unwrap_or_default(),
+        host: String::new(),
         path: req.uri().path().to_string(),
         route: None,
         route_index: None,
@@ -154,26 +155,33 @@ async fn run(
         }
     }
 
-    // Sanitize: hop-by-hop headers go first (so a header named in `Connection` can
-    // never take the proxy's own identity headers with it later), then what only a
-    // trusted hop may say, then any identity header the client tried to pre-set.
-    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
-    let assertion_header = &rt.config.assertion.header;
-    if !peer_trusted {
-        for name in &headers::TRUSTED_ONLY {
-            req.headers_mut().remove(name);
-        }
+    // One host is judged, and it is the one the upstream receives.
+    let judged = authority::judge_host(req.uri(), req.headers())
+        .map_err(|why| Refusal::with_message(Reason::BadRequest, why))?;
+    ex.host.clone_from(&judged.name);
+    if !rt.routes.method_allowed(req.method().as_str()) {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "this method is not accepted here",
+        ));
     }
-    headers::strip_identity_headers(req.headers_mut(), assertion_header);
 
-    // The proxy's own endpoints answer before routing.
-    if let Some(resp) = endpoints::serve(&req, rt, ex).await {
+    // Sanitize: hop-by-hop headers go first (so a header named in `Connection` can
+    // never take the proxy's own identity headers with it later), then everything
+    // a client may not say: identity, override, and (from untrusted peers) rewrite
+    // and origin headers.
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
+    headers::strip_spoofable(req.headers_mut(), peer_trusted, &rt.config.assertion.header);
+
+    // Normalize once; the proxy's own endpoints are recognised on the result, then
+    // routes are matched on it, and the upstream receives exactly this path.
+    let path = rt
+        .routes
+        .normalize(req.uri().path())
+        .map_err(|e| Refusal::with_message(Reason::BadRequest, format!("invalid path: {e}")))?;
+    if let Some(resp) = endpoints::serve(&req, &path, rt, ex).await {
         return resp;
     }
-
-    // Route on the normalized path; the upstream receives exactly this path.
-    let path = normalize(req.uri().path(), rt.config.server.allow_encoded_slashes)
-        .map_err(|e| Refusal::with_message(Reason::BadRequest, format!("invalid path: {e}")))?;
     ex.path = path.as_str().to_string();
     let facts = RequestFacts {
         method: req.method().as_str(),
@@ -187,8 +195,12 @@ async fn run(
     ex.route = Some(route.name().to_string());
     ex.route_index = Some(index);
 
+    // Only the upgrades this route allows are tunnelled (never h2c); any other is
+    // forwarded as a plain request, and the connection closes after it.
+    let upgrade = upgrade.filter(|proto| headers::upgrade_allowed(proto, &route_cfg.upgrades));
+
     // Authenticate.
-    let workload = authn::workload_identity(&req, conn, rt, peer_trusted);
+    let workload = authn::workload_identity(&req, conn, rt, peer_trusted)?;
     match authn::credential(req.headers())? {
         Credential::None if route_cfg.auth == AuthMode::Required && workload.is_none() => {
             return Err(Refusal::new(Reason::MissingToken));
@@ -258,22 +270,12 @@ async fn run(
         ));
     };
     let scheme = if conn.tls { "https" } else { "http" };
-    // X-Forwarded-Host carries the host as the client wrote it, port included.
-    let client_host = req
-        .headers()
-        .get(http::header::HOST)
-        .cloned()
-        .or_else(|| {
-            let authority = req.uri().authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        })
-        .or_else(|| HeaderValue::from_str(&ex.host).ok());
     headers::set_forwarded(
         req.headers_mut(),
         &conn.peer_ip,
         peer_trusted,
         scheme,
-        client_host,
+        judged.authority,
     );
     // Validated once, sent both ways.
     let request_id = HeaderValue::from_str(&ex.request_id).ok();
@@ -328,20 +330,6 @@ fn set_header(headers: &mut http::HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
-}
-
-/// The request's host without port, lowercased: `Host`, or the h2 `:authority`.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req.uri().host().map(str::to_string).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| match h.rsplit_once(':') {
-                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
-                _ => h.to_string(),
-            })
-    })?;
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// Attaches the audit line and metrics to the response, to be written when its body

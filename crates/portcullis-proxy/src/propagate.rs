@@ -65,8 +65,17 @@ fn identity_values(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     if let Some(email) = &identity.email {
         add(names::X_AUTH_REQUEST_EMAIL, email);
     }
-    if !identity.groups.is_empty() {
-        add(names::X_AUTH_REQUEST_GROUPS, &identity.groups.join(","));
+    // A group whose name holds a comma would read as two groups (`users,admins`
+    // as `users` and `admins`), so it is left out here; the assertion carries the
+    // exact array and is authoritative (SPEC §5).
+    let groups: Vec<&str> = identity
+        .groups
+        .iter()
+        .map(String::as_str)
+        .filter(|g| !g.contains(','))
+        .collect();
+    if !groups.is_empty() {
+        add(names::X_AUTH_REQUEST_GROUPS, &groups.join(","));
     }
     if let Some(client) = &identity.client_id {
         add(names::X_AUTH_REQUEST_CLIENT_ID, client);
@@ -173,6 +182,23 @@ mod tests {
     fn token_with_exp(exp: u64) -> (Propagated, u64) {
         let value = HeaderValue::from_str(&format!("header.{exp}.sig")).unwrap();
         (vec![(names::X_AUTH_REQUEST_USER, value)].into(), exp)
+    }
+
+    #[test]
+    fn a_group_with_a_comma_cannot_split_into_two() {
+        let mut id = Identity::anonymous();
+        id.subject = "alice".to_string();
+        id.groups = vec!["users,admins".to_string(), "devs".to_string()];
+        let set = identity_values(&id);
+        let groups = set
+            .iter()
+            .find(|(n, _)| *n == names::X_AUTH_REQUEST_GROUPS)
+            .map(|(_, v)| v.to_str().unwrap().to_string());
+        assert_eq!(groups.as_deref(), Some("devs"));
+        id.groups = vec!["a,b".to_string()];
+        assert!(identity_values(&id)
+            .iter()
+            .all(|(n, _)| *n != names::X_AUTH_REQUEST_GROUPS));
     }
 
     #[test]

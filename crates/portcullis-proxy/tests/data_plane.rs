@@ -397,17 +397,20 @@ async fn path_parameters_cannot_dodge_a_route() {
         "/admin;x",
         "/admin;jsessionid=1/users",
         "/x/../admin;/users",
+        // Some servers decode `%3B` before stripping parameters; and Express, IIS
+        // and case-insensitive file systems serve `/ADMIN` as `/admin`.
         "/admin%3B",
+        "/admin%3bx/users",
+        "/Admin/users",
+        "/ADMIN",
+        "/%41dmin/users",
     ] {
         let (status, _, body) = send(&c, "GET", &h.url(sneaky), &[]).await;
-        if sneaky == "/admin%3B" {
-            // An encoded `;` is not a parameter delimiter anywhere: a different path.
-            assert_eq!(status, 200, "{sneaky}: {body}");
-            continue;
-        }
         assert_eq!(status, 401, "{sneaky}: {body}");
     }
-    assert_eq!(h.echo.seen().len(), 1);
+    assert!(h.echo.seen().is_empty());
+    let (status, _, _) = send(&c, "GET", &h.url("/public"), &[]).await;
+    assert_eq!(status, 200, "control: the catch-all serves other paths");
     for refused in ["/public/..;/admin", "/public/.;/admin"] {
         let (status, _, _) = send(&c, "GET", &h.url(refused), &[]).await;
         assert_eq!(status, 400, "{refused}");

@@ -22,9 +22,7 @@ use portcullis_core::{Identity, IdentityKind, Reason};
 use portcullis_identity::jose::compact;
 use portcullis_identity::{workload, AuthError, Authenticator, HttpFetch, IdentityMetrics};
 use portcullis_policy::clean;
-use portcullis_policy::{
-    normalize, split_query, Decision, NormalizedPath, RequestFacts, RouteTable,
-};
+use portcullis_policy::{split_query, Decision, NormalizedPath, RequestFacts, RouteTable};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -173,7 +171,7 @@ fn judge(
     args: &ExplainArgs,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<(Verdict, Identity, String)> {
-    let path: NormalizedPath = match normalize(&request.raw_path, table.allow_encoded_slashes()) {
+    let path: NormalizedPath = match table.normalize(&request.raw_path) {
         Ok(p) => p,
         Err(e) => {
             let refusal = Refusal {

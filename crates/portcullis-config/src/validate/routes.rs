@@ -1,8 +1,7 @@
 //! `routes`: names, matchers, upstreams and per-route settings.
 
 use super::{checks, nonzero, rules, url, Report};
-use crate::limits;
-use crate::model::{AuthMode, Config, RouteConfig, RouteMatch};
+use crate::model::{AuthMode, Config, RouteConfig, RouteMatch, ServerConfig};
 use crate::path::KeyPath;
 use std::collections::HashMap;
 
@@ -28,12 +27,7 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         } else {
             names.insert(name, i);
         }
-        matcher(
-            &r.matcher,
-            config.server.allow_encoded_slashes,
-            &at.key("match"),
-            report,
-        );
+        matcher(&r.matcher, &config.server, &at.key("match"), report);
         upstream(r, &at, report);
         settings(config, r, &at, report);
         if let Some(policy) = &r.policy {
@@ -50,7 +44,7 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
     }
 }
 
-fn matcher(m: &RouteMatch, allow_encoded_slashes: bool, at: &KeyPath, report: &mut Report<'_>) {
+fn matcher(m: &RouteMatch, server: &ServerConfig, at: &KeyPath, report: &mut Report<'_>) {
     let set: Vec<&str> = [
         ("path", m.path.is_some()),
         ("path_prefix", m.path_prefix.is_some()),
@@ -72,32 +66,14 @@ fn matcher(m: &RouteMatch, allow_encoded_slashes: bool, at: &KeyPath, report: &m
     }
     for (key, value) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
         if let Some(value) = value {
-            if let Err(e) = checks::config_path(value, allow_encoded_slashes) {
+            if let Err(e) = checks::config_path(value, server.allow_encoded_slashes) {
                 report.error(&at.key(key), e);
             }
         }
     }
     if let Some(re) = &m.path_regex {
-        let path = at.key("path_regex");
-        if re.len() > limits::MAX_REGEX_LEN {
-            report.error(
-                &path,
-                format!(
-                    "is {} bytes; at most {} are allowed",
-                    re.len(),
-                    limits::MAX_REGEX_LEN
-                ),
-            );
-        } else {
-            // The route table matches the regex against the whole normalized path
-            // (`^(?:RE)$`); compiling it the same way keeps limits and errors equal.
-            let compiled = regex::RegexBuilder::new(&format!("^(?:{re})$"))
-                .size_limit(limits::MAX_REGEX_SIZE)
-                .dfa_size_limit(limits::MAX_REGEX_SIZE)
-                .build();
-            if let Err(e) = compiled {
-                report.error(&path, format!("invalid regex: {}", regex_error(&e)));
-            }
+        if let Err(e) = checks::path_regex(re, server.case_sensitive_paths) {
+            report.error(&at.key("path_regex"), e);
         }
     }
     for (i, method) in m.methods.iter().enumerate() {
@@ -110,15 +86,6 @@ fn matcher(m: &RouteMatch, allow_encoded_slashes: bool, at: &KeyPath, report: &m
             report.error(&at.key("hosts").index(i), e);
         }
     }
-}
-
-/// The useful part of a regex error: the syntax error's `error:` line, or the whole
-/// message for size-limit errors.
-fn regex_error(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("error: "))
-        .map_or_else(|| text.trim().to_string(), str::to_string)
 }
 
 fn upstream(r: &RouteConfig, at: &KeyPath, report: &mut Report<'_>) {
@@ -198,6 +165,17 @@ fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<
             &at.key("retries"),
             format!("{} is too many: at most 10", r.retries),
         );
+    }
+    for (i, proto) in r.upgrades.iter().enumerate() {
+        let path = at.key("upgrades").index(i);
+        if proto.eq_ignore_ascii_case("h2c") {
+            report.error(
+                &path,
+                "h2c is never forwarded: inside an h2c tunnel requests would reach the upstream unjudged",
+            );
+        } else if !checks::is_token(proto) {
+            report.error(&path, format!("`{proto}` is not a protocol name"));
+        }
     }
     if r.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
         report.error(&at.key("audience"), "must not be empty");

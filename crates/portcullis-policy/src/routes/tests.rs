@@ -25,7 +25,14 @@ fn lookup_table() {
     let cases: &[(&str, &str, &str, &str)] = &[
         ("x.org", "GET", "/login", "exact"),
         ("x.org", "GET", "/login/", "fallback"),
-        ("x.org", "GET", "/Login", "fallback"),
+        // Case is ignored by default: Express, IIS and macOS/Windows file servers
+        // serve `/Login` as `/login`, so it must be judged by the same route.
+        ("x.org", "GET", "/Login", "exact"),
+        ("x.org", "GET", "/ADMIN/secret", "admin"),
+        ("x.org", "GET", "/%41dmin/secret", "admin"),
+        ("x.org", "GET", "/admin%3Bx/secret", "admin"),
+        ("x.org", "GET", "/Admin%3bx", "semi"),
+        ("x.org", "GET", "/ITEMS/42", "re"),
         ("x.org", "GET", "/api", "api-get"),
         ("x.org", "get", "/api/x", "api-get"),
         ("x.org", "POST", "/api/x", "api-slash"),
@@ -57,6 +64,44 @@ fn lookup_table() {
             Some(*want),
             "{method} {host}{p}"
         );
+    }
+}
+
+#[test]
+fn case_sensitive_paths_opt_out() {
+    let mut c = config(json!({"routes": [
+        {"name": "admin", "match": {"path_prefix": "/admin"}},
+        {"name": "re", "match": {"path_regex": "/Items/[0-9]+"}},
+        {"name": "fallback", "match": {"path_prefix": "/"}}
+    ]}));
+    c.server.case_sensitive_paths = true;
+    let t = RouteTable::compile(&c).unwrap();
+    let find = |p: &str| {
+        let n = t.normalize(p).unwrap();
+        t.find("x.org", "GET", &n)
+            .map(|(_, r)| r.name().to_string())
+    };
+    assert_eq!(find("/admin/x").as_deref(), Some("admin"));
+    assert_eq!(find("/Admin/x").as_deref(), Some("fallback"));
+    assert_eq!(find("/Items/1").as_deref(), Some("re"));
+    assert_eq!(find("/items/1").as_deref(), Some("fallback"));
+    // `%3B` is still a parameter separator.
+    assert_eq!(find("/admin%3Bx/y").as_deref(), Some("admin"));
+}
+
+#[test]
+fn methods_outside_the_standard_set_only_when_named() {
+    let t = table(json!([
+        {"match": {"path_prefix": "/dav", "methods": ["PROPFIND"]}},
+        {"match": {"path_prefix": "/"}}
+    ]));
+    for m in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "PROPFIND",
+    ] {
+        assert!(t.method_allowed(m), "{m}");
+    }
+    for m in ["get", "Get", "CONNECT", "propfind", "PURGE", "FOO"] {
+        assert!(!t.method_allowed(m), "{m}");
     }
 }
 

@@ -95,7 +95,16 @@ fn every_condition_table() {
             false,
         ),
         (json!({"paths": ["/x", "/y/**"]}), &a, "GET", "/y/z", true),
-        (json!({"paths": ["/Admin/**"]}), &a, "GET", "/admin", false),
+        // Case is ignored unless `case_sensitive_paths` (see compile_with).
+        (json!({"paths": ["/Admin/**"]}), &a, "GET", "/admin", true),
+        (json!({"paths": ["/admin/**"]}), &a, "GET", "/ADMIN/x", true),
+        (
+            json!({"paths": ["/admin/**"]}),
+            &a,
+            "GET",
+            "/admin%3Bx/y",
+            true,
+        ),
         (
             json!({"paths": ["/admin//**"]}),
             &a,
@@ -480,4 +489,24 @@ fn rule_warnings() {
             "every allow rule is unreachable: deny rule deny[0] matches every request",
         ]
     );
+}
+
+#[test]
+fn case_sensitive_paths_keep_case_in_globs() {
+    let policy: PolicyConfig =
+        serde_json::from_value(json!({ "allow": [{"paths": ["/Admin/**"]}] })).unwrap();
+    let strict = CompiledPolicy::compile_with(&policy, true).unwrap();
+    let glob_matches = |p: &str| {
+        let opts = crate::path::PathOptions {
+            allow_encoded_slashes: false,
+            case_sensitive: true,
+        };
+        let n = crate::path::normalize_with(p, opts).unwrap();
+        match &strict.allow()[0].conditions[0].test {
+            Test::Paths(globs) => globs.iter().any(|g| g.matches(n.matching())),
+            _ => unreachable!(),
+        }
+    };
+    assert!(glob_matches("/Admin/x"));
+    assert!(!glob_matches("/admin/x"));
 }

@@ -1,6 +1,10 @@
 //! Header hygiene for forwarded requests and returned responses: hop-by-hop headers
-//! (RFC 9110 §7.6.1), forwarding headers, and identity headers a client may try to
-//! spoof (SPEC §3).
+//! (RFC 9110 §7.6.1), forwarding headers, and the headers a client may use to make
+//! the upstream believe something the proxy did not judge (SPEC §3, §5): identity
+//! headers, rewrite and method-override headers, and origin headers.
+//!
+//! Names are compared ASCII-case-insensitively with `_` equal to `-`, because CGI,
+//! WSGI, PHP and many frameworks read `X_Original_URL` as `X-Original-URL`.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use std::net::IpAddr;
@@ -25,6 +29,7 @@ pub mod names {
     pub const X_AUTH_REQUEST_CLIENT_ID: HeaderName =
         HeaderName::from_static("x-auth-request-client-id");
     pub const X_PORTCULLIS_WORKLOAD: HeaderName = HeaderName::from_static("x-portcullis-workload");
+    pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
@@ -63,6 +68,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// Whether every protocol in an `Upgrade` value is one the route allows
+/// (`routes[].upgrades`, compared by name without version, any case). `h2c` never
+/// is: inside an h2c tunnel every request would reach the upstream unjudged.
+pub fn upgrade_allowed(upgrade: &HeaderValue, allowed: &[String]) -> bool {
+    let Ok(text) = upgrade.to_str() else {
+        return false;
+    };
+    let mut any = false;
+    for proto in text.split(',') {
+        let name = proto.split('/').next().unwrap_or("").trim();
+        if name.is_empty() {
+            continue;
+        }
+        any = true;
+        if name.eq_ignore_ascii_case("h2c") || !allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        {
+            return false;
+        }
+    }
+    any
+}
+
 /// The hop-by-hop headers of RFC 9110 §7.6.1 and their common relatives.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -76,6 +103,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
+            // Only meaningful with `Upgrade: h2c`, which is never forwarded.
+            | "http2-settings"
     )
 }
 
@@ -83,21 +112,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// with `_` or `-`: `X-Auth-Request-*`, `X-Forwarded-User`, `X-Forwarded-Email`,
 /// `X-Forwarded-Groups`, `X-Portcullis-*`, and the configured assertion header.
 pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
-    // Compared in place (ASCII case-insensitive, `_` equal to `-`): this runs for
-    // every header of every request.
-    fn same(a: &[u8], b: &[u8]) -> bool {
-        let canon = |c: u8| {
-            if c == b'_' {
-                b'-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        };
-        a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| canon(x) == canon(y))
-    }
-    fn starts(name: &[u8], prefix: &[u8]) -> bool {
-        name.len() >= prefix.len() && same(&name[..prefix.len()], prefix)
-    }
     let n = name.as_bytes();
     starts(n, b"x-auth-request-")
         || starts(n, b"x-portcullis-")
@@ -107,11 +121,85 @@ pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
         || same(n, assertion_header.as_bytes())
 }
 
-/// Removes every spoofable identity header, however spelled and however often repeated.
-pub fn strip_identity_headers(headers: &mut HeaderMap, assertion_header: &str) {
+/// `a` and `b` are the same header name: ASCII case-insensitive, `_` equal to `-`.
+/// Compared in place: this runs for every header of every request.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let canon = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| canon(x) == canon(y))
+}
+
+fn starts(name: &[u8], prefix: &[u8]) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|head| same(head, prefix))
+}
+
+/// Removed from every request, whoever sent it: a method-override upstream
+/// (Laravel, Symfony, Express `method-override`, ASP.NET) would otherwise perform
+/// a DELETE that the proxy judged as a POST.
+const ALWAYS_STRIPPED: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
+/// Believed only from a trusted proxy (SPEC §2 `trusted_proxies`, §5); from anyone
+/// else removed before the request goes further. The first five are read by the
+/// proxy itself; the rest are rewrite and origin headers that frameworks believe
+/// (Spring's `ForwardedHeaderFilter`, IIS URL Rewrite, Symfony trusted headers),
+/// which would let a client pick the path, host or address the upstream sees.
+const TRUSTED_ONLY: [&str; 16] = [
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "l5d-client-id",
+    "x-forwarded-client-cert",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-envoy-original-path",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+];
+
+/// Headers the proxy sets itself; a `_` spelling from anyone is removed, since an
+/// upstream that folds `_` into `-` would see two values and may pick the forged one.
+const SET_BY_PROXY: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// Whether a request header may pass on, given who sent it (SPEC §3, §5).
+pub fn is_spoofable(name: &HeaderName, peer_trusted: bool, assertion_header: &str) -> bool {
+    let n = name.as_str().as_bytes();
+    if is_identity_header(name.as_str(), assertion_header)
+        || ALWAYS_STRIPPED.iter().any(|s| same(n, s.as_bytes()))
+    {
+        return true;
+    }
+    // A `_` spelling is never the one the proxy reads or sets, so it is only ever
+    // a way to smuggle a second value past it.
+    let underscored = n.contains(&b'_');
+    TRUSTED_ONLY
+        .iter()
+        .any(|s| same(n, s.as_bytes()) && (!peer_trusted || underscored))
+        || (underscored && SET_BY_PROXY.iter().any(|s| same(n, s.as_bytes())))
+}
+
+/// Removes every header a client may not set (see [`is_spoofable`]), however
+/// spelled and however often repeated. One look at each name; nothing allocates
+/// unless something must go.
+pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool, assertion_header: &str) {
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| is_identity_header(k.as_str(), assertion_header))
+        .filter(|k| is_spoofable(k, peer_trusted, assertion_header))
         .cloned()
         .collect();
     for name in doomed {
@@ -119,19 +207,11 @@ pub fn strip_identity_headers(headers: &mut HeaderMap, assertion_header: &str) {
     }
 }
 
-/// Headers only believed from a trusted proxy (SPEC §2 `trusted_proxies`); from anyone
-/// else they are removed before the request goes further.
-pub const TRUSTED_ONLY: [HeaderName; 5] = [
-    names::X_REQUEST_ID,
-    names::TRACEPARENT,
-    names::TRACESTATE,
-    names::L5D_CLIENT_ID,
-    names::X_FORWARDED_CLIENT_CERT,
-];
-
-/// Sets `X-Forwarded-For/Proto/Host`. From a trusted peer the existing chain is
-/// extended; from anyone else it is replaced, so a client cannot forge its origin.
-/// `peer` is the connection's address as text (made once per connection).
+/// Sets `Host`, `X-Forwarded-For/Proto/Host` and `Forwarded`. From a trusted peer
+/// the existing chains are extended; from anyone else they are replaced, so a client
+/// cannot forge its origin. `Host` and `X-Forwarded-Host` are always exactly the
+/// host that was judged (SPEC §5). `peer` is the connection's address as text
+/// (made once per connection).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: &HeaderValue,
@@ -139,6 +219,15 @@ pub fn set_forwarded(
     scheme: &str,
     host: Option<HeaderValue>,
 ) {
+    set_forwarded_element(headers, peer, peer_trusted, scheme, host.as_ref());
+    match &host {
+        Some(h) => {
+            headers.insert(http::header::HOST, h.clone());
+        }
+        None => {
+            headers.remove(http::header::HOST);
+        }
+    }
     let xff = names::X_FORWARDED_FOR;
     let chain = if peer_trusted {
         let prior: Vec<&str> = headers
@@ -163,36 +252,104 @@ pub fn set_forwarded(
             HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
         );
     }
-    if !keep(headers, &names::X_FORWARDED_HOST) {
-        headers.remove(names::X_FORWARDED_HOST);
-        if let Some(v) = host {
-            headers.insert(names::X_FORWARDED_HOST, v);
+    headers.remove(names::X_FORWARDED_HOST);
+    if let Some(v) = host {
+        headers.insert(names::X_FORWARDED_HOST, v);
+    }
+}
+
+/// RFC 7239 `Forwarded`, from the proxy's own view: `for`, `proto` and `host` as
+/// it judged them, appended to a trusted peer's chain, replacing anyone else's
+/// (which [`strip_spoofable`] already removed).
+fn set_forwarded_element(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    peer_trusted: bool,
+    scheme: &str,
+    host: Option<&HeaderValue>,
+) {
+    let peer = peer.to_str().unwrap_or_default();
+    let node = if peer.contains(':') {
+        format!("\"[{peer}]\"")
+    } else {
+        peer.to_string()
+    };
+    let mut element = format!("for={node};proto={scheme}");
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        // A quoted-string: a host with a port has a `:`, which a token may not.
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let prior: Vec<&str> = if peer_trusted {
+        headers
+            .get_all(names::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let value = if prior.is_empty() {
+        element
+    } else {
+        format!("{}, {element}", prior.join(", "))
+    };
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.insert(names::FORWARDED, v);
+        }
+        Err(_) => {
+            headers.remove(names::FORWARDED);
         }
     }
 }
 
-/// The client's address for logs and rate limits: from a trusted peer, the right-most
-/// address in `X-Forwarded-For` that is not itself a trusted proxy; else the peer.
+/// The client's address for logs and rate limits: from a trusted peer, the
+/// `X-Forwarded-For` chain (every line, in order) is walked from the right past
+/// trusted proxies; the first address that is not one is the client. The walk
+/// stops at the first entry that is not an address: what lies left of it was
+/// written by someone no trusted hop vouches for, so the last address the walk
+/// did reach (at worst the peer itself) is the client. A garbage entry can
+/// therefore never hide the client behind the proxy's own address.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, is_trusted: impl Fn(IpAddr) -> bool) -> IpAddr {
     if !is_trusted(peer) {
         return peer;
     }
-    let mut addrs: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all(names::X_FORWARDED_FOR).iter() {
-        let Ok(text) = v.to_str() else { return peer };
-        for part in text.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => addrs.push(ip),
-                // A garbled chain cannot be trusted past this hop.
-                Err(_) => return peer,
+    let lines: Vec<&HeaderValue> = headers.get_all(names::X_FORWARDED_FOR).iter().collect();
+    let mut client = peer;
+    for line in lines.iter().rev() {
+        let Ok(text) = line.to_str() else {
+            return client;
+        };
+        for part in text.rsplit(',') {
+            let Some(ip) = parse_forwarded_address(part) else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(ip) {
+                return ip;
             }
         }
     }
-    addrs
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip))
-        .unwrap_or(peer)
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally `[v6]`, `v4:port` or
+/// `[v6]:port` as some proxies write them.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|sa| sa.ip())
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
 }
 
 #[cfg(test)]
@@ -214,6 +371,33 @@ mod tests {
         assert_eq!(up.unwrap(), "websocket");
         assert!(h.get("x-secret").is_none() && h.get("te").is_none() && h.get("upgrade").is_none());
         assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn only_allowed_upgrades_and_never_h2c() {
+        let ws = vec!["websocket".to_string()];
+        let ok = |v: &'static str, allowed: &[String]| {
+            upgrade_allowed(&HeaderValue::from_static(v), allowed)
+        };
+        assert!(ok("websocket", &ws));
+        assert!(ok("WebSocket", &ws));
+        assert!(!ok("h2c", &ws));
+        assert!(!ok("h2c", &["h2c".to_string()]));
+        assert!(!ok("websocket, h2c", &ws));
+        assert!(!ok("TLS/1.2", &ws));
+        assert!(!ok("", &ws));
+        assert!(!ok("websocket", &[]));
+    }
+
+    #[test]
+    fn http2_settings_is_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAARAAAAAAAIAAAAA"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]
@@ -270,5 +454,114 @@ mod tests {
         assert_eq!(client_ip(&h, peer, trusted).to_string(), "5.5.5.5");
         let outsider: IpAddr = "7.7.7.7".parse().unwrap();
         assert_eq!(client_ip(&h, outsider, trusted), outsider);
+    }
+
+    #[test]
+    fn garbage_in_the_chain_cannot_hide_the_client() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |chain: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static(chain));
+            client_ip(&h, peer, trusted).to_string()
+        };
+        assert_eq!(ip("not-an-ip, 203.0.113.7"), "203.0.113.7");
+        assert_eq!(ip("6.6.6.6, not-an-ip, 10.0.0.9"), "10.0.0.9");
+        assert_eq!(ip("203.0.113.7, garbage"), "10.0.0.1");
+        assert_eq!(ip("203.0.113.7:4711"), "203.0.113.7");
+        assert_eq!(ip("[2001:db8::1]:80"), "2001:db8::1");
+        // Several lines read as one list.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("5.5.5.5, 10.0.0.3"),
+        );
+        assert_eq!(client_ip(&h, peer, trusted).to_string(), "5.5.5.5");
+    }
+
+    #[test]
+    fn rewrite_override_and_origin_headers() {
+        let spoof = |n: &'static str, trusted: bool| {
+            is_spoofable(
+                &HeaderName::from_static(n),
+                trusted,
+                "x-portcullis-assertion",
+            )
+        };
+        for n in [
+            "x-http-method-override",
+            "x-method-override",
+            "x-http-method",
+            "x_http_method_override",
+        ] {
+            assert!(spoof(n, false) && spoof(n, true), "{n}");
+        }
+        for n in [
+            "x-original-url",
+            "x_original_url",
+            "x-rewrite-url",
+            "x-envoy-original-path",
+            "forwarded",
+            "x-real-ip",
+            "x-client-ip",
+            "true-client-ip",
+            "x-forwarded-prefix",
+            "x-forwarded-port",
+            "x-forwarded-scheme",
+            "x-forwarded-server",
+            "l5d-client-id",
+            "x-forwarded-client-cert",
+        ] {
+            assert!(spoof(n, false), "{n} from an untrusted peer");
+        }
+        assert!(!spoof("x-original-url", true));
+        assert!(!spoof("forwarded", true));
+        // A `_` spelling is no spelling the proxy reads, from anyone.
+        assert!(spoof("x_forwarded_client_cert", true));
+        assert!(spoof("x_forwarded_for", true));
+        assert!(!spoof("x-forwarded-for", false));
+        assert!(!spoof("accept", false));
+    }
+
+    #[test]
+    fn forwarded_is_the_proxys_own_view() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("for=1.2.3.4;host=evil"),
+        );
+        let host = Some(HeaderValue::from_static("api.example.com:8443"));
+        set_forwarded(
+            &mut h,
+            &HeaderValue::from_static("::1"),
+            true,
+            "https",
+            host.clone(),
+        );
+        assert_eq!(
+            h["forwarded"],
+            "for=1.2.3.4;host=evil, for=\"[::1]\";proto=https;host=\"api.example.com:8443\""
+        );
+        assert_eq!(h["host"], "api.example.com:8443");
+        assert_eq!(h["x-forwarded-host"], "api.example.com:8443");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("admin.example"),
+        );
+        set_forwarded(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.1"),
+            true,
+            "http",
+            host,
+        );
+        // Even a trusted peer's X-Forwarded-Host gives way to the judged host.
+        assert_eq!(h["x-forwarded-host"], "api.example.com:8443");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.0.0.1;proto=http;host=\"api.example.com:8443\""
+        );
     }
 }

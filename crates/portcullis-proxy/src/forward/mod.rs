@@ -6,9 +6,9 @@ pub mod client;
 pub mod headers;
 pub mod upstreams;
 
-use crate::body::{boxed, empty, ProxyBody};
+use crate::body::{boxed, empty, without_trailers, ProxyBody};
 use crate::respond::Refusal;
-use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -19,8 +19,10 @@ use std::time::Duration;
 use upstreams::{Endpoint, UpstreamPool};
 
 /// Sends `req` to one of the pool's endpoints, with the already-normalized `path`.
-/// `upgrade` is the protocol the client asked to switch to (its hop-by-hop headers
-/// were already removed by the pipeline).
+/// `upgrade` is the protocol the client asked to switch to, already checked against
+/// the route's `upgrades` (its hop-by-hop headers were removed by the pipeline).
+/// The headers are sent as the pipeline left them (`Host` included); request
+/// trailers are dropped.
 pub async fn forward(
     mut req: Request<Incoming>,
     upgrade: Option<HeaderValue>,
@@ -36,21 +38,11 @@ pub async fn forward(
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(UPGRADE, proto.clone());
     }
-    if !req.headers().contains_key(HOST) {
-        // An h2 client names the host in `:authority`; an HTTP/1 upstream needs `Host`.
-        if let Some(auth) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(HOST, auth);
-        }
-    }
     let query = req.uri().query().map(str::to_string);
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
     let replayable = body.is_end_stream() && is_idempotent(&parts.method) && upgrade.is_none();
-    let mut body = Some(boxed(body));
+    let mut body = Some(without_trailers(body));
     let attempts = if replayable { retries + 1 } else { 1 };
 
     let mut last_refusal = Refusal::new(Reason::UpstreamUnavailable);

@@ -1,0 +1,143 @@
+//! The one host a request is judged by (SPEC §5).
+//!
+//! A request can name its host twice: in the target (the h2 `:authority`, or the
+//! authority of an HTTP/1.1 absolute-form target such as `GET http://a/x`) and in
+//! `Host`. If routes were chosen by one and the upstream were handed the other, a
+//! request judged by a public route could reach a private one behind the same
+//! upstream. So the target's authority wins when present (RFC 9112 §3.2.2), a
+//! `Host` that names anything else is refused, and the upstream receives exactly
+//! the judged authority as `Host` and `X-Forwarded-Host`.
+
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::Uri;
+
+/// The host a request is judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JudgedHost {
+    /// Lowercase, without port or trailing dot: what routes match and the audit
+    /// line records. Empty when the request named no host (HTTP/1.0).
+    pub name: String,
+    /// `host[:port]` as the client wrote it (without userinfo): what the upstream
+    /// receives as `Host` and `X-Forwarded-Host`.
+    pub authority: Option<HeaderValue>,
+}
+
+/// Finds the judged host, or says why the request names two (a 400).
+pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static str> {
+    let mut host_lines = headers.get_all(HOST).iter();
+    let host_header = host_lines.next();
+    if host_lines.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let host_header = match host_header {
+        Some(v) => Some(v.to_str().map_err(|_| "Host header is not text")?),
+        None => None,
+    };
+    let target = uri.authority().map(|a| {
+        // Userinfo (`user@`) is not part of the host and never goes upstream.
+        match a.port() {
+            Some(port) => format!("{}:{}", a.host(), port),
+            None => a.host().to_string(),
+        }
+    });
+    let written = match (&target, host_header) {
+        (Some(target), Some(host)) => {
+            if !same_authority(target, host, uri.scheme_str()) {
+                return Err("Host header differs from the request target's authority");
+            }
+            target.as_str()
+        }
+        (Some(target), None) => target.as_str(),
+        (None, Some(host)) => host,
+        (None, None) => {
+            return Ok(JudgedHost {
+                name: String::new(),
+                authority: None,
+            })
+        }
+    };
+    let (name, _) = split_port(written);
+    if name.is_empty() && !written.is_empty() {
+        return Err("Host header has no host name");
+    }
+    let authority = HeaderValue::from_str(written).map_err(|_| "invalid Host header")?;
+    Ok(JudgedHost {
+        name: name.trim_end_matches('.').to_ascii_lowercase(),
+        authority: Some(authority),
+    })
+}
+
+/// `host[:port]` → (`host`, `port`), minding `[v6]:port`.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    // An IPv6 literal keeps its brackets, as `Uri::host` writes it.
+    if authority.starts_with('[') {
+        return match authority.rfind("]:") {
+            Some(end) => (
+                authority.get(..=end).unwrap_or(authority),
+                authority.get(end + 2..),
+            ),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(port)),
+        _ => (authority, None),
+    }
+}
+
+/// Whether two authorities name the same host and port (a missing port is the
+/// scheme's default).
+fn same_authority(a: &str, b: &str, scheme: Option<&str>) -> bool {
+    let default = match scheme {
+        Some("https") => "443",
+        _ => "80",
+    };
+    let (ha, pa) = split_port(a);
+    let (hb, pb) = split_port(b);
+    let canon = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+    canon(ha) == canon(hb) && pa.unwrap_or(default) == pb.unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(uri: &str, hosts: &[&'static str]) -> Result<(String, Option<String>), &'static str> {
+        let uri: Uri = uri.parse().unwrap();
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(HOST, HeaderValue::from_static(v));
+        }
+        judge_host(&uri, &h).map(|j| {
+            let a = j.authority.map(|a| a.to_str().unwrap().to_string());
+            (j.name, a)
+        })
+    }
+
+    #[test]
+    fn the_target_authority_wins_and_a_different_host_is_refused() {
+        let ok = |n: &str, a: &str| Ok((n.to_string(), Some(a.to_string())));
+        assert_eq!(
+            judge("/x", &["Api.Example.com:8080"]),
+            ok("api.example.com", "Api.Example.com:8080")
+        );
+        assert_eq!(
+            judge("http://public.example/x", &[]),
+            ok("public.example", "public.example")
+        );
+        assert_eq!(
+            judge("http://public.example/x", &["PUBLIC.example:80"]),
+            ok("public.example", "public.example")
+        );
+        assert!(judge("http://public.example/x", &["admin.example"]).is_err());
+        assert!(judge("http://public.example:8080/x", &["public.example"]).is_err());
+        assert!(judge("/x", &["a.example", "b.example"]).is_err());
+        assert_eq!(
+            judge("http://user@public.example/x", &[]),
+            ok("public.example", "public.example")
+        );
+        assert_eq!(judge("/x", &["[::1]:8080"]), ok("[::1]", "[::1]:8080"));
+        assert_eq!(judge("/x", &[]), Ok((String::new(), None)));
+        assert!(judge("/x", &[":80"]).is_err());
+    }
+}
