@@ -241,15 +241,8 @@ pub fn rules_for(traffic: &RouteTraffic) -> Vec<SuggestedRule> {
         let per_method = methods
             .into_iter()
             .map(|(m, (patterns, n))| (m, generalize(patterns), n));
-        for (methods, paths, requests) in share_paths(per_method) {
-            rules.push(SuggestedRule {
-                principal: principal.clone(),
-                methods,
-                paths,
-                requests,
-                callers: members.iter().copied().collect(),
-            });
-        }
+        let members: Vec<u32> = members.into_iter().collect();
+        push_rules(&mut rules, &principal, &members, per_method);
     }
     rules.sort_by_key(|r| (rank(&r.principal), std::cmp::Reverse(r.requests)));
     rules
@@ -306,33 +299,34 @@ fn machine_rules(traffic: &RouteTraffic, machines: MachineUsage<'_>) -> Vec<Sugg
         let per_method = methods
             .into_iter()
             .map(|(m, (globs, n))| (m, drop_covered(globs), n));
-        for (methods, paths, requests) in share_paths(per_method) {
-            rules.push(SuggestedRule {
-                principal: principal.clone(),
-                methods,
-                paths,
-                requests,
-                callers: callers.clone(),
-            });
-        }
+        push_rules(&mut rules, &principal, &callers, per_method);
     }
     rules
 }
 
-/// Methods that come to the same paths share one (methods, paths, requests) grant.
-fn share_paths<'a>(
+/// One rule for `principal` per distinct path list of `per_method` (method,
+/// paths, requests): methods that come to the same paths share it.
+fn push_rules<'a>(
+    rules: &mut Vec<SuggestedRule>,
+    principal: &Principal,
+    callers: &[u32],
     per_method: impl Iterator<Item = (&'a str, Vec<String>, u64)>,
-) -> Vec<(Vec<String>, Vec<String>, u64)> {
+) {
     let mut by_paths: BTreeMap<Vec<String>, (Vec<String>, u64)> = BTreeMap::new();
     for (method, paths, requests) in per_method {
         let entry = by_paths.entry(paths).or_default();
         entry.0.push(method.to_string());
         entry.1 += requests;
     }
-    by_paths
-        .into_iter()
-        .map(|(paths, (methods, requests))| (methods, paths, requests))
-        .collect()
+    for (paths, (methods, requests)) in by_paths {
+        rules.push(SuggestedRule {
+            principal: principal.clone(),
+            methods,
+            paths,
+            requests,
+            callers: callers.to_vec(),
+        });
+    }
 }
 
 fn rank(p: &Principal) -> u8 {
