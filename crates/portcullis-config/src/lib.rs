@@ -31,3 +31,4 @@ pub use load::{load_file, load_str, Loaded};
 pub use locate::{is_config_path, locate};
 pub use model::*;
 pub use units::{ByteSize, Duration};
+pub use validate::{compile_path_regex, parse_cidr};

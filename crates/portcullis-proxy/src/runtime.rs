@@ -143,7 +143,8 @@ impl Runtime {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
-                parse_cidr(s)
+                // The validator's parser: what `check` accepts is what is trusted.
+                portcullis_config::parse_cidr(s)
                     .map_err(|e| errors.push(format!("server.trusted_proxies[{i}]: {e}")))
                     .ok()
             })
@@ -316,11 +317,4 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     }
-}
-
-/// Parses a CIDR, or a bare address as a single-host network.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("`{s}` is not a CIDR or IP address"))
 }

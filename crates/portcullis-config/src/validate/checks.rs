@@ -18,8 +18,9 @@ pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// A CIDR (`10.0.0.0/8`) or a bare IP (meaning /32 or /128).
-pub(crate) fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
+/// A CIDR (`10.0.0.0/8`) or a bare IP (meaning /32 or /128): the one parser of
+/// `trusted_proxies`, used by validation and by the runtime that trusts them.
+pub fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(net) = text.parse::<ipnet::IpNet>() {
         return Ok(net);
     }
@@ -29,6 +30,36 @@ pub(crate) fn cidr(text: &str) -> Result<ipnet::IpNet, String> {
     Err(format!(
         "invalid CIDR `{text}`: write an IP or a network, like 10.0.0.0/8 or 192.0.2.7"
     ))
+}
+
+/// `match.path_regex` compiled exactly as the route table matches it: anchored to
+/// the whole normalized path (`^(?:RE)$`), letters matching either case unless
+/// `case_sensitive` (request paths are then compared in one case), and bounded in
+/// length and compiled size. Validation, `check` and the route table all compile
+/// with this, so they cannot disagree about a regex.
+pub fn path_regex(re: &str, case_sensitive: bool) -> Result<regex::Regex, String> {
+    if re.len() > crate::limits::MAX_REGEX_LEN {
+        return Err(format!(
+            "is {} bytes; at most {} are allowed",
+            re.len(),
+            crate::limits::MAX_REGEX_LEN
+        ));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(crate::limits::MAX_REGEX_SIZE)
+        .dfa_size_limit(crate::limits::MAX_REGEX_SIZE)
+        .case_insensitive(!case_sensitive)
+        .build()
+        .map_err(|e| format!("invalid regex: {}", regex_error(&e)))
+}
+
+/// The useful part of a regex error: the syntax error's `error:` line, or the whole
+/// message for size-limit errors.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(|| text.trim().to_string(), str::to_string)
 }
 
 /// A DNS name (letters, digits, `-`, `_` in dot-separated labels) or an IPv4 literal.
@@ -230,6 +261,28 @@ pub(crate) fn writable_file_location(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_regex_compiles_as_the_route_table_matches() {
+        let re = path_regex("/items/[0-9]+", false).unwrap();
+        assert!(
+            re.is_match("/ITEMS/7") && !re.is_match("/items/7/x"),
+            "anchored"
+        );
+        assert!(!path_regex("/items/[0-9]+", true)
+            .unwrap()
+            .is_match("/ITEMS/7"));
+        assert!(path_regex("^(a{1000}){1000}", false)
+            .unwrap_err()
+            .starts_with("invalid regex"));
+        assert!(path_regex(&"a".repeat(2000), false)
+            .unwrap_err()
+            .starts_with("is 2000 bytes"));
+        assert_eq!(
+            path_regex("(", false).unwrap_err(),
+            "invalid regex: unclosed group"
+        );
+    }
 
     #[test]
     fn addresses_and_cidrs() {

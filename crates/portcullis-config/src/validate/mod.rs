@@ -11,6 +11,8 @@ mod rules;
 mod server;
 mod url;
 
+pub use checks::{cidr as parse_cidr, path_regex as compile_path_regex};
+
 use crate::diagnostic::Diagnostic;
 use crate::layout::Layout;
 use crate::model::Config;
