@@ -252,14 +252,10 @@ impl CompiledRoute {
         } else if let Some(p) = &m.path_prefix {
             PathMatcher::Prefix(config_path("path_prefix", p, &mut errors))
         } else if let Some(r) = &m.path_regex {
-            // Anchored: the regex must describe the whole normalized path.
-            // Matched against the (lowercased) matching form, so written letters must
-            // match either case unless the config asks for exact case.
-            match regex::RegexBuilder::new(&format!("^(?:{r})$"))
-                .size_limit(1 << 20)
-                .case_insensitive(!options.case_sensitive)
-                .build()
-            {
+            // Anchored, and matching either case unless the config asks for exact
+            // case: compiled by the config validator's own function, so `check` and
+            // the route table never disagree about a regex.
+            match portcullis_config::compile_path_regex(r, options.case_sensitive) {
                 Ok(re) => PathMatcher::Regex(re, r.clone()),
                 Err(e) => {
                     errors.push(format!("match.path_regex: {e}"));
