@@ -325,3 +325,16 @@ fn reload_keeps_generated_keys() {
             .unwrap();
     assert_ne!(eddsa.current_kid(), s.current_kid());
 }
+
+#[test]
+fn a_reload_keeps_the_keys_dir_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = AssertionSigner::new(&dir_cfg(tmp.path(), 3_600, 60)).unwrap();
+    let token = s.sign(&identity(), "i", "a").unwrap().token;
+    // A reload that changes the assertion section rebuilds the signer from the
+    // same directory: same signing key, earlier assertions still verify.
+    let reloaded = AssertionSigner::new_from_previous(&s, &dir_cfg(tmp.path(), 3_600, 30)).unwrap();
+    assert_eq!(reloaded.current_kid(), s.current_kid());
+    verify(&token, &reloaded.jwks_json());
+    assert_eq!(managed_files(tmp.path()).len(), 2);
+}
