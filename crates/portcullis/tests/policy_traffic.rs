@@ -356,11 +356,15 @@ async fn suggested_rules_allow_what_was_seen_and_nothing_else() {
         r#"paths: ["/docs/guide/intro", "/docs/guide/setup"]"#,
         // Only alice read the FAQ: named by subject, not by a group.
         r#"subjects: ["alice"]"#,
+        // Every token came from one provider, so every rule but the workload's says so.
+        "clients: [\"billing\"]\n          providers: [\"shop-idp\"]\n",
+        "groups: [\"eng\"]\n          providers: [\"shop-idp\"]\n",
         "# 4 requests; clients billing",
         "# 4 requests; group eng (2 people seen: alice, bob)",
     ] {
         assert!(yaml.contains(needle), "missing {needle:?} in\n{yaml}");
     }
+    assert_eq!(yaml.matches("providers: [\"shop-idp\"]").count(), 5, "{yaml}");
     for t in secrets {
         assert!(!yaml.contains(t.as_str()) && !sug.stderr.contains(t.as_str()));
     }

@@ -69,6 +69,8 @@ pub struct AuditIdentity<'a> {
     #[serde(borrow, default)]
     pub sub: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
+    pub issuer: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     pub client_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub groups: Option<Vec<Cow<'a, str>>>,

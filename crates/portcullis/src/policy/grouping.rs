@@ -30,6 +30,9 @@ pub enum CallerKind {
 pub struct Caller {
     pub kind: CallerKind,
     pub id: String,
+    /// Index into the route's issuers of the token's issuer (`None` for a
+    /// workload, which no provider vouches for).
+    pub issuer: Option<u16>,
     /// Groups held on every request seen (a person's groups can change between
     /// tokens; only the stable ones count). Sorted. Empty for non-users.
     pub groups: Vec<String>,
@@ -158,6 +161,7 @@ mod tests {
         Caller {
             kind: CallerKind::User,
             id: id.into(),
+            issuer: Some(0),
             groups,
         }
     }
@@ -166,6 +170,7 @@ mod tests {
         Caller {
             kind,
             id: id.into(),
+            issuer: Some(0),
             groups: Vec::new(),
         }
     }

@@ -138,16 +138,29 @@ fn suggest(config: &Config, audit: &Path, only: Option<String>) -> anyhow::Resul
             shadow_denied: t.shadow_denied,
             rules,
             callers: t.callers(),
+            issuers: t.issuers(),
         });
     }
     let source = audit.display().to_string();
-    crate::cli::out(&suggest_yaml::render(
-        &source,
-        stats.lines,
-        &sections,
-        &skipped,
-    ));
+    let providers = provider_names(config);
+    let yaml = suggest_yaml::render(&source, stats.lines, &sections, &skipped, &providers);
+    crate::cli::out(&yaml);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Issuer → provider name, for issuers that exactly one provider has.
+fn provider_names(config: &Config) -> suggest_yaml::ProviderNames {
+    let mut names = suggest_yaml::ProviderNames::new();
+    let mut shared = Vec::new();
+    for p in &config.providers {
+        if names.insert(p.issuer.clone(), p.name.clone()).is_some() {
+            shared.push(p.issuer.clone());
+        }
+    }
+    for issuer in shared {
+        names.remove(&issuer);
+    }
+    names
 }
 
 fn report(config: &Config, audit: &Path) -> anyhow::Result<ExitCode> {

@@ -25,7 +25,10 @@ pub struct RouteTraffic {
     /// Permitted requests with no identity, which no rule can name.
     pub anonymous: u64,
     callers: Vec<Caller>,
-    caller_index: HashMap<(CallerKind, String), u32>,
+    /// Same id from two issuers: two callers.
+    caller_index: HashMap<(CallerKind, Option<u16>, String), u32>,
+    /// The token issuers seen (few: one per configured provider).
+    issuers: Vec<String>,
     patterns: Vec<PatternTraffic>,
     pattern_index: HashMap<String, usize>,
 }
@@ -115,8 +118,12 @@ impl RouteTraffic {
             Kind::Workload => (CallerKind::Workload, nonempty(&id.workload)?),
             Kind::User => (CallerKind::User, nonempty(&id.sub)?),
         };
+        let issuer = match (kind, id.issuer.as_deref()) {
+            (CallerKind::Workload, _) | (_, None) => None,
+            (_, Some(iss)) => self.issuer_index(iss),
+        };
         let line_groups = id.groups.as_deref().unwrap_or(&[]);
-        let key = (kind, name);
+        let key = (kind, issuer, name);
         if let Some(&i) = self.caller_index.get(&key) {
             if let Some(c) = self.callers.get_mut(i as usize) {
                 if !c.groups.is_empty() {
@@ -135,11 +142,26 @@ impl RouteTraffic {
         groups.dedup();
         self.callers.push(Caller {
             kind,
-            id: key.1.clone(),
+            id: key.2.clone(),
+            issuer,
             groups,
         });
         self.caller_index.insert(key, i);
         Some(i)
+    }
+
+    fn issuer_index(&mut self, issuer: &str) -> Option<u16> {
+        if let Some(i) = self.issuers.iter().position(|s| s == issuer) {
+            return u16::try_from(i).ok();
+        }
+        let i = u16::try_from(self.issuers.len()).ok()?;
+        self.issuers.push(issuer.to_string());
+        Some(i)
+    }
+
+    /// The token issuers, indexed by [`Caller::issuer`].
+    pub fn issuers(&self) -> &[String] {
+        &self.issuers
     }
 
     fn count(&mut self, pattern: &str, method: &str, caller: u32) {
@@ -291,6 +313,8 @@ fn machine_rules(traffic: &RouteTraffic, machines: MachineUsage<'_>) -> Vec<Sugg
             .map(|c| c.id.clone())
             .collect();
         ids.sort();
+        // The same id from two issuers is two callers but one value.
+        ids.dedup();
         let principal = match kind {
             CallerKind::Client => Principal::Clients(ids),
             CallerKind::Workload => Principal::Workloads(ids),
@@ -355,6 +379,7 @@ mod tests {
         let id = super::super::audit_read::AuditIdentity {
             kind,
             sub: Some(Cow::Borrowed(who)),
+            issuer: Some(Cow::Borrowed("https://idp")),
             client_id: (kind == Kind::Service).then_some(Cow::Borrowed(who)),
             groups: Some(groups.iter().map(|g| Cow::Borrowed(*g)).collect()),
             workload: (kind == Kind::Workload).then_some(Cow::Borrowed(who)),

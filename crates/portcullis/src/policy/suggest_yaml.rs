@@ -10,6 +10,7 @@
 use super::grouping::{Caller, Principal};
 use super::suggest::SuggestedRule;
 use portcullis_config::PolicyMode;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Callers a comment names before it says "and N more".
@@ -23,7 +24,12 @@ pub struct RouteSection<'a> {
     pub shadow_denied: u64,
     pub rules: Vec<SuggestedRule>,
     pub callers: &'a [Caller],
+    /// The token issuers [`Caller::issuer`] indexes.
+    pub issuers: &'a [String],
 }
+
+/// Issuer → the name of the one configured provider with that issuer.
+pub type ProviderNames = BTreeMap<String, String>;
 
 /// The whole output. `skipped` are routes of the config with nothing to suggest,
 /// with why.
@@ -32,6 +38,7 @@ pub fn render(
     lines: u64,
     sections: &[RouteSection<'_>],
     skipped: &[(String, &str)],
+    providers: &ProviderNames,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -51,7 +58,7 @@ pub fn render(
         out.push_str("routes:\n");
     }
     for section in sections {
-        route(&mut out, section);
+        route(&mut out, section, providers);
     }
     for (name, why) in skipped {
         let _ = writeln!(
@@ -63,7 +70,7 @@ pub fn render(
     out
 }
 
-fn route(out: &mut String, s: &RouteSection<'_>) {
+fn route(out: &mut String, s: &RouteSection<'_>, providers: &ProviderNames) {
     let _ = writeln!(out, "  - name: {}", quoted(s.name));
     let mode = match s.mode {
         PolicyMode::Audit => "audit",
@@ -95,6 +102,9 @@ fn route(out: &mut String, s: &RouteSection<'_>) {
             rule.principal.condition(),
             list(rule.principal.values())
         );
+        if let Some(provider) = provider_of(rule, s, providers) {
+            let _ = writeln!(out, "          providers: {}", list([provider]));
+        }
         let _ = writeln!(
             out,
             "          methods: {}",
@@ -106,6 +116,26 @@ fn route(out: &mut String, s: &RouteSection<'_>) {
             list(rule.paths.iter().map(String::as_str))
         );
     }
+}
+
+/// The provider every caller of `rule` came through, when there is exactly one:
+/// a subject, client id or group means something only at its issuer, and
+/// another provider's `alice` is somebody else.
+fn provider_of<'a>(
+    rule: &SuggestedRule,
+    s: &RouteSection<'_>,
+    providers: &'a ProviderNames,
+) -> Option<&'a str> {
+    let mut issuers = rule
+        .callers
+        .iter()
+        .map(|&i| s.callers.get(i as usize).and_then(|c| c.issuer));
+    let first = issuers.next()??;
+    if !issuers.all(|i| i == Some(first)) {
+        return None;
+    }
+    let issuer = s.issuers.get(usize::from(first))?;
+    providers.get(issuer).map(String::as_str)
 }
 
 /// The comment's account of the callers a rule covers.
@@ -197,12 +227,56 @@ mod tests {
     }
 
     #[test]
+    fn callers_of_two_providers_get_no_providers_condition() {
+        let caller = |issuer| Caller {
+            kind: CallerKind::User,
+            id: "alice".into(),
+            issuer: Some(issuer),
+            groups: vec![],
+        };
+        let callers = vec![caller(0), caller(1)];
+        let issuers = vec!["https://a".to_string(), "https://b".to_string()];
+        let providers = ProviderNames::from([
+            ("https://a".into(), "a".into()),
+            ("https://b".into(), "b".into()),
+        ]);
+        let rule = |callers: Vec<u32>| SuggestedRule {
+            principal: Principal::Subjects(vec!["alice".into()]),
+            methods: vec!["GET".into()],
+            paths: vec!["/x".into()],
+            requests: 1,
+            callers,
+        };
+        let section = |rules| RouteSection {
+            name: "api",
+            mode: PolicyMode::Enforce,
+            permitted: 2,
+            shadow_denied: 0,
+            rules,
+            callers: &callers,
+            issuers: &issuers,
+        };
+        let mixed = render(
+            "a.log",
+            2,
+            &[section(vec![rule(vec![0, 1])])],
+            &[],
+            &providers,
+        );
+        assert!(!mixed.contains("providers:"), "{mixed}");
+        let one = render("a.log", 2, &[section(vec![rule(vec![1])])], &[], &providers);
+        assert!(one.contains("          providers: [\"b\"]\n"), "{one}");
+    }
+
+    #[test]
     fn output_is_a_routes_list_that_the_config_loader_accepts() {
         let callers = vec![Caller {
             kind: CallerKind::Client,
             id: "evil\n  - name: x".into(),
+            issuer: Some(0),
             groups: vec![],
         }];
+        let issuers = vec!["https://idp.example".to_string()];
         let rule = SuggestedRule {
             principal: Principal::Clients(vec!["evil\n  - name: x".into()]),
             methods: vec!["GET".into()],
@@ -217,12 +291,15 @@ mod tests {
             shadow_denied: 1,
             rules: vec![rule],
             callers: &callers,
+            issuers: &issuers,
         }];
+        let providers = ProviderNames::from([("https://idp.example".into(), "idp".into())]);
         let yaml = render(
             "audit\n.log",
             10,
             &sections,
             &[("other".into(), "no traffic")],
+            &providers,
         );
         // Every line is a comment, the list, or part of a rule: nothing injected.
         assert!(
@@ -238,12 +315,16 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let config = format!(
-            "routes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: http://127.0.0.1:9\n    mode: audit\n    policy:\n{rules}\n"
+            "providers:\n  - name: idp\n    issuer: https://idp.example\n    audiences: [api]\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: http://127.0.0.1:9\n    mode: audit\n    policy:\n{rules}\n"
         );
         let loaded = portcullis_config::load_str(&config, "t.yaml", &|_| None)
             .unwrap_or_else(|e| panic!("{e}\n{config}"));
         let allow = &loaded.config.routes[0].policy.as_ref().unwrap().allow;
         assert_eq!(allow[0].clients.as_ref().unwrap()[0], "evil\n  - name: x");
         assert_eq!(allow[0].name.as_deref(), Some("suggested-1"));
+        assert_eq!(
+            allow[0].providers.as_deref(),
+            Some(&["idp".to_string()][..])
+        );
     }
 }
