@@ -364,7 +364,11 @@ async fn suggested_rules_allow_what_was_seen_and_nothing_else() {
     ] {
         assert!(yaml.contains(needle), "missing {needle:?} in\n{yaml}");
     }
-    assert_eq!(yaml.matches("providers: [\"shop-idp\"]").count(), 5, "{yaml}");
+    assert_eq!(
+        yaml.matches("providers: [\"shop-idp\"]").count(),
+        5,
+        "{yaml}"
+    );
     for t in secrets {
         assert!(!yaml.contains(t.as_str()) && !sug.stderr.contains(t.as_str()));
     }
