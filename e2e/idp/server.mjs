@@ -10,10 +10,19 @@
 //   orders-agent   client_secret_basic   secret $IDP_SECRET_BASIC
 //   reports-agent  client_secret_post    secret $IDP_SECRET_POST
 //
+// Outbound-credential clients (test_7), registered only when their env is set:
+//   partner-basic  client_secret_basic   secret $IDP_SECRET_PARTNER
+//   partner-jwt    private_key_jwt       public JWKS $IDP_PARTNER_JWKS (JSON; the
+//                                        private key exists only in the test run)
+// Both get tokens for `urn:portcullis:partner-api` (audience `partner-api`, scope
+// `partner:read`), living $IDP_PARTNER_TTL seconds (default 600).
+//
 // Test hooks, on the same listener (outside every oidc-provider route):
 //   POST /__admin/rotate[?retire=1]  new RSA key first in the JWKS (old keys kept
 //                                    published unless retire=1); answers {kid, kids}
-//   GET  /__admin/stats              {jwks_fetches, last_jwks_fetch_ms, kids}
+//   GET  /__admin/stats              {jwks_fetches, last_jwks_fetch_ms, kids,
+//                                     token_requests, token_down}
+//   POST /__admin/token_down?on=1|0  while on, POST /token answers 503
 //
 // oidc-provider's keystore is fixed when a Provider is constructed, so rotation
 // builds a new Provider (same issuer, clients and configuration, new key set)
@@ -33,7 +42,9 @@ const RESOURCE = 'urn:portcullis:orders-api';
 const RESOURCE_SERVERS = {
   [RESOURCE]: { audience: 'orders-api', scope: 'orders:read orders:write' },
   'urn:portcullis:billing-api': { audience: 'billing-api', scope: 'billing:read' },
+  'urn:portcullis:partner-api': { audience: 'partner-api', scope: 'partner:read' },
 };
+const PARTNER_TTL = Number(process.env.IDP_PARTNER_TTL || 600);
 
 function newSigningKey() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -63,12 +74,33 @@ const clients = [
     token_endpoint_auth_method: 'client_secret_post',
   },
 ];
+if (process.env.IDP_SECRET_PARTNER) {
+  clients.push({
+    client_id: 'partner-basic',
+    client_secret: process.env.IDP_SECRET_PARTNER,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  });
+}
+if (process.env.IDP_PARTNER_JWKS) {
+  clients.push({
+    client_id: 'partner-jwt',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: JSON.parse(process.env.IDP_PARTNER_JWKS),
+  });
+}
 
 function buildProvider(issuer, keys) {
   const provider = new Provider(issuer, {
     clients,
     jwks: { keys },
-    ttl: { ClientCredentials: 600 },
+    // The resource server's lifetime wins (a plain number here would override it).
+    ttl: { ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 600 },
     // Cookies are unused by the client-credentials grant; random keys keep the
     // provider from warning about its development defaults.
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
@@ -85,7 +117,7 @@ function buildProvider(issuer, keys) {
           return {
             ...rs,
             accessTokenFormat: 'jwt',
-            accessTokenTTL: 600,
+            accessTokenTTL: rs.audience === 'partner-api' ? PARTNER_TTL : 600,
             jwt: { sign: { alg: 'RS256' } },
           };
         },
@@ -99,7 +131,7 @@ function buildProvider(issuer, keys) {
 const requested = Number(process.argv[2] ?? process.env.IDP_PORT ?? 0);
 let keys = [newSigningKey()];
 let handler = null;
-const stats = { jwks_fetches: 0, last_jwks_fetch_ms: null };
+const stats = { jwks_fetches: 0, last_jwks_fetch_ms: null, token_requests: 0, token_down: false };
 
 function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json' });
@@ -121,6 +153,14 @@ const server = http.createServer((req, res) => {
   }
   if (url.pathname === '/__admin/stats' && req.method === 'GET') {
     return json(res, 200, { ...stats, kids: publicKids() });
+  }
+  if (url.pathname === '/__admin/token_down' && req.method === 'POST') {
+    stats.token_down = url.searchParams.get('on') === '1';
+    return json(res, 200, { token_down: stats.token_down });
+  }
+  if (url.pathname === '/token' && req.method === 'POST') {
+    stats.token_requests += 1;
+    if (stats.token_down) return json(res, 503, { error: 'temporarily_unavailable' });
   }
   if (url.pathname === '/jwks') {
     stats.jwks_fetches += 1;
