@@ -149,9 +149,7 @@ fn credential(config: &Config, c: &CredentialConfig, at: &KeyPath, report: &mut 
                     at,
                     format!("{m} needs client_secret (write it as ${{ENV}})"),
                 ),
-                Some("") => {
-                    report.error(&at.key("client_secret"), "must not be empty")
-                }
+                Some("") => report.error(&at.key("client_secret"), "must not be empty"),
                 Some(_) => {}
             }
         }
