@@ -12,6 +12,7 @@ pub mod authn;
 pub mod authority;
 pub mod body;
 pub mod endpoints;
+pub mod ext_authz;
 pub mod forward;
 pub mod listener;
 pub mod metrics;

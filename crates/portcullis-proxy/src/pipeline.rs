@@ -333,8 +333,8 @@ fn set_header(headers: &mut http::HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Attaches the audit line and metrics to the response, to be written when its body
-/// is finished or dropped.
-fn finish(
+/// is finished or dropped (ext_authz drops a bodiless one to record its check).
+pub(crate) fn finish(
     ex: Exchange,
     response: Response<ProxyBody>,
     shared: &Shared,

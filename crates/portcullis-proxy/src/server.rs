@@ -35,6 +35,8 @@ pub struct Server {
     config_path: Option<PathBuf>,
     local_addr: SocketAddr,
     admin_addr: SocketAddr,
+    /// The Envoy ext_authz gRPC listener's bound address, when configured.
+    ext_authz_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     /// Every open client connection; shutdown waits for them to end.
     connections: Arc<Connections>,
@@ -134,6 +136,17 @@ impl Server {
                 }
             }
         }));
+        let ext_authz_cfg = shared.runtime.load().config.ext_authz.clone();
+        let ext_authz_addr = match ext_authz_cfg {
+            Some(cfg) => {
+                let grpc = crate::ext_authz::start(&cfg, shared.clone(), stop_rx.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                tasks.extend(grpc.tasks);
+                Some(grpc.addr)
+            }
+            None => None,
+        };
         tasks.push(tokio::spawn(admin::run(
             admin_listener,
             shared.clone(),
@@ -145,6 +158,7 @@ impl Server {
             config_path,
             local_addr,
             admin_addr,
+            ext_authz_addr,
             stop,
             connections,
             tasks,
@@ -160,6 +174,11 @@ impl Server {
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The ext_authz gRPC listener's bound address, when `ext_authz` is configured.
+    pub fn ext_authz_addr(&self) -> Option<SocketAddr> {
+        self.ext_authz_addr
     }
 
     /// Re-reads the config file and swaps it in. An invalid config is refused, logged,

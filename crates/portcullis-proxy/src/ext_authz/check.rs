@@ -1,0 +1,269 @@
+//! `Authorization/Check`: Envoy's description of a request in, the core's
+//! judgment out as a `CheckResponse` (SPEC §4). Only translation lives here;
+//! every decision is [`crate::judge`]'s, and every refusal's status, headers and
+//! body come from [`crate::respond::error_response`].
+
+use super::proto::{
+    BoolValue, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue as PbHeader,
+    HeaderValueOption, HttpRequest, HttpResponse, HttpStatus, OkHttpResponse, RpcStatus,
+    OVERWRITE_IF_EXISTS_OR_ADD,
+};
+use crate::audit::AuditTime;
+use crate::authority::{self, JudgedHost};
+use crate::body::full;
+use crate::forward::headers::names;
+use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
+use crate::pipeline::{self, Exchange};
+use crate::request_meta::{request_id, TraceContext};
+use crate::respond::{error_response, wants_html, Refusal};
+use crate::runtime::Runtime;
+use crate::server::Shared;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use portcullis_config::WorkloadSource;
+use portcullis_core::{Identity, Reason};
+use portcullis_policy::split_query;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// gRPC status codes used in `CheckResponse.status` (google.rpc.Code).
+mod code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// Answers one check from the Envoy at `peer`, and records its audit line and
+/// metrics (frontend `ext_authz`).
+pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> CheckResponse {
+    let rt = shared.runtime.load_full();
+    // The peer is Envoy. Only a trusted one may vouch for the client's address,
+    // request id, trace and sidecar identity headers; the principal it verified
+    // over mTLS counts either way (the core applies `workload_identity`).
+    let peer_trusted = rt.is_trusted(peer.ip());
+    let attributes = req.attributes.unwrap_or_default();
+    let source = attributes.source.unwrap_or_default();
+    let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+    let headers = request_headers(&http);
+    let trusted = |value: Option<&'_ str>| -> Option<String> {
+        value
+            .filter(|v| peer_trusted && !v.is_empty())
+            .map(str::to_string)
+    };
+    let client_ip = source
+        .address
+        .and_then(|a| a.socket_address)
+        .and_then(|s| s.address.parse::<IpAddr>().ok())
+        .filter(|_| peer_trusted)
+        .unwrap_or(peer.ip());
+    let traceparent = headers
+        .as_ref()
+        .ok()
+        .and_then(|h| h.get(names::TRACEPARENT))
+        .and_then(|v| v.to_str().ok());
+    let mut ex = Exchange {
+        started: Instant::now(),
+        arrived: AuditTime::now(),
+        request_id: request_id(trusted(Some(http.id.as_str())).as_deref()),
+        trace: TraceContext::continue_or_start(trusted(traceparent).as_deref()),
+        client_ip: client_ip.to_string(),
+        method: http.method.clone(),
+        host: String::new(),
+        path: split_query(&http.path).0.to_string(),
+        route: None,
+        route_index: None,
+        decision: None,
+        identity: Identity::anonymous(),
+        upstream_ms: None,
+        html: headers.as_ref().is_ok_and(wants_html),
+        refused: None,
+        frontend: Frontend::ExtAuthz,
+    };
+    let principal = PeerIdentity {
+        source: WorkloadSource::Xfcc,
+        spiffe_id: source.principal,
+    };
+    let peer_identity = (!principal.spiffe_id.is_empty()).then_some(&principal);
+    let result = match headers {
+        Ok(headers) => {
+            judge_check(&rt, &http, &headers, peer_trusted, peer_identity, &mut ex).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let (answer, status) = match result {
+        Ok(ok) => (allowed(ok), StatusCode::OK),
+        Err(refusal) => {
+            ex.refused = Some(refusal.reason);
+            denied(&refusal, &ex).await
+        }
+    };
+    // One audit line per check, written as the (bodiless) answer is dropped.
+    let mut record = Response::new(full(""));
+    *record.status_mut() = status;
+    drop(pipeline::finish(ex, record, shared, &rt));
+    answer
+}
+
+/// Judges the described request; the headers to set and to remove when allowed.
+async fn judge_check(
+    rt: &Runtime,
+    http: &HttpRequest,
+    headers: &HeaderMap,
+    peer_trusted: bool,
+    peer_identity: Option<&PeerIdentity>,
+    ex: &mut Exchange,
+) -> Result<OkHttpResponse, Refusal> {
+    let host = judged_host(&http.host)?;
+    ex.host.clone_from(&host.name);
+    let (raw_path, _query) = split_query(&http.path);
+    let scheme = if http.scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else {
+        "http"
+    };
+    let facts = RequestFacts {
+        frontend: Frontend::ExtAuthz,
+        method: &http.method,
+        host: &host,
+        scheme,
+        raw_path,
+        headers,
+        peer_trusted,
+        peer_identity,
+        client_ip: &ex.client_ip,
+        html: ex.html,
+        request_id: &ex.request_id,
+    };
+    let judgment = judge::judge(rt, &facts).await;
+    // The proxy's own endpoints are not served behind Envoy.
+    let reserved = judgment.reserved;
+    let (_path, set, remove) = ex.absorb(judgment)?;
+    if reserved {
+        return Err(Refusal::new(Reason::NoRoute));
+    }
+    let headers = set
+        .iter()
+        .map(|(name, value)| overwrite(name, value))
+        .collect();
+    // Envoy removes after it sets: a header that is overwritten must not also
+    // be named here, or the identity just set would go with the spoofed one.
+    let headers_to_remove = remove
+        .iter()
+        .filter(|name| !set.iter().any(|(set_name, _)| set_name == *name))
+        .map(|name| name.as_str().to_string())
+        .collect();
+    Ok(OkHttpResponse {
+        headers,
+        headers_to_remove,
+    })
+}
+
+/// The host Envoy saw (`:authority` or `Host`), judged like a request's own.
+fn judged_host(host: &str) -> Result<JudgedHost, Refusal> {
+    let bad = |why: &'static str| Refusal::with_message(Reason::BadRequest, why);
+    let mut only = HeaderMap::new();
+    if !host.is_empty() {
+        let value = HeaderValue::from_str(host).map_err(|_| bad("invalid host"))?;
+        only.insert(http::header::HOST, value);
+    }
+    authority::judge_host(&http::Uri::from_static("/"), &only).map_err(bad)
+}
+
+/// The checked request's headers as a header map. Pseudo-headers (`:path`,
+/// `:authority`…), which Envoy includes, are already in the request's own
+/// fields and are left out; any other unusable name or value is a 400, never
+/// silently dropped (it could be a credential).
+fn request_headers(http: &HttpRequest) -> Result<HeaderMap, Refusal> {
+    let bad =
+        |what: &str| Refusal::with_message(Reason::BadRequest, format!("invalid header {what}"));
+    let mut map = HeaderMap::new();
+    let mut add = |key: &str, value: &[u8]| -> Result<(), Refusal> {
+        if key.starts_with(':') {
+            return Ok(());
+        }
+        let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("name"))?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| bad(name.as_str()))?;
+        map.append(name, value);
+        Ok(())
+    };
+    for (key, value) in &http.headers {
+        add(key, value.as_bytes())?;
+    }
+    // With `encode_raw_headers`, Envoy sends the lines unmerged here instead.
+    for header in http.header_map.iter().flat_map(|m| &m.headers) {
+        let value = if header.raw_value.is_empty() {
+            header.value.as_bytes()
+        } else {
+            &header.raw_value
+        };
+        add(&header.key, value)?;
+    }
+    Ok(map)
+}
+
+/// A header Envoy sets, replacing any value the request had.
+fn overwrite(name: &HeaderName, value: &HeaderValue) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(PbHeader {
+            key: name.as_str().to_string(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            raw_value: Vec::new(),
+        }),
+        // Both spellings, for Envoys that read only the deprecated one.
+        append: Some(BoolValue { value: false }),
+        append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+    }
+}
+
+fn allowed(ok: OkHttpResponse) -> CheckResponse {
+    CheckResponse {
+        status: Some(RpcStatus {
+            code: code::OK,
+            message: String::new(),
+        }),
+        http_response: Some(HttpResponse::OkResponse(ok)),
+    }
+}
+
+/// The §6 answer Envoy sends to the client: the same status, headers and body
+/// the reverse proxy would answer with.
+async fn denied(refusal: &Refusal, ex: &Exchange) -> (CheckResponse, StatusCode) {
+    let (parts, body) = error_response(refusal, &ex.request_id, ex.html).into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        // Connection management is Envoy's own business.
+        .filter(|(name, _)| *name != http::header::CONNECTION)
+        .map(|(name, value)| overwrite(name, value))
+        .collect();
+    let grpc_code = match parts.status.as_u16() {
+        401 => code::UNAUTHENTICATED,
+        400 => code::INVALID_ARGUMENT,
+        404 => code::NOT_FOUND,
+        500..=599 => code::UNAVAILABLE,
+        // 403, and 429 (SPEC §4: rate limiting is a refusal to this caller).
+        _ => code::PERMISSION_DENIED,
+    };
+    let answer = CheckResponse {
+        status: Some(RpcStatus {
+            code: grpc_code,
+            message: refusal.reason.as_str().to_string(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(parts.status.as_u16()),
+            }),
+            headers,
+            body,
+        })),
+    };
+    (answer, parts.status)
+}

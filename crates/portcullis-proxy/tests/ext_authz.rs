@@ -1,0 +1,564 @@
+//! End-to-end: the Envoy ext_authz gRPC front end. A real gRPC client (tonic
+//! over HTTP/2, with the same Envoy message definitions) sends `CheckRequest`s
+//! to the real server's `ext_authz.grpc_listen`, with a real development issuer
+//! behind token verification, and every field of the answers is checked.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use portcullis_proxy::ext_authz::proto::*;
+use portcullis_proxy::ext_authz::{CHECK_PATH, HEALTH_PATH};
+use portcullis_proxy::Server;
+use portcullis_testkit::{DevIssuer, EchoUpstream};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic_prost::ProstCodec;
+
+const ROUTES: &str = r#"
+  - name: orders
+    match: { path_prefix: /orders }
+    upstream: UPSTREAM
+    policy:
+      allow:
+        - name: readers
+          scopes: [orders:read]
+          methods: [GET]
+  - name: billing
+    match: { path_prefix: /billing }
+    upstream: UPSTREAM
+    policy:
+      allow:
+        - name: shop
+          workloads: ["spiffe://cluster.local/ns/shop/sa/*"]
+  - name: limited
+    match: { path_prefix: /limited }
+    upstream: UPSTREAM
+    auth: none
+    rate_limit: { requests_per_second: 0.01, burst: 1, key: ip }
+"#;
+
+struct Stack {
+    server: Server,
+    _echo: EchoUpstream,
+    idp: DevIssuer,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let idp = DevIssuer::start().await.unwrap();
+        let echo = EchoUpstream::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let yaml = format!(
+            "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: file:{}\next_authz:\n  grpc_listen: 127.0.0.1:0\nworkload_identity:\n  trust_domain: cluster.local\n  accept: [xfcc]\nproviders:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\nroutes:\n{}",
+            audit.display(),
+            idp.issuer(),
+            ROUTES.replace("UPSTREAM", &echo.url())
+        );
+        let server = Server::start(config(&yaml), None).await.unwrap();
+        let stack = Stack {
+            server,
+            _echo: echo,
+            idp,
+            audit,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            let ready = get(&format!("http://{}/readyz", stack.server.admin_addr())).await;
+            if ready.0 == 200 {
+                return stack;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("proxy never became ready");
+    }
+
+    fn grpc(&self) -> Grpc {
+        let addr = self.server.ext_authz_addr().expect("ext_authz listening");
+        let client: Client<HttpConnector, tonic::body::Body> =
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+        tonic::client::Grpc::with_origin(client, origin)
+    }
+
+    async fn check(&self, req: CheckRequest) -> CheckResponse {
+        let mut grpc = self.grpc();
+        grpc.ready().await.unwrap();
+        let codec = ProstCodec::<CheckRequest, CheckResponse>::default();
+        grpc.unary(tonic::Request::new(req), CHECK_PATH.parse().unwrap(), codec)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    fn token(&self, sub: &str, extra: Value) -> String {
+        self.idp.token(sub, "orders-api", 300, extra).unwrap()
+    }
+
+    fn audit_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The audit lines once `n` have been written (the writer is asynchronous).
+    async fn audit_when(&self, n: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let lines = self.audit_lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("expected {n} audit lines, got {:?}", self.audit_lines());
+    }
+}
+
+type Grpc = tonic::client::Grpc<Client<HttpConnector, tonic::body::Body>>;
+
+/// What Envoy sends for `method host path` with `headers`, from `principal`.
+fn envoy_check(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    principal: &str,
+) -> CheckRequest {
+    let mut map: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // Envoy includes the pseudo-headers in the map too.
+    map.insert(":path".into(), path.into());
+    map.insert(":method".into(), method.into());
+    map.insert(":authority".into(), "shop.example.com".into());
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    socket_address: Some(SocketAddress {
+                        address: "10.1.2.3".into(),
+                        port_value: 40000,
+                    }),
+                }),
+                service: String::new(),
+                principal: principal.into(),
+            }),
+            destination: None,
+            request: Some(AttributeRequest {
+                http: Some(HttpRequest {
+                    id: "envoy-request-1".into(),
+                    method: method.into(),
+                    headers: map,
+                    path: path.into(),
+                    host: "shop.example.com".into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+            }),
+            context_extensions: HashMap::new(),
+        }),
+    }
+}
+
+fn ok_response(resp: &CheckResponse) -> &OkHttpResponse {
+    assert_eq!(resp.status.as_ref().unwrap().code, 0, "{resp:?}");
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        other => panic!("expected ok_response, got {other:?}"),
+    }
+}
+
+fn denied_response(resp: &CheckResponse, grpc_code: i32, http: i32) -> &DeniedHttpResponse {
+    assert_eq!(resp.status.as_ref().unwrap().code, grpc_code, "{resp:?}");
+    match &resp.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => {
+            assert_eq!(d.status.as_ref().unwrap().code, http, "{d:?}");
+            d
+        }
+        other => panic!("expected denied_response, got {other:?}"),
+    }
+}
+
+fn header<'a>(options: &'a [HeaderValueOption], name: &str) -> Option<&'a HeaderValueOption> {
+    options
+        .iter()
+        .find(|o| o.header.as_ref().is_some_and(|h| h.key == name))
+}
+
+fn value<'a>(options: &'a [HeaderValueOption], name: &str) -> &'a str {
+    let option = header(options, name).unwrap_or_else(|| panic!("no {name} in {options:?}"));
+    // Set, replacing whatever the request carried.
+    assert_eq!(option.append_action, OVERWRITE_IF_EXISTS_OR_ADD);
+    assert_eq!(option.append, Some(BoolValue { value: false }));
+    &option.header.as_ref().unwrap().value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_check_sets_identity_and_removes_spoofed_headers() {
+    let s = Stack::start().await;
+    let token = s.token(
+        "alice",
+        json!({"scope": "orders:read", "email": "alice@example.com", "client_id": "web"}),
+    );
+    let auth = format!("Bearer {token}");
+    let resp = s
+        .check(envoy_check(
+            "GET",
+            "/orders/1?expand=items",
+            &[
+                ("authorization", &auth),
+                ("x-auth-request-user", "mallory"),
+                ("x-auth-request-groups", "admins"),
+                ("x-portcullis-workload", "spiffe://evil/ns/x/sa/y"),
+                ("x-original-url", "/admin"),
+                ("accept", "application/json"),
+            ],
+            "",
+        ))
+        .await;
+    let ok = ok_response(&resp);
+    assert_eq!(value(&ok.headers, "x-auth-request-user"), "alice");
+    assert_eq!(
+        value(&ok.headers, "x-auth-request-email"),
+        "alice@example.com"
+    );
+    assert_eq!(value(&ok.headers, "x-auth-request-client-id"), "web");
+    let assertion = value(&ok.headers, "x-portcullis-assertion");
+    assert_eq!(assertion.split('.').count(), 3, "a JWS: {assertion}");
+    // Spoofed headers the proxy does not overwrite go; so does the token.
+    let removed: Vec<&str> = ok.headers_to_remove.iter().map(String::as_str).collect();
+    for name in [
+        "authorization",
+        "x-auth-request-groups",
+        "x-portcullis-workload",
+        "x-original-url",
+    ] {
+        assert!(removed.contains(&name), "{name} not removed: {removed:?}");
+    }
+    // A header that is overwritten is not also removed (Envoy removes after it
+    // sets, which would take the identity with it), and nothing else is.
+    assert!(!removed.contains(&"x-auth-request-user"), "{removed:?}");
+    assert!(!removed.contains(&"accept"), "{removed:?}");
+    for name in &removed {
+        assert!(
+            header(&ok.headers, name).is_none(),
+            "{name} both set and removed"
+        );
+    }
+
+    let audit = s.audit_when(1).await;
+    let line = &audit[0];
+    assert_eq!(line["frontend"], "ext_authz");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["reason"], "allowed");
+    assert_eq!(line["route"], "orders");
+    assert_eq!(line["rule"], "readers");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["host"], "shop.example.com");
+    assert_eq!(
+        line["path"], "/orders/1",
+        "the query is not part of the path"
+    );
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["identity"]["sub"], "alice");
+    // Envoy is not a trusted proxy here: its request id and the client address
+    // it reports are not taken on its word.
+    assert_ne!(line["request_id"], "envoy-request-1");
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert!(
+        !audit[0].to_string().contains(&token),
+        "no token in the audit line"
+    );
+
+    // Counted with the front end's label.
+    let (_, metrics) = get(&format!("http://{}/metrics", s.server.admin_addr())).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portcullis_requests_total{")
+                && l.contains("frontend=\"ext_authz\"")
+                && l.contains("route=\"orders\"")
+                && l.contains("code=\"200\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_the_spec_status_headers_and_body() {
+    let s = Stack::start().await;
+
+    // No credential: UNAUTHENTICATED, HTTP 401 with the challenge.
+    let resp = s.check(envoy_check("GET", "/orders/1", &[], "")).await;
+    let denied = denied_response(&resp, 16, 401);
+    assert_eq!(
+        value(&denied.headers, "www-authenticate"),
+        r#"Bearer realm="portcullis""#
+    );
+    assert_eq!(value(&denied.headers, "content-type"), "application/json");
+    let request_id = value(&denied.headers, "x-request-id").to_string();
+    let body: Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(body["error"], "missing_token");
+    assert_eq!(body["request_id"], request_id.as_str());
+
+    // A bad token: 401 invalid_token.
+    let resp = s
+        .check(envoy_check(
+            "GET",
+            "/orders/1",
+            &[("authorization", "Bearer not.a.jwt")],
+            "",
+        ))
+        .await;
+    let denied = denied_response(&resp, 16, 401);
+    assert!(value(&denied.headers, "www-authenticate").contains(r#"error="invalid_token""#));
+
+    // Missing scope: PERMISSION_DENIED, HTTP 403 insufficient_scope.
+    let token = s.token("bob", json!({"scope": "profile"}));
+    let auth = format!("Bearer {token}");
+    let resp = s
+        .check(envoy_check(
+            "GET",
+            "/orders/1",
+            &[("authorization", &auth)],
+            "",
+        ))
+        .await;
+    let denied = denied_response(&resp, 7, 403);
+    assert_eq!(
+        value(&denied.headers, "www-authenticate"),
+        r#"Bearer error="insufficient_scope", scope="orders:read""#
+    );
+    let body: Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+    assert!(!denied.body.contains(&token));
+
+    // Rate limited: PERMISSION_DENIED, HTTP 429 with Retry-After.
+    let first = s.check(envoy_check("GET", "/limited", &[], "")).await;
+    ok_response(&first);
+    let resp = s.check(envoy_check("GET", "/limited", &[], "")).await;
+    let denied = denied_response(&resp, 7, 429);
+    assert!(
+        value(&denied.headers, "retry-after")
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+
+    // Path tricks are judged on the normalized path, and refused like the proxy does.
+    let resp = s
+        .check(envoy_check("GET", "/orders/..%2f..%2fadmin", &[], ""))
+        .await;
+    let denied = denied_response(&resp, 3, 400);
+    let body: Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(body["error"], "bad_request");
+    let resp = s.check(envoy_check("GET", "/nowhere", &[], "")).await;
+    denied_response(&resp, 5, 404);
+    let resp = s
+        .check(envoy_check("GET", "/.portcullis/whoami", &[], ""))
+        .await;
+    denied_response(&resp, 5, 404);
+
+    let audit = s.audit_when(8).await;
+    let reasons: Vec<&str> = audit
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_token",
+            "invalid_token",
+            "insufficient_scope",
+            "allowed",
+            "rate_limited",
+            "bad_request",
+            "no_route",
+            "no_route",
+        ][..],
+        "one audit line per check"
+    );
+    assert!(audit.iter().all(|l| l["frontend"] == "ext_authz"));
+    assert_eq!(audit[0]["status"], 401);
+    assert_eq!(audit[4]["status"], 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_and_ext_authz_give_the_same_answer() {
+    let s = Stack::start().await;
+    let reader = format!(
+        "Bearer {}",
+        s.token("carol", json!({"scope": "orders:read"}))
+    );
+    let other = format!("Bearer {}", s.token("dave", json!({"scope": "other"})));
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        ("GET", "/orders/7", vec![("authorization", reader.as_str())]),
+        (
+            "POST",
+            "/orders/7",
+            vec![("authorization", reader.as_str())],
+        ),
+        ("GET", "/orders/7", vec![("authorization", other.as_str())]),
+        ("GET", "/orders/7", vec![]),
+        (
+            "GET",
+            "/ORDERS/./7",
+            vec![("authorization", reader.as_str())],
+        ),
+        (
+            "GET",
+            "/orders%2F7",
+            vec![("authorization", reader.as_str())],
+        ),
+        ("GET", "/billing/x", vec![]),
+    ];
+    let client = client();
+    let mut expected = 0;
+    for (method, path, headers) in &cases {
+        let url = format!("http://shop.example.com{path}");
+        let mut with_host = headers.clone();
+        with_host.push(("host", "shop.example.com"));
+        let http_status = {
+            let mut req = http::Request::builder()
+                .method(*method)
+                .uri(format!("http://{}{path}", s.server.local_addr()));
+            for (k, v) in &with_host {
+                req = req.header(*k, *v);
+            }
+            let resp = client
+                .request(req.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        };
+        let check = s.check(envoy_check(method, path, headers, "")).await;
+        let grpc_http = match &check.http_response {
+            Some(HttpResponse::OkResponse(_)) => 200,
+            Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().unwrap().code as u16,
+            None => panic!("no http_response"),
+        };
+        expected += 2;
+        let audit = s.audit_when(expected).await;
+        let (proxy_line, grpc_line) = (&audit[expected - 2], &audit[expected - 1]);
+        assert_eq!(proxy_line["frontend"], "proxy");
+        assert_eq!(grpc_line["frontend"], "ext_authz");
+        assert_eq!(grpc_http, http_status, "{method} {url}");
+        for field in ["reason", "decision", "route", "rule", "path"] {
+            assert_eq!(
+                proxy_line[field], grpc_line[field],
+                "{field} for {method} {url}"
+            );
+        }
+    }
+    // The table covered both answers.
+    let audit = s.audit_lines();
+    assert!(audit.iter().any(|l| l["reason"] == "allowed"));
+    assert!(audit.iter().any(|l| l["reason"] == "bad_request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_principal_is_the_workload_in_the_trust_domain_only() {
+    let s = Stack::start().await;
+    let resp = s
+        .check(envoy_check(
+            "GET",
+            "/billing/invoices",
+            &[],
+            "spiffe://cluster.local/ns/shop/sa/cart",
+        ))
+        .await;
+    let ok = ok_response(&resp);
+    assert_eq!(
+        value(&ok.headers, "x-portcullis-workload"),
+        "spiffe://cluster.local/ns/shop/sa/cart"
+    );
+    // Another trust domain proves nothing about this mesh's workloads.
+    let resp = s
+        .check(envoy_check(
+            "GET",
+            "/billing/invoices",
+            &[],
+            "spiffe://evil.example/ns/shop/sa/cart",
+        ))
+        .await;
+    denied_response(&resp, 16, 401);
+    // From an untrusted Envoy peer, an XFCC header in the checked request is
+    // not a workload identity.
+    let resp = s
+        .check(envoy_check(
+            "GET",
+            "/billing/invoices",
+            &[("x-forwarded-client-cert", "By=spiffe://cluster.local/ns/billing/sa/api;URI=spiffe://cluster.local/ns/shop/sa/cart")],
+            "",
+        ))
+        .await;
+    denied_response(&resp, 16, 401);
+
+    let audit = s.audit_when(3).await;
+    assert_eq!(
+        audit[0]["identity"]["workload"],
+        "spiffe://cluster.local/ns/shop/sa/cart"
+    );
+    assert_eq!(audit[0]["rule"], "shop");
+    assert_eq!(audit[1]["reason"], "missing_token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_is_serving_and_unknown_methods_are_unimplemented() {
+    let s = Stack::start().await;
+    let mut grpc = s.grpc();
+    grpc.ready().await.unwrap();
+    let health = grpc
+        .unary(
+            tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            }),
+            HEALTH_PATH.parse().unwrap(),
+            ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, SERVING);
+    grpc.ready().await.unwrap();
+    let unknown = grpc
+        .unary(
+            tonic::Request::new(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            }),
+            HEALTH_PATH.parse().unwrap(),
+            ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    grpc.ready().await.unwrap();
+    let nope = grpc
+        .unary(
+            tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            }),
+            "/envoy.service.auth.v2.Authorization/Check"
+                .parse()
+                .unwrap(),
+            ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(nope.code(), tonic::Code::Unimplemented);
+    // Health checks are not judgments: no audit line.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(s.audit_lines().is_empty());
+}
