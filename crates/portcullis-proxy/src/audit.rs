@@ -249,6 +249,9 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     /// The route's `upstream_auth` credential: its name, never the token.
     pub credential: Option<String>,
+    /// The front end that judged the request: `proxy`, `forward_auth`,
+    /// `ext_authz` (SPEC §4).
+    pub frontend: &'static str,
 }
 
 /// `decision` for a request that was (or, in audit mode, would be) allowed.
@@ -1055,6 +1058,7 @@ mod tests {
             upstream_ms: Some(1.25),
             bytes_out: 512,
             credential: None,
+            frontend: "proxy",
         }
     }
 

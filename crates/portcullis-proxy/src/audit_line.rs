@@ -49,6 +49,8 @@ pub fn write_record(rec: &AuditRecord, out: &mut Vec<u8>) {
     let _ = write!(out, ",\"bytes_out\":{}", rec.bytes_out);
     out.extend_from_slice(b",\"credential\":");
     opt_string(out, rec.credential.as_deref());
+    out.extend_from_slice(b",\"frontend\":");
+    string(out, rec.frontend);
     out.push(b'}');
 }
 
@@ -94,7 +96,7 @@ fn float(out: &mut Vec<u8>, v: f64) {
 /// A JSON string: `"`, `\` and control characters escaped as serde_json does
 /// (`\n`-style short forms where JSON has them, else `\u00XX`); everything else,
 /// including non-ASCII UTF-8, copied as is.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut copied = 0;

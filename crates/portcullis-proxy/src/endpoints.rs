@@ -7,7 +7,7 @@
 //! otherwise answer with keys of its own that a URL-normalizing verifier trusts.
 
 use crate::body::{full, ProxyBody};
-use crate::pipeline::Exchange;
+use crate::pipeline::{ConnInfo, Exchange};
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -29,39 +29,57 @@ pub fn is_reserved(matching: &str) -> bool {
     within(RESERVED_PREFIX) || within(WELL_KNOWN_PREFIX)
 }
 
-/// Answers the request when it is for one of the proxy's own endpoints.
+/// Forward-auth for nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`.
+pub const AUTHZ_PATH: &str = "/.portcullis/authz";
+/// The caller's identity as JSON.
+pub const WHOAMI_PATH: &str = "/.portcullis/whoami";
+
+/// Answers a request for one of the proxy's own endpoints (`path` is reserved).
 pub async fn serve<B>(
-    req: &Request<B>,
+    req: Request<B>,
     path: &NormalizedPath,
     rt: &Runtime,
     ex: &mut Exchange,
+    conn: &ConnInfo,
+    peer_trusted: bool,
 ) -> Option<Result<Response<ProxyBody>, Refusal>> {
     let matching = path.matching();
     if !is_reserved(matching) {
         return None;
     }
     ex.path = path.as_str().to_string();
-    if matching == JWKS_PATH {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Some(Err(Refusal::with_message(
-                Reason::BadRequest,
-                "only GET is supported here",
-            )));
+    let answer = match matching {
+        JWKS_PATH => jwks(req.method(), rt),
+        AUTHZ_PATH => crate::forward_auth::authz(req.headers(), rt, ex, peer_trusted).await,
+        WHOAMI_PATH => {
+            crate::forward_auth::whoami(req.method(), req.headers(), rt, ex, conn, peer_trusted)
+                .await
         }
-        let mut resp = Response::new(full(rt.signer.jwks_json()));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // Short enough that verifiers see a rotated key well before it signs anything.
-        resp.headers_mut().insert(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
-        );
-        return Some(Ok(resp));
+        _ => Err(Refusal::with_message(
+            Reason::NoRoute,
+            "unknown Portcullis endpoint",
+        )),
+    };
+    Some(answer)
+}
+
+/// The assertion verification keys.
+fn jwks(method: &Method, rt: &Runtime) -> Result<Response<ProxyBody>, Refusal> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "only GET is supported here",
+        ));
     }
-    Some(Err(Refusal::with_message(
-        Reason::NoRoute,
-        "unknown Portcullis endpoint",
-    )))
+    let mut resp = Response::new(full(rt.signer.jwks_json()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Short enough that verifiers see a rotated key well before it signs anything.
+    resp.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -8,12 +8,13 @@ pub mod audit;
 // Public only for the fuzz targets (`fuzz/`).
 #[doc(hidden)]
 pub mod audit_line;
-pub mod authn;
 pub mod authority;
 pub mod body;
 pub mod endpoints;
 pub mod ext_authz;
 pub mod forward;
+pub mod forward_auth;
+pub mod judge;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// `proxy`, `forward_auth`, `ext_authz` (SPEC §4).
+    pub frontend: &'static str,
     pub route: String,
     pub decision: &'static str,
     pub code: String,
@@ -165,6 +167,7 @@ impl Metrics {
             allowed_ok: self
                 .requests
                 .get_or_create(&RequestLabels {
+                    frontend: "proxy",
                     route: route.to_string(),
                     decision: "allow",
                     code: "200".to_string(),

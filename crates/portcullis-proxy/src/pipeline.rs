@@ -8,24 +8,24 @@
 //! the body is done (or dropped by a vanishing client).
 
 use crate::audit::{millis, AuditIdentity, AuditRecord, AuditTime};
-use crate::authn::{self, Credential};
 use crate::authority;
 use crate::body::{Counted, ProxyBody};
 use crate::endpoints;
 use crate::forward;
 use crate::forward::headers::{self, names};
+use crate::judge::{self, Frontend, Judgment, PeerIdentity, RequestFacts};
 use crate::listener::h1_guard::{Refusal as GuardRefusal, Verdict, REJECTED_PATH};
 use crate::metrics::{RequestLabels, RouteLabel};
-use crate::propagate;
+use crate::propagate::Propagated;
 use crate::request_meta::{request_id, TraceContext};
 use crate::respond::{error_response, wants_html, Refusal};
 use crate::runtime::Runtime;
 use crate::server::Shared;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use portcullis_config::{AuthMode, RateLimitKey};
+use portcullis_config::WorkloadSource;
 use portcullis_core::{Identity, Reason};
-use portcullis_policy::{Decision, RequestFacts};
+use portcullis_policy::{Decision, NormalizedPath};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +66,32 @@ pub struct Exchange {
     pub html: bool,
     /// Set when the request ended in an error response: its SPEC §6 code.
     pub refused: Option<Reason>,
+    /// Which front end judged it.
+    pub frontend: Frontend,
+}
+
+impl Exchange {
+    /// Takes in the core's judgment: the facts for the audit line, and either what
+    /// to tell the service (the path as judged, the headers to set and to remove)
+    /// or the refusal to answer with. A reserved path comes back with no route.
+    pub fn absorb(
+        &mut self,
+        j: Judgment,
+    ) -> Result<(NormalizedPath, Propagated, Vec<HeaderName>), Refusal> {
+        if let Some(path) = &j.path {
+            self.path = path.as_str().to_string();
+        }
+        self.route = j.route_name;
+        self.route_index = j.route;
+        self.identity = j.identity;
+        self.decision = j.decision;
+        if let Some(refusal) = j.refusal {
+            return Err(refusal);
+        }
+        let path = j.path.ok_or_else(|| Refusal::new(Reason::BadRequest))?;
+        let set = j.set.unwrap_or_else(|| Arc::from(Vec::new()));
+        Ok((path, set, j.remove))
+    }
 }
 
 /// hyper's entry point for every request on the main listener.
@@ -103,6 +129,7 @@ pub async fn handle(
         upstream_ms: None,
         html: wants_html(req.headers()),
         refused: None,
+        frontend: Frontend::Proxy,
     };
     // The HTTP/1 guard stops inspecting a connection once a request asks for an
     // upgrade; if no upgrade happens, the connection must not carry more requests.
@@ -111,7 +138,7 @@ pub async fn handle(
     // Boxed: hyper keeps room for this future in every connection for its whole
     // life, idle or not; the pipeline's state lives in the heap only while a
     // request is in flight.
-    let result = Box::pin(run(req, &conn, &shared, &rt, peer_trusted, &mut ex)).await;
+    let result = Box::pin(run(req, &conn, &rt, peer_trusted, &mut ex)).await;
     let mut response = match result {
         Ok(resp) => resp,
         Err(refusal) => {
@@ -130,7 +157,6 @@ pub async fn handle(
 async fn run(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
-    shared: &Shared,
     rt: &Arc<Runtime>,
     peer_trusted: bool,
     ex: &mut Exchange,
@@ -159,117 +185,60 @@ async fn run(
     let judged = authority::judge_host(req.uri(), req.headers())
         .map_err(|why| Refusal::with_message(Reason::BadRequest, why))?;
     ex.host.clone_from(&judged.name);
-    if !rt.routes.method_allowed(req.method().as_str()) {
-        return Err(Refusal::with_message(
-            Reason::BadRequest,
-            "this method is not accepted here",
-        ));
-    }
 
-    // Sanitize: hop-by-hop headers go first (so a header named in `Connection` can
-    // never take the proxy's own identity headers with it later), then everything
-    // a client may not say: identity, override, and (from untrusted peers) rewrite
-    // and origin headers.
+    // Hop-by-hop headers go before anything is judged, so a header named in
+    // `Connection` can never take the proxy's own headers with it later.
     let upgrade = headers::strip_hop_by_hop(req.headers_mut());
-    headers::strip_spoofable(req.headers_mut(), peer_trusted, &rt.config.assertion.header);
 
-    // Normalize once; the proxy's own endpoints are recognised on the result, then
-    // routes are matched on it, and the upstream receives exactly this path.
-    let path = rt
-        .routes
-        .normalize(req.uri().path())
-        .map_err(|e| Refusal::with_message(Reason::BadRequest, format!("invalid path: {e}")))?;
-    if let Some(resp) = endpoints::serve(&req, &path, rt, ex).await {
-        return resp;
-    }
-    ex.path = path.as_str().to_string();
+    // Everything that decides happens in the core.
+    let peer_identity = conn.peer_cert.as_deref().and_then(|der| {
+        let spiffe_id = portcullis_identity::workload::spiffe_id_from_cert_der(der).ok()?;
+        Some(PeerIdentity {
+            source: WorkloadSource::Mtls,
+            spiffe_id,
+        })
+    });
+    let scheme = if conn.tls { "https" } else { "http" };
     let facts = RequestFacts {
+        frontend: Frontend::Proxy,
         method: req.method().as_str(),
-        host: &ex.host,
-        path: &path,
+        host: &judged,
+        scheme,
+        raw_path: req.uri().path(),
+        headers: req.headers(),
+        peer_trusted,
+        peer_identity: peer_identity.as_ref(),
+        client_ip: &ex.client_ip,
+        html: ex.html,
+        request_id: &ex.request_id,
     };
-    let Some((index, route)) = rt.routes.find(&ex.host, req.method().as_str(), &path) else {
-        return Err(Refusal::new(Reason::NoRoute));
-    };
+    let judgment = judge::judge(rt, &facts).await;
+    let (path, set, remove) = ex.absorb(judgment)?;
+    if ex.route_index.is_none() {
+        // Reserved: the proxy's own endpoints.
+        return match endpoints::serve(req, &path, rt, ex, conn, peer_trusted).await {
+            Some(resp) => resp,
+            None => Err(Refusal::new(Reason::NoRoute)),
+        };
+    }
+    let index = ex.route_index.unwrap_or_default();
     let route_cfg = &rt.config.routes[index];
-    ex.route = Some(route.name().to_string());
-    ex.route_index = Some(index);
 
     // Only the upgrades this route allows are tunnelled (never h2c); any other is
     // forwarded as a plain request, and the connection closes after it.
     let upgrade = upgrade.filter(|proto| headers::upgrade_allowed(proto, &route_cfg.upgrades));
 
-    // Authenticate.
-    let workload = authn::workload_identity(&req, conn, rt, peer_trusted)?;
-    match authn::credential(req.headers())? {
-        Credential::None if route_cfg.auth == AuthMode::Required && workload.is_none() => {
-            return Err(Refusal::new(Reason::MissingToken));
-        }
-        Credential::None => {}
-        Credential::Bearer(token) if route_cfg.auth != AuthMode::None => {
-            ex.identity = rt
-                .auth
-                .verify_bearer(token)
-                .await
-                .map_err(|e| Refusal::with_message(e.reason, e.description))?;
-        }
-        Credential::Bearer(_) => {}
-    }
-    if let Some(spiffe) = workload {
-        authn::attach_workload(&mut ex.identity, spiffe);
-    }
-
-    // Authorize: one Decision drives the response, the audit line and the metrics.
-    let decision = route.evaluate(&ex.identity, &facts);
-    let permitted = decision.permits();
-    // A caller who brought no credential at all is asked for one (401), not told
-    // that someone unknown is forbidden (SPEC §6).
-    let denial = (!permitted).then(|| {
-        if ex.identity.is_authenticated() {
-            authz_refusal(&decision, ex)
-        } else {
-            Refusal::new(Reason::MissingToken)
-        }
-    });
-    ex.decision = Some(decision);
-    if let Some(refusal) = denial {
-        return Err(refusal);
-    }
-
-    // Rate-limit per caller.
-    if let Some(limiter) = &rt.limiters[index] {
-        let key = match limiter.key {
-            RateLimitKey::Identity if ex.identity.is_authenticated() => ex.identity.subject.clone(),
-            RateLimitKey::Client => ex
-                .identity
-                .client_id
-                .clone()
-                .unwrap_or_else(|| ex.client_ip.clone()),
-            RateLimitKey::Route => String::new(),
-            RateLimitKey::Identity | RateLimitKey::Ip => ex.client_ip.clone(),
-        };
-        if let Err(retry) = limiter.check(&key) {
-            shared
-                .metrics
-                .rate_limited
-                .get_or_create(&RouteLabel {
-                    route: route.name().to_string(),
-                })
-                .inc();
-            let mut r = Refusal::new(Reason::RateLimited);
-            r.retry_after = Some(retry);
-            return Err(r);
-        }
-    }
-
-    // Propagate the verified identity, then forward.
     let Some(pool) = rt.pools[index].clone() else {
         return Err(Refusal::with_message(
             Reason::NoRoute,
             "this route has no upstream",
         ));
     };
-    let scheme = if conn.tls { "https" } else { "http" };
+    // Apply the core's word: remove what the client may not say, set the
+    // forwarding headers and the verified identity.
+    for name in &remove {
+        req.headers_mut().remove(name);
+    }
     headers::set_forwarded(
         req.headers_mut(),
         &conn.peer_ip,
@@ -283,19 +252,10 @@ async fn run(
         req.headers_mut().insert(names::X_REQUEST_ID, id.clone());
     }
     set_header(req.headers_mut(), names::TRACEPARENT, &ex.trace.header());
-    if !route_cfg.forward_token {
-        req.headers_mut().remove(http::header::AUTHORIZATION);
-    }
     crate::upstream_auth::attach(req.headers_mut(), route_cfg, rt).await?;
-    propagate::identity_headers(req.headers_mut(), &ex.identity, rt, route_cfg, &pool).map_err(
-        |e| {
-            tracing::error!(error = %e, "cannot sign assertion");
-            Refusal::with_message(
-                Reason::UpstreamUnavailable,
-                "cannot sign identity assertion",
-            )
-        },
-    )?;
+    for (name, value) in set.iter() {
+        req.headers_mut().insert(name.clone(), value.clone());
+    }
 
     let timeout = route_cfg
         .timeout
@@ -313,17 +273,6 @@ async fn run(
         resp.headers_mut().insert(names::X_REQUEST_ID, id);
     }
     Ok(resp)
-}
-
-/// The 403 for a policy denial, with as much explanation as the route allows.
-fn authz_refusal(decision: &Decision, ex: &Exchange) -> Refusal {
-    let level = decision.explain_to_caller;
-    let mut r = Refusal::with_message(decision.reason, decision.caller_message(level));
-    r.needed_scopes = decision.missing_scopes.clone();
-    if ex.html {
-        r.html = Some(decision.html_page(&ex.identity, &ex.request_id, level));
-    }
-    r
 }
 
 fn set_header(headers: &mut http::HeaderMap, name: HeaderName, value: &str) {
@@ -353,9 +302,20 @@ pub(crate) fn finish(
         (None, None) => ("allow", Reason::Allowed, None, true),
     };
     let elapsed = ex.started.elapsed().as_secs_f64();
+    if ex.refused == Some(Reason::RateLimited) {
+        if let Some(route) = &ex.route {
+            shared
+                .metrics
+                .rate_limited
+                .get_or_create(&RouteLabel {
+                    route: route.clone(),
+                })
+                .inc();
+        }
+    }
     let route_metrics = ex.route_index.and_then(|i| rt.route_metrics.get(i));
     match route_metrics {
-        Some(m) if status == 200 && decision_word == "allow" => {
+        Some(m) if status == 200 && decision_word == "allow" && ex.frontend == Frontend::Proxy => {
             m.allowed_ok.inc();
         }
         _ => {
@@ -363,6 +323,7 @@ pub(crate) fn finish(
                 .metrics
                 .requests
                 .get_or_create(&RequestLabels {
+                    frontend: ex.frontend.as_str(),
                     route: ex.route.clone().unwrap_or_else(|| "none".to_string()),
                     decision: decision_word,
                     code: status.to_string(),
@@ -402,7 +363,9 @@ pub(crate) fn finish(
         bytes_out: 0,
         credential: crate::upstream_auth::credential_name(
             ex.route_index.and_then(|i| rt.config.routes.get(i)),
-        ),
+        )
+        .filter(|_| ex.frontend == Frontend::Proxy),
+        frontend: ex.frontend.as_str(),
     };
     let started = ex.started;
     let (parts, body) = response.into_parts();

@@ -3,10 +3,8 @@
 //! copies were stripped, so whatever the upstream reads here, the proxy vouches for.
 
 use crate::forward::headers::names;
-use crate::forward::upstreams::UpstreamPool;
 use crate::runtime::Runtime;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use portcullis_config::RouteConfig;
+use http::header::{HeaderName, HeaderValue};
 use portcullis_core::Identity;
 use portcullis_identity::KeyedHash;
 use std::collections::HashMap;
@@ -17,23 +15,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// assertion, built once per caller and audience and reused with the assertion.
 pub type Propagated = Arc<[(HeaderName, HeaderValue)]>;
 
-/// Sets the identity headers and the assertion for an authenticated caller; does
-/// nothing for an anonymous one.
-pub fn identity_headers(
-    headers: &mut HeaderMap,
+/// The identity headers and the assertion for an authenticated caller, with
+/// `audience` as the assertion's `aud`; nothing for an anonymous one. Built once
+/// per caller and audience and reused while the assertion is fresh.
+pub fn identity_set(
     identity: &Identity,
     rt: &Runtime,
-    route: &RouteConfig,
-    pool: &UpstreamPool,
-) -> Result<(), String> {
+    audience: &str,
+) -> Result<Propagated, String> {
     if !identity.is_authenticated() {
-        return Ok(());
+        return Ok(Arc::from(Vec::new()));
     }
-    let audience = match &route.audience {
-        Some(aud) => aud.as_str(),
-        None => pool.endpoints.first().map_or("", |e| e.origin.as_str()),
-    };
-    let propagated = rt.assertions.get_or_sign(identity, audience, || {
+    rt.assertions.get_or_sign(identity, audience, || {
         let signed = rt
             .signer
             .sign(identity, &rt.public_url, audience)
@@ -42,11 +35,7 @@ pub fn identity_headers(
         let mut set = identity_values(identity);
         set.push((rt.assertion_header.clone(), assertion));
         Ok((set.into(), signed.expires_at))
-    })?;
-    for (name, value) in propagated.iter() {
-        headers.insert(name.clone(), value.clone());
-    }
-    Ok(())
+    })
 }
 
 /// The `X-Auth-Request-*` headers (SPEC §3) for `identity`.

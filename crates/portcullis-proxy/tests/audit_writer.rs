@@ -36,6 +36,7 @@ fn record(id: String) -> AuditRecord {
         upstream_ms: Some(2.5),
         bytes_out: 1234,
         credential: None,
+        frontend: "proxy",
     }
 }
 
@@ -133,6 +134,7 @@ fn one_line_has_exactly_the_spec_fields() {
         "upstream_ms",
         "bytes_out",
         "credential",
+        "frontend",
     ]
     .into_iter()
     .collect();

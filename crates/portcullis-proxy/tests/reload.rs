@@ -94,7 +94,7 @@ async fn health_and_readiness() {
     let metrics = get(&format!("{admin}/metrics")).await.1;
     assert!(
         metrics.contains(
-            r#"portcullis_requests_total{route="route-0",decision="allow",code="200"} 1"#
+            r#"portcullis_requests_total{frontend="proxy",route="route-0",decision="allow",code="200"} 1"#
         ),
         "{metrics}"
     );

@@ -17,7 +17,7 @@
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
-use portcullis_config::{AuthMode, ClaimsMapping, Config, ProviderConfig, WorkloadSource};
+use portcullis_config::{AuthMode, ClaimsMapping, Config, ProviderConfig};
 use portcullis_core::{Identity, IdentityKind, Reason};
 use portcullis_identity::jose::compact;
 use portcullis_identity::{workload, AuthError, Authenticator, HttpFetch, IdentityMetrics};
@@ -223,7 +223,7 @@ fn judge(
         },
     }
     if let Some(spiffe) = &request.workload {
-        attach_workload(&mut identity, spiffe.clone());
+        portcullis_proxy::judge::workload::attach(&mut identity, spiffe.clone());
     }
     let path_shown = path.as_str().to_string();
 
@@ -260,17 +260,25 @@ fn judge(
         return Ok((verdict, identity, path_shown));
     }
     let decision = route.evaluate_explained(&identity, &facts);
-    Ok((Verdict::Decided(decision), identity, path_shown))
-}
-
-/// Adds a workload identity exactly as the proxy does: a caller with no token
-/// becomes the workload; one with a token keeps it and gains the SPIFFE ID.
-fn attach_workload(identity: &mut Identity, spiffe: String) {
-    if identity.kind == IdentityKind::Anonymous {
-        identity.kind = IdentityKind::Workload;
-        identity.subject = spiffe.clone();
+    if !decision.permits() && !identity.is_authenticated() {
+        // As the proxy: a caller who brought no credential is asked for one (401),
+        // not told that someone unknown is forbidden.
+        let refusal = Refusal {
+            reason: Reason::MissingToken,
+            basis: Basis::MissingCredentials,
+            message: format!(
+                "the policy does not allow anonymous callers ({}), so a credential is asked for",
+                decision.reason
+            ),
+            provider: None,
+        };
+        let verdict = Verdict::Refused {
+            route: route_id,
+            refusal,
+        };
+        return Ok((verdict, identity, path_shown));
     }
-    identity.workload = Some(spiffe);
+    Ok((Verdict::Decided(decision), identity, path_shown))
 }
 
 // ---------------------------------------------------------------------------
@@ -427,29 +435,26 @@ fn workload_from_headers(
         return Ok(None);
     };
     notes.push("sidecar identity headers are taken as coming from a trusted proxy".into());
-    // In the order of `accept`, the first source that yields an ID wins (as in the proxy).
-    for source in &wi.accept {
-        let wanted = match source {
-            WorkloadSource::Linkerd => "l5d-client-id",
-            WorkloadSource::Xfcc => "x-forwarded-client-cert",
-            WorkloadSource::Mtls => continue,
-        };
-        let Some((_, value)) = headers.iter().find(|(n, _)| n == wanted) else {
-            continue;
-        };
-        let id = match source {
-            WorkloadSource::Linkerd => workload::spiffe_id_from_linkerd(value, &wi.trust_domain)
-                .map(Some)
-                .map_err(|e| anyhow!("--header {wanted}: {e}"))?,
-            _ => workload::spiffe_id_from_xfcc(value)
-                .map_err(|e| anyhow!("--header {wanted}: {e}"))?,
-        };
-        if id.is_some() {
-            return Ok(id);
-        }
+    // The proxy's own resolution (trust domain, every line, `accept` order).
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| anyhow!("--header {name}: not a header name"))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| anyhow!("--header {name}: not a header value"))?;
+        map.append(name, value);
     }
-    notes.push("no accepted workload_identity source matched the sidecar headers".into());
-    Ok(None)
+    match portcullis_proxy::judge::workload::resolve(Some(wi), &map, None, true) {
+        Ok(Some(id)) => Ok(Some(id)),
+        Ok(None) => {
+            notes.push(format!(
+                "no accepted workload_identity source yields an identity of trust domain {} from the sidecar headers",
+                wi.trust_domain
+            ));
+            Ok(None)
+        }
+        Err(refusal) => bail!("the proxy would refuse this request: {}", refusal.message),
+    }
 }
 
 // ---------------------------------------------------------------------------

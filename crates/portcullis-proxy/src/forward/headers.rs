@@ -197,14 +197,24 @@ pub fn is_spoofable(name: &HeaderName, peer_trusted: bool, assertion_header: &st
 /// spelled and however often repeated. One look at each name; nothing allocates
 /// unless something must go.
 pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool, assertion_header: &str) {
-    let doomed: Vec<HeaderName> = headers
+    for name in spoofable_present(headers, peer_trusted, assertion_header) {
+        headers.remove(&name);
+    }
+}
+
+/// The names of the headers in `headers` that a client may not set (see
+/// [`is_spoofable`]), each once: what a front door must remove before the
+/// request reaches the service (ext_authz `headers_to_remove`).
+pub fn spoofable_present(
+    headers: &HeaderMap,
+    peer_trusted: bool,
+    assertion_header: &str,
+) -> Vec<HeaderName> {
+    headers
         .keys()
         .filter(|k| is_spoofable(k, peer_trusted, assertion_header))
         .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+        .collect()
 }
 
 /// Sets `Host`, `X-Forwarded-For/Proto/Host` and `Forwarded`. From a trusted peer

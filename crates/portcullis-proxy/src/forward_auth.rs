@@ -1,0 +1,200 @@
+//! Two front ends on the listener's reserved prefix (SPEC §4):
+//!
+//! - `/.portcullis/authz`, forward-auth for the data plane a team already runs
+//!   (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`). The
+//!   front proxy describes the request it holds in `X-Forwarded-*` /
+//!   `X-Original-*` headers; that request is judged by the same core, routes and
+//!   policy as a proxied one, and the answer is 200 with the identity headers to
+//!   copy, or the SPEC §6 refusal.
+//! - `/.portcullis/whoami`, the caller's verified identity as JSON.
+//!
+//! Both only translate: every decision is [`crate::judge`]'s.
+
+use crate::authority::{self, JudgedHost};
+use crate::body::{full, ProxyBody};
+use crate::endpoints::WHOAMI_PATH;
+use crate::forward::headers::names;
+use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
+use crate::pipeline::{ConnInfo, Exchange};
+use crate::respond::Refusal;
+use crate::runtime::Runtime;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Response};
+use portcullis_config::{AuthMode, WorkloadSource};
+use portcullis_core::Reason;
+use portcullis_policy::split_query;
+
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+
+/// Judges the request the front proxy describes. Only peers in
+/// `trusted_proxies` are answered: anyone else could describe any request it
+/// likes and learn the answer (or obtain a signed assertion), so it gets 403
+/// and nothing is judged.
+pub async fn authz(
+    headers: &HeaderMap,
+    rt: &Runtime,
+    ex: &mut Exchange,
+    peer_trusted: bool,
+) -> Result<Response<ProxyBody>, Refusal> {
+    ex.frontend = Frontend::ForwardAuth;
+    if !peer_trusted {
+        return Err(Refusal::with_message(
+            Reason::Forbidden,
+            "forward-auth answers only trusted proxies",
+        ));
+    }
+    let one = |a: &HeaderName, b: &HeaderName| -> Result<Option<&str>, Refusal> {
+        let mut lines = headers.get_all(a).iter().chain(headers.get_all(b).iter());
+        let first = lines.next();
+        if lines.next().is_some() {
+            return Err(Refusal::with_message(
+                Reason::BadRequest,
+                format!("the request is described twice ({a} / {b})"),
+            ));
+        }
+        first
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    Refusal::with_message(Reason::BadRequest, format!("{a} is not text"))
+                })
+            })
+            .transpose()
+    };
+    let method = one(&X_FORWARDED_METHOD, &X_ORIGINAL_METHOD)?.unwrap_or("GET");
+    let uri = one(&X_FORWARDED_URI, &X_ORIGINAL_URI)?.unwrap_or("/");
+    let scheme = match headers
+        .get(names::X_FORWARDED_PROTO)
+        .map(HeaderValue::to_str)
+    {
+        None => "http",
+        Some(Ok(p)) if p.eq_ignore_ascii_case("https") => "https",
+        Some(Ok(p)) if p.eq_ignore_ascii_case("http") => "http",
+        Some(_) => {
+            return Err(Refusal::with_message(
+                Reason::BadRequest,
+                "X-Forwarded-Proto must be http or https",
+            ))
+        }
+    };
+    let host = described_host(headers)?;
+    // The described target is a path with an optional query; an absolute URL
+    // or anything else is what the proxy would refuse too.
+    let (raw_path, _query) = split_query(uri);
+    ex.method = method.to_string();
+    ex.host.clone_from(&host.name);
+    ex.path = raw_path.to_string();
+    let facts = RequestFacts {
+        frontend: Frontend::ForwardAuth,
+        method,
+        host: &host,
+        scheme,
+        raw_path,
+        headers,
+        peer_trusted,
+        peer_identity: None,
+        client_ip: &ex.client_ip,
+        html: ex.html,
+        request_id: &ex.request_id,
+    };
+    let judgment = judge::judge(rt, &facts).await;
+    if judgment.reserved {
+        ex.absorb(judgment)?;
+        return Err(Refusal::new(Reason::NoRoute));
+    }
+    let (_path, set, _remove) = ex.absorb(judgment)?;
+    let mut resp = Response::new(full(""));
+    for (name, value) in set.iter() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
+        resp.headers_mut().insert(names::X_REQUEST_ID, id);
+    }
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// The described host: `X-Forwarded-Host`, else the authz request's own `Host`.
+fn described_host(headers: &HeaderMap) -> Result<JudgedHost, Refusal> {
+    let bad = |why: &'static str| Refusal::with_message(Reason::BadRequest, why);
+    let mut forwarded = headers.get_all(names::X_FORWARDED_HOST).iter();
+    let value = match (forwarded.next(), forwarded.next()) {
+        (Some(_), Some(_)) => return Err(bad("more than one X-Forwarded-Host")),
+        (Some(v), None) => v.clone(),
+        (None, _) => {
+            return authority::judge_host(&http::Uri::from_static("/"), headers).map_err(bad)
+        }
+    };
+    let mut only = HeaderMap::new();
+    only.insert(http::header::HOST, value);
+    authority::judge_host(&http::Uri::from_static("/"), &only).map_err(bad)
+}
+
+/// `GET /.portcullis/whoami`: who the proxy takes the caller to be, from the same
+/// credential and workload sources as any request (no route, no policy).
+pub async fn whoami(
+    method: &Method,
+    headers: &HeaderMap,
+    rt: &Runtime,
+    ex: &mut Exchange,
+    conn: &ConnInfo,
+    peer_trusted: bool,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "only GET is supported here",
+        ));
+    }
+    let peer = conn.peer_cert.as_deref().and_then(|der| {
+        Some(PeerIdentity {
+            source: WorkloadSource::Mtls,
+            spiffe_id: portcullis_identity::workload::spiffe_id_from_cert_der(der).ok()?,
+        })
+    });
+    // No route is judged: only who the caller is.
+    let nowhere = JudgedHost {
+        name: String::new(),
+        authority: None,
+    };
+    let facts = RequestFacts {
+        frontend: Frontend::Proxy,
+        method: method.as_str(),
+        host: &nowhere,
+        scheme: "http",
+        raw_path: WHOAMI_PATH,
+        headers,
+        peer_trusted,
+        peer_identity: peer.as_ref(),
+        client_ip: &ex.client_ip,
+        html: ex.html,
+        request_id: &ex.request_id,
+    };
+    ex.identity = judge::identify(rt, &facts, AuthMode::Required).await?;
+    if !ex.identity.is_authenticated() {
+        return Err(Refusal::new(Reason::MissingToken));
+    }
+    let id = &ex.identity;
+    let body = serde_json::json!({
+        "type": id.kind.as_str(),
+        "sub": id.subject,
+        "email": id.email,
+        "name": id.name,
+        "groups": id.groups,
+        "roles": id.roles,
+        "scopes": id.scopes,
+        "client_id": id.client_id,
+        "workload": id.workload,
+        "issuer": id.issuer,
+        "expires_at": id.expires_at,
+    });
+    let mut resp = Response::new(full(body.to_string()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}

@@ -1,0 +1,281 @@
+//! The decision core: every front end (the reverse proxy, forward-auth, Envoy
+//! ext_authz) asks it the same question — given these request facts, who is
+//! calling, may they, and what must the service be told — and gets one
+//! [`Judgment`] back. It holds every step that decides:
+//!
+//! method → path normalization → reserved endpoints → route → workload identity →
+//! credential → token verification → policy → 401 vs 403 → rate limit → the
+//! headers to set and to remove.
+//!
+//! A front end only translates its protocol into [`RequestFacts`] and the
+//! judgment back into its protocol (forward the request, answer 200 with
+//! headers, answer a gRPC `CheckResponse`), so a request gets the same answer
+//! whichever front end asked (SPEC §4). Nothing here does network I/O except
+//! what authentication itself needs (JWKS, introspection), through the
+//! authenticator.
+
+pub mod credentials;
+pub mod workload;
+
+use crate::authority::JudgedHost;
+use crate::forward::headers;
+use crate::propagate::{self, Propagated};
+use crate::respond::Refusal;
+use crate::runtime::Runtime;
+use credentials::Credential;
+use http::header::{HeaderMap, HeaderName};
+use portcullis_config::{AuthMode, RateLimitKey};
+use portcullis_core::{Identity, Reason};
+use portcullis_policy::{Decision, NormalizedPath};
+pub use workload::PeerIdentity;
+
+/// Which front end asked (the audit line's `frontend`, SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    Proxy,
+    ForwardAuth,
+    ExtAuthz,
+}
+
+impl Frontend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frontend::Proxy => "proxy",
+            Frontend::ForwardAuth => "forward_auth",
+            Frontend::ExtAuthz => "ext_authz",
+        }
+    }
+}
+
+/// The facts of one request, as its front end read them. Plain data: no hyper
+/// types, so every front end can fill it.
+pub struct RequestFacts<'a> {
+    pub frontend: Frontend,
+    /// As sent (methods are case-sensitive).
+    pub method: &'a str,
+    /// The one host the request is judged by (see [`crate::authority`]).
+    pub host: &'a JudgedHost,
+    /// `http` or `https`, as the client reached the front door.
+    pub scheme: &'a str,
+    /// The raw path, without the query.
+    pub raw_path: &'a str,
+    /// The request headers: credentials (`authorization`) and, from trusted
+    /// peers, sidecar identity headers.
+    pub headers: &'a HeaderMap,
+    /// Whether the peer is one of `server.trusted_proxies` (its sidecar and
+    /// forwarding headers count).
+    pub peer_trusted: bool,
+    /// A workload identity the front end verified itself (mTLS, Envoy's peer).
+    pub peer_identity: Option<&'a PeerIdentity>,
+    /// The client's address (after `trusted_proxies`): the rate-limit key for
+    /// anonymous callers.
+    pub client_ip: &'a str,
+    /// The caller asked for HTML (403 pages are built for browsers).
+    pub html: bool,
+    /// For the 403 page.
+    pub request_id: &'a str,
+}
+
+/// What the core decided about one request. Every front end records the audit
+/// line and metrics from it (see [`crate::pipeline::Exchange`]).
+#[derive(Default)]
+pub struct Judgment {
+    /// The path as judged, once normalization succeeded.
+    pub path: Option<NormalizedPath>,
+    /// The path is one of the proxy's own endpoints (SPEC §4): not routed here.
+    pub reserved: bool,
+    /// The matched route's index in the config.
+    pub route: Option<usize>,
+    /// The route's name.
+    pub route_name: Option<String>,
+    /// Who is calling (anonymous until proven otherwise).
+    pub identity: Identity,
+    /// The policy's word, when it spoke.
+    pub decision: Option<Decision>,
+    /// Why the request is refused; `None` when it may go on.
+    pub refusal: Option<Refusal>,
+    /// For an allowed request: the identity headers and assertion to set
+    /// (overwriting).
+    pub set: Option<Propagated>,
+    /// For an allowed request: headers present in the request that must not
+    /// reach the service (spoofable ones the proxy does not set, and
+    /// `authorization` unless the route forwards it).
+    pub remove: Vec<HeaderName>,
+}
+
+impl Judgment {
+    fn refuse(mut self, refusal: Refusal) -> Judgment {
+        self.refusal = Some(refusal);
+        self
+    }
+}
+
+/// Judges one request. Never fails: a refusal is part of the judgment.
+pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
+    let mut j = Judgment::default();
+    if !rt.routes.method_allowed(facts.method) {
+        return j.refuse(Refusal::with_message(
+            Reason::BadRequest,
+            "this method is not accepted here",
+        ));
+    }
+    // Normalize once; the proxy's own endpoints are recognised on the result,
+    // then routes are matched on it, and the upstream receives exactly this path.
+    let path = match rt.routes.normalize(facts.raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            return j.refuse(Refusal::with_message(
+                Reason::BadRequest,
+                format!("invalid path: {e}"),
+            ))
+        }
+    };
+    if crate::endpoints::is_reserved(path.matching()) {
+        j.reserved = true;
+        j.path = Some(path);
+        return j;
+    }
+    let found = rt.routes.find(&facts.host.name, facts.method, &path);
+    let Some((index, route)) = found else {
+        j.path = Some(path);
+        return j.refuse(Refusal::new(Reason::NoRoute));
+    };
+    let route_cfg = &rt.config.routes[index];
+    j.route = Some(index);
+    j.route_name = Some(route.name().to_string());
+
+    // Authenticate.
+    match identify(rt, facts, route_cfg.auth).await {
+        Ok(identity) => j.identity = identity,
+        Err(r) => {
+            j.path = Some(path);
+            return j.refuse(r);
+        }
+    }
+
+    // Authorize: one Decision drives the response, the audit line and the metrics.
+    let policy_facts = portcullis_policy::RequestFacts {
+        method: facts.method,
+        host: &facts.host.name,
+        path: &path,
+    };
+    let decision = route.evaluate(&j.identity, &policy_facts);
+    j.path = Some(path);
+    if !decision.permits() {
+        // A caller who brought no credential at all is asked for one (401), not
+        // told that someone unknown is forbidden (SPEC §6).
+        let refusal = if j.identity.is_authenticated() {
+            authz_refusal(&decision, &j.identity, facts)
+        } else {
+            Refusal::new(Reason::MissingToken)
+        };
+        j.decision = Some(decision);
+        return j.refuse(refusal);
+    }
+    j.decision = Some(decision);
+
+    // Rate-limit per caller.
+    if let Some(limiter) = &rt.limiters[index] {
+        let key = match limiter.key {
+            RateLimitKey::Identity if j.identity.is_authenticated() => j.identity.subject.clone(),
+            RateLimitKey::Client => j
+                .identity
+                .client_id
+                .clone()
+                .unwrap_or_else(|| facts.client_ip.to_string()),
+            RateLimitKey::Route => String::new(),
+            RateLimitKey::Identity | RateLimitKey::Ip => facts.client_ip.to_string(),
+        };
+        if let Err(retry) = limiter.check(&key) {
+            let mut r = Refusal::new(Reason::RateLimited);
+            r.retry_after = Some(retry);
+            return j.refuse(r);
+        }
+    }
+
+    // What the service is told: exactly the proxy's view of the caller.
+    let audience = match (&route_cfg.audience, facts.frontend) {
+        (Some(aud), _) => aud.clone(),
+        // The service behind the reverse proxy is the upstream itself.
+        (None, Frontend::Proxy) => rt
+            .pools
+            .get(index)
+            .and_then(Option::as_ref)
+            .and_then(|p| p.endpoints.first())
+            .map(|e| e.origin.clone())
+            .unwrap_or_default(),
+        // Behind another front door, the service is what the request named.
+        (None, _) => match facts.host.authority.as_ref().and_then(|a| a.to_str().ok()) {
+            Some(authority) => format!("{}://{}", facts.scheme, authority),
+            None => String::new(),
+        },
+    };
+    match propagate::identity_set(&j.identity, rt, &audience) {
+        Ok(set) => j.set = Some(set),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign assertion");
+            return j.refuse(Refusal::with_message(
+                Reason::UpstreamUnavailable,
+                "cannot sign identity assertion",
+            ));
+        }
+    }
+    j.remove = headers::spoofable_present(
+        facts.headers,
+        facts.peer_trusted,
+        rt.assertion_header.as_str(),
+    );
+    // The caller's token stays with the proxy unless the route forwards it (and
+    // never when the proxy sends its own credential instead).
+    let keep_token = route_cfg.forward_token && route_cfg.upstream_auth.is_none();
+    if !keep_token && facts.headers.contains_key(http::header::AUTHORIZATION) {
+        j.remove.push(http::header::AUTHORIZATION);
+    }
+    j
+}
+
+/// Who is calling: the workload identity from the sources
+/// `workload_identity.accept` allows, and the bearer token (exactly one), verified
+/// unless `auth` is `none`. With `auth: required`, neither is a 401
+/// `missing_token`; an invalid token is a 401 whatever `auth` says (but `none`).
+pub async fn identify(
+    rt: &Runtime,
+    facts: &RequestFacts<'_>,
+    auth: AuthMode,
+) -> Result<Identity, Refusal> {
+    let workload = workload::resolve(
+        rt.config.workload_identity.as_ref(),
+        facts.headers,
+        facts.peer_identity,
+        facts.peer_trusted,
+    )?;
+    let mut identity = Identity::anonymous();
+    match credentials::credential(facts.headers)? {
+        Credential::None if auth == AuthMode::Required && workload.is_none() => {
+            return Err(Refusal::new(Reason::MissingToken));
+        }
+        Credential::Bearer(token) if auth != AuthMode::None => {
+            identity = rt
+                .auth
+                .verify_bearer(token)
+                .await
+                .map_err(|e| Refusal::with_message(e.reason, e.description))?;
+        }
+        Credential::None | Credential::Bearer(_) => {}
+    }
+    if let Some(spiffe) = workload {
+        workload::attach(&mut identity, spiffe);
+    }
+    Ok(identity)
+}
+
+/// The 403 for a policy denial, with as much explanation as the route allows.
+fn authz_refusal(decision: &Decision, identity: &Identity, facts: &RequestFacts<'_>) -> Refusal {
+    let level = decision.explain_to_caller;
+    let mut r = Refusal::with_message(decision.reason, decision.caller_message(level));
+    r.needed_scopes = decision.missing_scopes.clone();
+    if facts.html {
+        r.html = Some(decision.html_page(identity, facts.request_id, level));
+    }
+    r
+}

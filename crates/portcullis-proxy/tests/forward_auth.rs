@@ -1,0 +1,244 @@
+//! Forward-auth (`/.portcullis/authz`) and `/.portcullis/whoami` against the real
+//! server and a real issuer: the described request gets the same answer as the
+//! same request sent through the reverse proxy, only trusted peers are answered,
+//! and the described path is normalized and routed exactly as a proxied one.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+use portcullis_proxy::Server;
+use portcullis_testkit::{DevIssuer, EchoUpstream};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const ROUTES: &str = r#"
+  - name: public
+    match: { path_prefix: /public }
+    upstream: UPSTREAM
+    auth: none
+  - name: orders
+    match: { hosts: [orders.example], path_prefix: /orders }
+    upstream: UPSTREAM
+    policy:
+      allow:
+        - name: readers
+          scopes: [orders:read]
+          methods: [GET]
+  - name: admin
+    match: { path_prefix: /admin }
+    policy:
+      allow:
+        - groups: [admins]
+"#;
+
+struct Stack {
+    server: Server,
+    _echo: EchoUpstream,
+    idp: DevIssuer,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(trusted: &str) -> Stack {
+    let idp = DevIssuer::start().await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  trusted_proxies: [{trusted}]\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: file:{}\nproviders:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\nroutes:\n{}",
+        audit.display(),
+        idp.issuer(),
+        ROUTES.replace("UPSTREAM", &echo.url())
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    for _ in 0..100 {
+        if get(&format!("http://{}/readyz", server.admin_addr()))
+            .await
+            .0
+            == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Stack {
+        server,
+        _echo: echo,
+        idp,
+        audit,
+        _dir: dir,
+    }
+}
+
+impl Stack {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.local_addr())
+    }
+
+    fn token(&self, sub: &str, extra: Value) -> String {
+        self.idp.token(sub, "orders-api", 300, extra).unwrap()
+    }
+
+    async fn authz(&self, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+        send(&client(), "GET", &self.url("/.portcullis/authz"), headers).await
+    }
+
+    fn audit_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_described_request_gets_the_proxys_answer() {
+    let s = start("127.0.0.1/32").await;
+    let reader = format!(
+        "Bearer {}",
+        s.token("alice", json!({"scope": "orders:read", "groups": ["dev"]}))
+    );
+    let describe = |method: &'static str, uri: &'static str| {
+        vec![
+            ("x-forwarded-method", method),
+            ("x-forwarded-host", "orders.example"),
+            ("x-forwarded-uri", uri),
+            ("x-forwarded-proto", "https"),
+        ]
+    };
+
+    // Allowed: 200 with the identity headers for the front proxy to copy.
+    let mut h = describe("GET", "/orders/42?x=1");
+    h.push(("authorization", &reader));
+    h.push(("x-auth-request-user", "mallory"));
+    let (status, headers, body) = s.authz(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-auth-request-user"], "alice");
+    assert_eq!(headers["x-auth-request-groups"], "dev");
+    assert!(headers.contains_key("x-portcullis-assertion"));
+    // The same request through the reverse proxy is allowed too.
+    let (status, _, _) = send(
+        &client(),
+        "GET",
+        &s.url("/orders/42"),
+        &[("host", "orders.example"), ("authorization", &reader)],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Denied by policy: the same 403 and code as the proxy's.
+    let mut h = describe("POST", "/orders/42");
+    h.push(("authorization", &reader));
+    let (status, headers, body) = s.authz(&h).await;
+    let (proxy_status, _, proxy_body) = send(
+        &client(),
+        "POST",
+        &s.url("/orders/42"),
+        &[("host", "orders.example"), ("authorization", &reader)],
+    )
+    .await;
+    assert_eq!((status, proxy_status), (403, 403), "{body}");
+    let code = |b: &str| serde_json::from_str::<Value>(b).unwrap()["error"].clone();
+    assert_eq!(code(&body), code(&proxy_body));
+    assert!(headers.contains_key("x-request-id"));
+
+    // No credential: 401 with the challenge.
+    let (status, headers, _) = s.authz(&describe("GET", "/orders/42")).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
+
+    // The described path is normalized and routed as a proxied one would be:
+    // case and dot segments do not dodge the route, `%2F` is refused.
+    for sneaky in ["/ORDERS/42", "/public/../orders/42", "/orders%3Bx/42"] {
+        let mut h = describe("GET", sneaky);
+        h.retain(|(k, _)| *k != "x-forwarded-method");
+        let (status, _, body) = s.authz(&h).await;
+        assert_eq!(status, 401, "{sneaky}: {body}");
+    }
+    let (status, _, _) = s.authz(&describe("GET", "/orders/a%2Fb")).await;
+    assert_eq!(status, 400);
+    // A route without upstream is judged by forward-auth (the proxy answers it 404).
+    let admin = format!("Bearer {}", s.token("root", json!({"groups": ["admins"]})));
+    let (status, _, body) = s
+        .authz(&[
+            ("x-original-uri", "/admin/x"),
+            ("host", "any.example"),
+            ("authorization", &admin),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = send(
+        &client(),
+        "GET",
+        &s.url("/admin/x"),
+        &[("authorization", &admin)],
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Every Check leaves an audit line naming the front end and the judged request.
+    let lines = s.audit_lines();
+    let fa: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["frontend"] == "forward_auth")
+        .collect();
+    assert!(fa.len() >= 7, "{lines:?}");
+    let first = fa[0];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["host"], "orders.example");
+    assert_eq!(first["path"], "/orders/42");
+    assert_eq!(first["route"], "orders");
+    assert_eq!(first["decision"], "allow");
+    assert!(lines.iter().any(|l| l["frontend"] == "proxy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_trusted_peers_are_answered() {
+    // Loopback is not trusted here: the test client is an outsider.
+    let s = start("10.9.9.9/32").await;
+    let admin = format!("Bearer {}", s.token("root", json!({"groups": ["admins"]})));
+    let (status, headers, _) = s
+        .authz(&[("x-original-uri", "/admin/x"), ("authorization", &admin)])
+        .await;
+    assert_eq!(status, 403);
+    assert!(!headers.contains_key("x-portcullis-assertion"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_says_who_the_caller_is() {
+    let s = start("127.0.0.1/32").await;
+    let token = s.token(
+        "alice",
+        json!({"email": "alice@example.com", "groups": ["dev"], "scope": "orders:read", "client_id": "web"}),
+    );
+    let (status, _, body) = send(
+        &client(),
+        "GET",
+        &s.url("/.portcullis/whoami"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let me: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(me["type"], "user");
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["email"], "alice@example.com");
+    assert_eq!(me["groups"], json!(["dev"]));
+    assert_eq!(me["scopes"], json!(["orders:read"]));
+    assert_eq!(me["client_id"], "web");
+    assert_eq!(me["issuer"], s.idp.issuer());
+    assert!(me["expires_at"].as_u64().is_some());
+    assert!(!body.contains(&token));
+    let (status, headers, _) = send(&client(), "GET", &s.url("/.portcullis/whoami"), &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
+    let (status, _, _) = send(
+        &client(),
+        "GET",
+        &s.url("/.portcullis/whoami"),
+        &[("authorization", "Bearer not.a.token")],
+    )
+    .await;
+    assert_eq!(status, 401);
+}
