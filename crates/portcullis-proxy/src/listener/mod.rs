@@ -62,34 +62,35 @@ pub async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
-        let tls = tls.clone();
         let stop = stop.clone();
+        // A task per kind: one task type holding both would give every plain
+        // connection room for a TLS stream and its handshake (memory per idle
+        // connection is the task's size).
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(serve(tcp, peer, None, shared, activity, stop));
+            continue;
+        };
         tokio::spawn(async move {
-            match tls {
-                None => serve(tcp, peer, None, shared, activity, stop).await,
-                Some(tls) => {
-                    let timeout = shared
-                        .runtime
-                        .load()
-                        .config
-                        .server
-                        .header_read_timeout
-                        .get();
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
-                    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let peer_cert = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .map(|c| c.as_ref().to_vec());
-                            serve(stream, peer, Some(peer_cert), shared, activity, stop).await
-                        }
-                        Ok(Err(e)) => tls_failure(&shared, classify_tls_error(&e), &e),
-                        Err(_) => tls_failure(&shared, "timeout", &"handshake timed out"),
-                    }
+            let timeout = shared
+                .runtime
+                .load()
+                .config
+                .server
+                .header_read_timeout
+                .get();
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
+            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let peer_cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.as_ref().to_vec());
+                    serve(stream, peer, Some(peer_cert), shared, activity, stop).await
                 }
+                Ok(Err(e)) => tls_failure(&shared, classify_tls_error(&e), &e),
+                Err(_) => tls_failure(&shared, "timeout", &"handshake timed out"),
             }
         });
     }
@@ -130,12 +131,22 @@ async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let server_cfg = shared.runtime.load().config.server.clone();
-    let verdict = Arc::new(Verdict::default());
-    let limits = GuardLimits {
-        max_head_bytes: usize::try_from(server_cfg.max_header_bytes.0).unwrap_or(usize::MAX),
-        header_read_timeout: server_cfg.header_read_timeout.get(),
+    // Only the values this connection uses: the task holds them as long as the
+    // connection lives.
+    let (limits, write_timeout, idle_timeout) = {
+        let runtime = shared.runtime.load();
+        let server = &runtime.config.server;
+        let limits = GuardLimits {
+            max_head_bytes: usize::try_from(server.max_header_bytes.0).unwrap_or(usize::MAX),
+            header_read_timeout: server.header_read_timeout.get(),
+        };
+        (
+            limits,
+            server.write_timeout.get(),
+            server.idle_timeout.get(),
+        )
     };
+    let verdict = Arc::new(Verdict::default());
     let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
     let conn = Arc::new(ConnInfo {
@@ -145,7 +156,7 @@ async fn serve<IO>(
         peer_cert: peer_cert.flatten(),
         verdict: verdict.clone(),
     });
-    let io = WriteTimeout::new(io, server_cfg.write_timeout.get());
+    let io = WriteTimeout::new(io, write_timeout);
     let mut io = GuardedIo::new(io, limits, verdict);
     let requests = activity.clone();
     let service = service_fn(move |req| {
@@ -176,7 +187,6 @@ async fn serve<IO>(
         .max_local_error_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let idle_timeout = server_cfg.idle_timeout.get();
     let parking: Parking<WriteTimeout<IO>> = Arc::new(Mutex::new(None));
     let mut replay = BytesMut::new();
     // One hyper connection per stretch of activity: a connection that hibernated
