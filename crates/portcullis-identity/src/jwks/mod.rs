@@ -15,6 +15,14 @@ pub(crate) const MAX_KEYS: usize = 100;
 /// Largest JWKS body we read.
 pub(crate) const MAX_JWKS_BYTES: usize = 512 * 1024;
 
+/// Parses a JWKS document as a provider's key refresh does and says how many keys
+/// are usable. Public only for the fuzz targets (`fuzz/`), which reach nothing
+/// private.
+#[doc(hidden)]
+pub fn parse_jwks(body: &[u8]) -> Result<usize, String> {
+    KeySet::parse(body).map(|keys| keys.len())
+}
+
 /// The usable keys of one JWKS, by `kid`, plus why any others were skipped.
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
