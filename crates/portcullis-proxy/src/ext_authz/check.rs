@@ -117,7 +117,7 @@ async fn judge_check(
     peer_identity: Option<&PeerIdentity>,
     ex: &mut Exchange,
 ) -> Result<OkHttpResponse, Refusal> {
-    let host = judged_host(&http.host)?;
+    let host = judged_host(http, headers)?;
     ex.host.clone_from(&host.name);
     let (raw_path, _query) = split_query(&http.path);
     let scheme = if http.scheme.eq_ignore_ascii_case("https") {
@@ -162,15 +162,24 @@ async fn judge_check(
     })
 }
 
-/// The host Envoy saw (`:authority` or `Host`), judged like a request's own.
-fn judged_host(host: &str) -> Result<JudgedHost, Refusal> {
+/// The host Envoy saw (`:authority` or `Host`), judged like a request's own: a
+/// `host` header in the checked request that names another authority is a 400
+/// (SPEC §5), as it would be on the listener.
+fn judged_host(http: &HttpRequest, headers: &HeaderMap) -> Result<JudgedHost, Refusal> {
     let bad = |why: &'static str| Refusal::with_message(Reason::BadRequest, why);
-    let mut only = HeaderMap::new();
-    if !host.is_empty() {
-        let value = HeaderValue::from_str(host).map_err(|_| bad("invalid host"))?;
-        only.insert(http::header::HOST, value);
-    }
-    authority::judge_host(&http::Uri::from_static("/"), &only).map_err(bad)
+    let target = if http.host.is_empty() {
+        http::Uri::from_static("/")
+    } else {
+        let scheme = if http.scheme.eq_ignore_ascii_case("https") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/", http.host)
+            .parse::<http::Uri>()
+            .map_err(|_| bad("invalid host"))?
+    };
+    authority::judge_host(&target, headers).map_err(bad)
 }
 
 /// The checked request's headers as a header map. Pseudo-headers (`:path`,
@@ -266,4 +275,80 @@ async fn denied(refusal: &Refusal, ex: &Exchange) -> (CheckResponse, StatusCode)
         })),
     };
     (answer, parts.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ext_authz::proto::{HeaderMap as PbHeaderMap, HeaderValue as PbValue};
+
+    fn http(host: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            host: host.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pseudo_headers_are_left_out_and_bad_headers_refused() {
+        let h = request_headers(&http(
+            "a",
+            &[(":path", "/x"), ("authorization", "Bearer t")],
+        ))
+        .unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["authorization"], "Bearer t");
+        let err = request_headers(&http("a", &[("bad name", "x")])).unwrap_err();
+        assert_eq!(err.reason, Reason::BadRequest);
+        let err = request_headers(&http("a", &[("x-a", "line\nbreak")])).unwrap_err();
+        assert_eq!(err.reason, Reason::BadRequest);
+    }
+
+    #[test]
+    fn raw_header_map_lines_all_count() {
+        let mut req = http("a", &[]);
+        req.header_map = Some(PbHeaderMap {
+            headers: vec![
+                PbValue {
+                    key: "x-forwarded-client-cert".into(),
+                    value: String::new(),
+                    raw_value: b"URI=spiffe://a/1".to_vec(),
+                },
+                PbValue {
+                    key: "x-forwarded-client-cert".into(),
+                    value: "URI=spiffe://a/2".into(),
+                    raw_value: Vec::new(),
+                },
+            ],
+        });
+        let h = request_headers(&req).unwrap();
+        let lines: Vec<_> = h.get_all("x-forwarded-client-cert").iter().collect();
+        assert_eq!(lines, ["URI=spiffe://a/1", "URI=spiffe://a/2"]);
+    }
+
+    #[test]
+    fn a_host_header_naming_another_authority_is_refused() {
+        let judged = |host: &str, header: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = header {
+                h.insert(http::header::HOST, HeaderValue::from_static(v));
+            }
+            judged_host(&http(host, &[]), &h).map(|j| j.name)
+        };
+        assert_eq!(
+            judged("Shop.Example.com:8443", None).unwrap(),
+            "shop.example.com"
+        );
+        assert_eq!(
+            judged("shop.example.com", Some("shop.example.com:80")).unwrap(),
+            "shop.example.com"
+        );
+        assert!(judged("shop.example.com", Some("admin.example.com")).is_err());
+        assert!(judged("bad host", None).is_err());
+        assert_eq!(judged("", None).unwrap(), "");
+    }
 }
