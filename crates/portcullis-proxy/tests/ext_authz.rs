@@ -71,14 +71,8 @@ impl Stack {
             audit,
             _dir: dir,
         };
-        for _ in 0..100 {
-            let ready = get(&format!("http://{}/readyz", stack.server.admin_addr())).await;
-            if ready.0 == 200 {
-                return stack;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("proxy never became ready");
+        wait_ready(stack.server.admin_addr()).await;
+        stack
     }
 
     fn grpc(&self) -> Grpc {

@@ -4,48 +4,17 @@
 
 mod common;
 
+use common::certs::{leaf, new_ca, write, Ca};
 use common::*;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use portcullis_proxy::ext_authz::proto::*;
 use portcullis_proxy::ext_authz::{CHECK_PATH, HEALTH_PATH};
 use portcullis_proxy::Server;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rcgen::{KeyPair, SanType};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::path::Path;
 use std::sync::Arc;
 use tonic_prost::ProstCodec;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    issuer: rcgen::Issuer<'static, KeyPair>,
-}
-
-fn new_ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        cert,
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-fn leaf(ca: &Ca, sans: Vec<SanType>) -> (rcgen::Certificate, KeyPair) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = sans;
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert, key)
-}
-
-fn write(dir: &Path, name: &str, pem: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, pem).unwrap();
-    p.display().to_string()
-}
 
 /// A gRPC client over TLS (h2 by ALPN) trusting `ca`, presenting `client`.
 fn grpc(
@@ -161,5 +130,7 @@ async fn mtls_listener_answers_only_envoy_with_a_client_certificate() {
     assert!(health(&mut anonymous).await.is_err());
     let mut foreign = grpc(addr, &ca, Some(&stranger));
     assert!(health(&mut foreign).await.is_err());
+    // Stopped with the server.
     server.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

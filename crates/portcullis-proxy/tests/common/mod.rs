@@ -1,6 +1,9 @@
 //! Shared helpers for the proxy's end-to-end tests: start a real server on
 //! 127.0.0.1:0 in front of a real echo upstream, and talk to it over real sockets.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+pub mod certs;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -100,4 +103,15 @@ pub async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> St
 /// The JSON body the echo upstream returned.
 pub fn echoed(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not echo JSON ({e}): {body}"))
+}
+
+/// Waits until the admin listener at `admin` reports ready.
+pub async fn wait_ready(admin: std::net::SocketAddr) {
+    for _ in 0..100 {
+        if get(&format!("http://{admin}/readyz")).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("proxy never became ready");
 }
