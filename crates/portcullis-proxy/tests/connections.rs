@@ -26,30 +26,7 @@ fn preamble(server_extra: &str) -> String {
 async fn keep_alive_get(tcp: &mut TcpStream, path: &str) -> u16 {
     let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tcp.read(&mut byte).await.unwrap();
-        assert_eq!(
-            n,
-            1,
-            "connection closed mid-response: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    let mut body = vec![0u8; length];
-    tcp.read_exact(&mut body).await.unwrap();
-    head[9..12].parse().unwrap()
+    read_response(tcp).await
 }
 
 /// Waits until the server closes `tcp` (EOF or reset), failing after `limit`.
