@@ -23,6 +23,20 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         }
     }
     assertion(config, &root.key("assertion"), report);
+    if let Some(t) = &config.telemetry {
+        let at = root.key("telemetry");
+        if let Err(e) = url::http_url(&t.otlp_endpoint, false) {
+            report.error(&at.key("otlp_endpoint"), e);
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            report.error(&at.key("sample_ratio"), "must be between 0 and 1");
+        }
+        // Said rather than silently ignored: a team would otherwise wait for spans.
+        report.warn(
+            &at,
+            "OpenTelemetry export is not implemented yet: no spans are sent (traceparent is still propagated)",
+        );
+    }
 }
 
 /// Parses every listen address; returns the valid ones with their paths.
