@@ -7,7 +7,8 @@
 //! otherwise answer with keys of its own that a URL-normalizing verifier trusts.
 
 use crate::body::{full, ProxyBody};
-use crate::pipeline::{ConnInfo, Exchange};
+use crate::conn::ConnInfo;
+use crate::record::Exchange;
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};

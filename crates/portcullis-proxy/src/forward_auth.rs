@@ -12,10 +12,11 @@
 
 use crate::authority::{self, JudgedHost};
 use crate::body::{full, ProxyBody};
+use crate::conn::ConnInfo;
 use crate::endpoints::WHOAMI_PATH;
 use crate::forward::headers::names;
 use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
-use crate::pipeline::{ConnInfo, Exchange};
+use crate::record::Exchange;
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};

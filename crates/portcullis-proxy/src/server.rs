@@ -19,15 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// State every request can reach.
-pub struct Shared {
-    /// The current compiled config; swapped whole on reload.
-    pub runtime: ArcSwap<Runtime>,
-    pub metrics: Metrics,
-    pub identity_metrics: IdentityMetrics,
-    pub fetch: Arc<dyn Fetch>,
-    pub audit: AuditLog,
-}
+pub use crate::state::Shared;
 
 /// A running proxy.
 pub struct Server {

@@ -1,0 +1,19 @@
+//! The state every front end's requests can reach: the current compiled runtime
+//! (swapped whole on reload), the metrics, the fetcher and the audit log.
+
+use crate::audit::AuditLog;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use portcullis_identity::{Fetch, IdentityMetrics};
+use std::sync::Arc;
+
+/// State every request can reach.
+pub struct Shared {
+    /// The current compiled config; swapped whole on reload.
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub identity_metrics: IdentityMetrics,
+    pub fetch: Arc<dyn Fetch>,
+    pub audit: AuditLog,
+}
