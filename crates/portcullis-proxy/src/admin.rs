@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §2 `admin`).
 
 use crate::body::{full, ProxyBody};
-use crate::server::Shared;
+use crate::state::Shared;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;

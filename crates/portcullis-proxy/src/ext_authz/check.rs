@@ -13,11 +13,11 @@ use crate::authority::{self, JudgedHost};
 use crate::body::full;
 use crate::forward::headers::names;
 use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
-use crate::pipeline::{self, Exchange};
+use crate::record::{self, Exchange};
 use crate::request_meta::{request_id, TraceContext};
 use crate::respond::{error_response, wants_html, Refusal};
 use crate::runtime::Runtime;
-use crate::server::Shared;
+use crate::state::Shared;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
@@ -104,7 +104,7 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
     // One audit line per check, written as the (bodiless) answer is dropped.
     let mut record = Response::new(full(""));
     *record.status_mut() = status;
-    drop(pipeline::finish(ex, record, shared, &rt));
+    drop(record::finish(ex, record, shared, &rt));
     answer
 }
 

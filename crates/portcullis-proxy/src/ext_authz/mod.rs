@@ -12,7 +12,7 @@ mod service;
 
 pub use service::{CHECK_PATH, HEALTH_PATH};
 
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::tls::ReloadingTls;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -3,7 +3,7 @@
 
 use super::check::check;
 use super::proto::{CheckRequest, CheckResponse, HealthCheckRequest, HealthCheckResponse, SERVING};
-use crate::server::Shared;
+use crate::state::Shared;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;

@@ -77,7 +77,7 @@ pub struct RequestFacts<'a> {
 }
 
 /// What the core decided about one request. Every front end records the audit
-/// line and metrics from it (see [`crate::pipeline::Exchange`]).
+/// line and metrics from it (see [`crate::record::Exchange`]).
 #[derive(Default)]
 pub struct Judgment {
     /// The path as judged, once normalization succeeded.
