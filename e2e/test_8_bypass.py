@@ -356,9 +356,14 @@ def test_h2c_upgrade_is_never_forwarded(bypass, connection):
         # Forwarded as a plain request: no upgrade, no HTTP2-Settings.
         assert "upgrade" not in seen and "http2-settings" not in seen, seen
         assert answer.headers.get("connection") == ["close"]
-        # Nothing more is read from this connection: an h2 preface gets no answer.
-        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        assert s.recv(65536) == b""
+        # Nothing more is read from this connection: an h2 preface gets no answer
+        # (the proxy has closed it: an orderly end, or a reset if the preface
+        # arrived after the close).
+        try:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            assert s.recv(65536) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            pass
     # The protected path, inside where a tunnel would have been, still denies.
     assert h1(bypass.port, "GET", "/admin/secret", [("Host", "x")]).status == 401
 
