@@ -82,6 +82,9 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, 
     (status, body)
 }
 
+/// (method, path, bearer token, `x-forwarded-client-cert`, expected §6 code).
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+
 /// The §6 code of an error body, or `allowed` for a 2xx.
 fn code(status: u16, body: &str) -> String {
     if (200..300).contains(&status) {
@@ -197,7 +200,7 @@ routes:
     let foreign = "URI=spiffe://other.domain/ns/billing/sa/api";
 
     // (method, path, token, XFCC, expected §6 code)
-    let cases: &[(&str, &str, Option<&str>, Option<&str>, &str)] = &[
+    let cases: &[Case] = &[
         ("GET", "/orders/1", Some(&reader), None, "allowed"),
         ("POST", "/orders/1", Some(&reader), None, "forbidden"),
         ("GET", "/orders/1", Some(&intern), None, "forbidden"),
