@@ -1,7 +1,9 @@
 //! What a front end knows about the connection a request came on.
 
+use crate::judge::PeerIdentity;
 use crate::listener::h1_guard::Verdict;
 use http::HeaderValue;
+use portcullis_config::WorkloadSource;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,7 +14,20 @@ pub struct ConnInfo {
     /// request (for `X-Forwarded-For` and the audit line).
     pub peer_ip: HeaderValue,
     pub tls: bool,
-    /// DER of the verified client certificate, when one was presented over mTLS.
-    pub peer_cert: Option<Vec<u8>>,
+    /// The SPIFFE ID of the verified mTLS client certificate, read once when the
+    /// connection opened (not per request).
+    pub peer_identity: Option<PeerIdentity>,
     pub verdict: Arc<Verdict>,
+}
+
+impl ConnInfo {
+    /// The workload identity a verified client certificate (DER) proves: its
+    /// SPIFFE URI SAN, when it has exactly one valid one.
+    pub fn mtls_identity(cert_der: &[u8]) -> Option<PeerIdentity> {
+        let spiffe_id = portcullis_identity::workload::spiffe_id_from_cert_der(cert_der).ok()?;
+        Some(PeerIdentity {
+            source: WorkloadSource::Mtls,
+            spiffe_id,
+        })
+    }
 }

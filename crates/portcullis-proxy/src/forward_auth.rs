@@ -15,13 +15,13 @@ use crate::body::{full, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::endpoints::WHOAMI_PATH;
 use crate::forward::headers::names;
-use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
+use crate::judge::{self, Frontend, RequestFacts};
 use crate::record::Exchange;
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Response};
-use portcullis_config::{AuthMode, WorkloadSource};
+use portcullis_config::AuthMode;
 use portcullis_core::Reason;
 use portcullis_policy::split_query;
 
@@ -150,12 +150,6 @@ pub async fn whoami(
             "only GET is supported here",
         ));
     }
-    let peer = conn.peer_cert.as_deref().and_then(|der| {
-        Some(PeerIdentity {
-            source: WorkloadSource::Mtls,
-            spiffe_id: portcullis_identity::workload::spiffe_id_from_cert_der(der).ok()?,
-        })
-    });
     // No route is judged: only who the caller is.
     let nowhere = JudgedHost {
         name: String::new(),
@@ -169,7 +163,7 @@ pub async fn whoami(
         raw_path: WHOAMI_PATH,
         headers,
         peer_trusted,
-        peer_identity: peer.as_ref(),
+        peer_identity: conn.peer_identity.as_ref(),
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,

@@ -13,7 +13,7 @@ use crate::body::{Counted, ProxyBody};
 use crate::endpoints;
 use crate::forward;
 use crate::forward::headers::{self, names};
-use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
+use crate::judge::{self, Frontend, RequestFacts};
 use crate::listener::h1_guard::{Refusal as GuardRefusal, REJECTED_PATH};
 use crate::request_meta::{request_id, TraceContext};
 use crate::respond::{error_response, wants_html, Refusal};
@@ -21,7 +21,6 @@ use crate::runtime::Runtime;
 use crate::state::Shared;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use portcullis_config::WorkloadSource;
 use portcullis_core::{Identity, Reason};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -128,13 +127,6 @@ async fn run(
     let upgrade = headers::strip_hop_by_hop(req.headers_mut());
 
     // Everything that decides happens in the core.
-    let peer_identity = conn.peer_cert.as_deref().and_then(|der| {
-        let spiffe_id = portcullis_identity::workload::spiffe_id_from_cert_der(der).ok()?;
-        Some(PeerIdentity {
-            source: WorkloadSource::Mtls,
-            spiffe_id,
-        })
-    });
     let scheme = if conn.tls { "https" } else { "http" };
     let facts = RequestFacts {
         frontend: Frontend::Proxy,
@@ -144,21 +136,20 @@ async fn run(
         raw_path: req.uri().path(),
         headers: req.headers(),
         peer_trusted,
-        peer_identity: peer_identity.as_ref(),
+        peer_identity: conn.peer_identity.as_ref(),
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
     };
     let judgment = judge::judge(rt, &facts).await;
     let (path, set, remove) = ex.absorb(judgment)?;
-    if ex.route_index.is_none() {
+    let Some(index) = ex.route_index else {
         // Reserved: the proxy's own endpoints.
         return match endpoints::serve(req, &path, rt, ex, conn, peer_trusted).await {
             Some(resp) => resp,
             None => Err(Refusal::new(Reason::NoRoute)),
         };
-    }
-    let index = ex.route_index.unwrap_or_default();
+    };
     let route_cfg = &rt.config.routes[index];
 
     // Only the upgrades this route allows are tunnelled (never h2c); any other is

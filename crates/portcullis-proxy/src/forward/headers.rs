@@ -193,18 +193,10 @@ pub fn is_spoofable(name: &HeaderName, peer_trusted: bool, assertion_header: &st
         || (underscored && SET_BY_PROXY.iter().any(|s| same(n, s.as_bytes())))
 }
 
-/// Removes every header a client may not set (see [`is_spoofable`]), however
-/// spelled and however often repeated. One look at each name; nothing allocates
-/// unless something must go.
-pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool, assertion_header: &str) {
-    for name in spoofable_present(headers, peer_trusted, assertion_header) {
-        headers.remove(&name);
-    }
-}
-
 /// The names of the headers in `headers` that a client may not set (see
-/// [`is_spoofable`]), each once: what a front door must remove before the
-/// request reaches the service (ext_authz `headers_to_remove`).
+/// [`is_spoofable`]), each once, however spelled and however often repeated:
+/// what a front end must remove before the request reaches the service (the
+/// proxy removes them, ext_authz sends them as `headers_to_remove`).
 pub fn spoofable_present(
     headers: &HeaderMap,
     peer_trusted: bool,
@@ -270,7 +262,7 @@ pub fn set_forwarded(
 
 /// RFC 7239 `Forwarded`, from the proxy's own view: `for`, `proto` and `host` as
 /// it judged them, appended to a trusted peer's chain, replacing anyone else's
-/// (which [`strip_spoofable`] already removed).
+/// (which the core's [`spoofable_present`] list has the front end remove).
 fn set_forwarded_element(
     headers: &mut HeaderMap,
     peer: &HeaderValue,

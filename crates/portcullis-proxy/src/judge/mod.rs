@@ -27,6 +27,7 @@ use http::header::{HeaderMap, HeaderName};
 use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{Decision, NormalizedPath};
+use std::borrow::Cow;
 pub use workload::PeerIdentity;
 
 /// Which front end asked (the audit line's `frontend`, SPEC §4).
@@ -103,76 +104,78 @@ pub struct Judgment {
     pub remove: Vec<HeaderName>,
 }
 
-impl Judgment {
-    fn refuse(mut self, refusal: Refusal) -> Judgment {
-        self.refusal = Some(refusal);
-        self
-    }
-}
-
 /// Judges one request. Never fails: a refusal is part of the judgment.
 pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     let mut j = Judgment::default();
     if !rt.routes.method_allowed(facts.method) {
-        return j.refuse(Refusal::with_message(
+        j.refusal = Some(Refusal::with_message(
             Reason::BadRequest,
             "this method is not accepted here",
         ));
+        return j;
     }
     // Normalize once; the proxy's own endpoints are recognised on the result,
     // then routes are matched on it, and the upstream receives exactly this path.
     let path = match rt.routes.normalize(facts.raw_path) {
         Ok(p) => p,
         Err(e) => {
-            return j.refuse(Refusal::with_message(
+            j.refusal = Some(Refusal::with_message(
                 Reason::BadRequest,
                 format!("invalid path: {e}"),
-            ))
+            ));
+            return j;
         }
     };
+    if let Err(refusal) = decide(rt, facts, &path, &mut j).await {
+        j.refusal = Some(refusal);
+    }
+    j.path = Some(path);
+    j
+}
+
+/// Every step after normalization, filling `j` as it learns; the first refusal
+/// ends it.
+async fn decide(
+    rt: &Runtime,
+    facts: &RequestFacts<'_>,
+    path: &NormalizedPath,
+    j: &mut Judgment,
+) -> Result<(), Refusal> {
     if crate::endpoints::is_reserved(path.matching()) {
         j.reserved = true;
-        j.path = Some(path);
-        return j;
+        return Ok(());
     }
-    let found = rt.routes.find(&facts.host.name, facts.method, &path);
-    let Some((index, route)) = found else {
-        j.path = Some(path);
-        return j.refuse(Refusal::new(Reason::NoRoute));
-    };
+    let (index, route) = rt
+        .routes
+        .find(&facts.host.name, facts.method, path)
+        .ok_or_else(|| Refusal::new(Reason::NoRoute))?;
     let route_cfg = &rt.config.routes[index];
     j.route = Some(index);
     j.route_name = Some(route.name().to_string());
 
-    // Authenticate.
-    match identify(rt, facts, route_cfg.auth).await {
-        Ok(identity) => j.identity = identity,
-        Err(r) => {
-            j.path = Some(path);
-            return j.refuse(r);
-        }
-    }
+    j.identity = identify(rt, facts, route_cfg.auth).await?;
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
     let policy_facts = portcullis_policy::RequestFacts {
         method: facts.method,
         host: &facts.host.name,
-        path: &path,
+        path,
     };
     let decision = route.evaluate(&j.identity, &policy_facts);
-    j.path = Some(path);
-    if !decision.permits() {
-        // A caller who brought no credential at all is asked for one (401), not
-        // told that someone unknown is forbidden (SPEC §6).
-        let refusal = if j.identity.is_authenticated() {
+    let permitted = decision.permits();
+    // A caller who brought no credential at all is asked for one (401), not told
+    // that someone unknown is forbidden (SPEC §6).
+    let denial = (!permitted).then(|| {
+        if j.identity.is_authenticated() {
             authz_refusal(&decision, &j.identity, facts)
         } else {
             Refusal::new(Reason::MissingToken)
-        };
-        j.decision = Some(decision);
-        return j.refuse(refusal);
-    }
+        }
+    });
     j.decision = Some(decision);
+    if let Some(refusal) = denial {
+        return Err(refusal);
+    }
 
     // Rate-limit per caller.
     if let Some(limiter) = &rt.limiters[index] {
@@ -189,37 +192,36 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
         if let Err(retry) = limiter.check(&key) {
             let mut r = Refusal::new(Reason::RateLimited);
             r.retry_after = Some(retry);
-            return j.refuse(r);
+            return Err(r);
         }
     }
 
-    // What the service is told: exactly the proxy's view of the caller.
-    let audience = match (&route_cfg.audience, facts.frontend) {
-        (Some(aud), _) => aud.clone(),
+    // What the service is told: exactly the proxy's view of the caller. Borrowed
+    // from the config in the common cases: this runs for every allowed request.
+    let audience: Cow<'_, str> = match (&route_cfg.audience, facts.frontend) {
+        (Some(aud), _) => Cow::Borrowed(aud),
         // The service behind the reverse proxy is the upstream itself.
-        (None, Frontend::Proxy) => rt
-            .pools
-            .get(index)
-            .and_then(Option::as_ref)
-            .and_then(|p| p.endpoints.first())
-            .map(|e| e.origin.clone())
-            .unwrap_or_default(),
+        (None, Frontend::Proxy) => Cow::Borrowed(
+            rt.pools
+                .get(index)
+                .and_then(Option::as_ref)
+                .and_then(|p| p.endpoints.first())
+                .map_or("", |e| e.origin.as_str()),
+        ),
         // Behind another front door, the service is what the request named.
         (None, _) => match facts.host.authority.as_ref().and_then(|a| a.to_str().ok()) {
-            Some(authority) => format!("{}://{}", facts.scheme, authority),
-            None => String::new(),
+            Some(authority) => Cow::Owned(format!("{}://{}", facts.scheme, authority)),
+            None => Cow::Borrowed(""),
         },
     };
-    match propagate::identity_set(&j.identity, rt, &audience) {
-        Ok(set) => j.set = Some(set),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot sign assertion");
-            return j.refuse(Refusal::with_message(
-                Reason::UpstreamUnavailable,
-                "cannot sign identity assertion",
-            ));
-        }
-    }
+    let set = propagate::identity_set(&j.identity, rt, &audience).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign assertion");
+        Refusal::with_message(
+            Reason::UpstreamUnavailable,
+            "cannot sign identity assertion",
+        )
+    })?;
+    j.set = Some(set);
     j.remove = headers::spoofable_present(
         facts.headers,
         facts.peer_trusted,
@@ -231,7 +233,7 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     if !keep_token && facts.headers.contains_key(http::header::AUTHORIZATION) {
         j.remove.push(http::header::AUTHORIZATION);
     }
-    j
+    Ok(())
 }
 
 /// Who is calling: the workload identity from the sources

@@ -153,7 +153,10 @@ async fn serve<IO>(
         peer,
         peer_ip,
         tls: peer_cert.is_some(),
-        peer_cert: peer_cert.flatten(),
+        peer_identity: peer_cert
+            .flatten()
+            .as_deref()
+            .and_then(ConnInfo::mtls_identity),
         verdict: verdict.clone(),
     });
     let io = WriteTimeout::new(io, write_timeout);
