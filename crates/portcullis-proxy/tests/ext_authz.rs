@@ -7,14 +7,13 @@
 mod common;
 
 use bytes::Bytes;
+use common::idp_stack::IdpStack;
 use common::*;
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use portcullis_proxy::ext_authz::proto::*;
 use portcullis_proxy::ext_authz::{CHECK_PATH, HEALTH_PATH};
-use portcullis_proxy::Server;
-use portcullis_testkit::{DevIssuer, EchoUpstream};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -43,36 +42,20 @@ const ROUTES: &str = r#"
     rate_limit: { requests_per_second: 0.01, burst: 1, key: ip }
 "#;
 
-struct Stack {
-    server: Server,
-    _echo: EchoUpstream,
-    idp: DevIssuer,
-    audit: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+/// The shared issuer stack with the ext_authz listener on, and a gRPC client.
+struct Stack(IdpStack);
+
+impl std::ops::Deref for Stack {
+    type Target = IdpStack;
+    fn deref(&self) -> &IdpStack {
+        &self.0
+    }
 }
 
 impl Stack {
     async fn start() -> Stack {
-        let idp = DevIssuer::start().await.unwrap();
-        let echo = EchoUpstream::start().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let audit = dir.path().join("audit.log");
-        let yaml = format!(
-            "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: file:{}\next_authz:\n  grpc_listen: 127.0.0.1:0\nworkload_identity:\n  trust_domain: cluster.local\n  accept: [xfcc]\nproviders:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\nroutes:\n{}",
-            audit.display(),
-            idp.issuer(),
-            ROUTES.replace("UPSTREAM", &echo.url())
-        );
-        let server = Server::start(config(&yaml), None).await.unwrap();
-        let stack = Stack {
-            server,
-            _echo: echo,
-            idp,
-            audit,
-            _dir: dir,
-        };
-        wait_ready(stack.server.admin_addr()).await;
-        stack
+        let sections = "ext_authz:\n  grpc_listen: 127.0.0.1:0\nworkload_identity:\n  trust_domain: cluster.local\n  accept: [xfcc]\n";
+        Stack(IdpStack::start("", sections, ROUTES).await)
     }
 
     fn grpc(&self) -> Grpc {
@@ -93,29 +76,6 @@ impl Stack {
             .await
             .unwrap()
             .into_inner()
-    }
-
-    fn token(&self, sub: &str, extra: Value) -> String {
-        self.idp.token(sub, "orders-api", 300, extra).unwrap()
-    }
-
-    fn audit_lines(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// The audit lines once `n` have been written (the writer is asynchronous).
-    async fn audit_when(&self, n: usize) -> Vec<Value> {
-        for _ in 0..100 {
-            let lines = self.audit_lines();
-            if lines.len() >= n {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("expected {n} audit lines, got {:?}", self.audit_lines());
     }
 }
 

@@ -6,11 +6,9 @@
 
 mod common;
 
+use common::idp_stack::IdpStack;
 use common::*;
-use portcullis_proxy::Server;
-use portcullis_testkit::{DevIssuer, EchoUpstream};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const ROUTES: &str = r#"
   - name: public
@@ -32,63 +30,24 @@ const ROUTES: &str = r#"
         - groups: [admins]
 "#;
 
-struct Stack {
-    server: Server,
-    _echo: EchoUpstream,
-    idp: DevIssuer,
-    audit: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+/// The shared issuer stack, trusting `trusted` as front proxies.
+struct Stack(IdpStack);
+
+impl std::ops::Deref for Stack {
+    type Target = IdpStack;
+    fn deref(&self) -> &IdpStack {
+        &self.0
+    }
 }
 
 async fn start(trusted: &str) -> Stack {
-    let idp = DevIssuer::start().await.unwrap();
-    let echo = EchoUpstream::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.log");
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:0\n  trusted_proxies: [{trusted}]\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: file:{}\nproviders:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\nroutes:\n{}",
-        audit.display(),
-        idp.issuer(),
-        ROUTES.replace("UPSTREAM", &echo.url())
-    );
-    let server = Server::start(config(&yaml), None).await.unwrap();
-    for _ in 0..100 {
-        if get(&format!("http://{}/readyz", server.admin_addr()))
-            .await
-            .0
-            == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Stack {
-        server,
-        _echo: echo,
-        idp,
-        audit,
-        _dir: dir,
-    }
+    let server_keys = format!("  trusted_proxies: [{trusted}]\n");
+    Stack(IdpStack::start(&server_keys, "", ROUTES).await)
 }
 
 impl Stack {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.server.local_addr())
-    }
-
-    fn token(&self, sub: &str, extra: Value) -> String {
-        self.idp.token(sub, "orders-api", 300, extra).unwrap()
-    }
-
     async fn authz(&self, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
         send(&client(), "GET", &self.url("/.portcullis/authz"), headers).await
-    }
-
-    fn audit_lines(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
     }
 }
 

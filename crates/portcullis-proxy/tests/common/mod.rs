@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 pub mod certs;
+pub mod idp_stack;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
