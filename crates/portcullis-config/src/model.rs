@@ -264,6 +264,11 @@ pub struct ProviderConfig {
     /// OAuth client secret used by browser login; never logged.
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// A private key (PEM, ES256 or RS256) with which browser login
+    /// authenticates to the token endpoint by `private_key_jwt` (RFC 7523)
+    /// instead of the client secret.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
     /// A PEM bundle trusted (besides the system roots) for this provider's
     /// discovery, JWKS and introspection fetches.
     #[serde(default)]

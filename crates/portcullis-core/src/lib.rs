@@ -99,6 +99,8 @@ pub enum Reason {
     UpstreamTimeout,
     /// An outbound token for `upstream_auth` could not be obtained (SPEC §9).
     CredentialUnavailable,
+    /// A browser session ended (logout, expiry, failed refresh).
+    SessionExpired,
 }
 
 impl Reason {
@@ -123,6 +125,7 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::CredentialUnavailable => "credential_unavailable",
+            Reason::SessionExpired => "session_expired",
         }
     }
 
@@ -138,7 +141,8 @@ impl Reason {
             | Reason::UnknownKey
             | Reason::AlgorithmNotAllowed
             | Reason::WrongIssuer
-            | Reason::WrongAudience => 401,
+            | Reason::WrongAudience
+            | Reason::SessionExpired => 401,
             Reason::Forbidden | Reason::InsufficientScope => 403,
             Reason::RateLimited => 429,
             Reason::NoRoute => 404,
@@ -151,7 +155,7 @@ impl Reason {
     /// True for the reasons that mean "the credential presented is bad" (401 with
     /// `error="invalid_token"`), as opposed to "no credential" or a policy denial.
     pub fn is_token_failure(self) -> bool {
-        self.status() == 401 && self != Reason::MissingToken
+        self.status() == 401 && !matches!(self, Reason::MissingToken | Reason::SessionExpired)
     }
 }
 

@@ -70,7 +70,7 @@ impl Lifetime for Verified {
 }
 
 /// `fetch`, also trusting the CA bundle at `ca_file` (`providers[].ca_file`).
-fn provider_client(
+pub(crate) fn provider_client(
     fetch: &Arc<dyn Fetch>,
     provider: &str,
     ca_file: &str,
@@ -236,6 +236,12 @@ impl Authenticator {
                 }
             })
             .collect()
+    }
+
+    /// The compiled provider named `name` (browser login verifies its ID and
+    /// logout tokens with it).
+    pub(crate) fn provider_named(&self, name: &str) -> Option<&Provider> {
+        self.inner.providers.iter().find(|p| p.name == name)
     }
 
     /// Verifies a bearer token (the part after `Bearer `) and returns the caller's

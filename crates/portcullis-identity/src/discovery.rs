@@ -8,7 +8,7 @@
 
 use crate::fetch::Fetch;
 use crate::jose::json::parse_object;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Largest discovery document we read.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
@@ -44,6 +44,22 @@ pub(crate) async fn discover_endpoint(
     issuer: &str,
     member: &str,
 ) -> Result<String, DiscoveryError> {
+    let doc = discover_document(fetch, issuer).await?;
+    match endpoint(&doc, issuer, member)? {
+        Some(url) => Ok(url),
+        None => Err(DiscoveryError {
+            message: format!("discovery document has no `{member}`"),
+            invalid: true,
+        }),
+    }
+}
+
+/// Fetches the discovery document of `issuer` and checks that it names exactly
+/// that issuer.
+pub(crate) async fn discover_document(
+    fetch: &dyn Fetch,
+    issuer: &str,
+) -> Result<Map<String, Value>, DiscoveryError> {
     let url = discovery_url(issuer);
     let fail = |message: String, invalid: bool| DiscoveryError { message, invalid };
     let response = fetch
@@ -56,31 +72,45 @@ pub(crate) async fn discover_endpoint(
     let doc = parse_object(&response.body)
         .map_err(|e| fail(format!("discovery document at {url} is {e}"), true))?;
     match doc.get("issuer") {
-        Some(Value::String(found)) if found == issuer => {}
-        Some(Value::String(found)) => {
-            return Err(fail(
-                format!(
-                    "discovery document names issuer `{}`, not the configured `{issuer}`",
-                    found.chars().take(200).collect::<String>()
-                ),
-                true,
-            ))
-        }
-        _ => return Err(fail("discovery document has no `issuer`".to_string(), true)),
+        Some(Value::String(found)) if found == issuer => Ok(doc),
+        Some(Value::String(found)) => Err(fail(
+            format!(
+                "discovery document names issuer `{}`, not the configured `{issuer}`",
+                found.chars().take(200).collect::<String>()
+            ),
+            true,
+        )),
+        _ => Err(fail("discovery document has no `issuer`".to_string(), true)),
     }
-    let Some(Value::String(jwks_uri)) = doc.get(member) else {
-        return Err(fail(format!("discovery document has no `{member}`"), true));
+}
+
+/// The endpoint URL named by `member` of a checked discovery document, if any.
+/// An `https` issuer may not point anywhere over plain `http` (or any other
+/// scheme): that would let a network attacker substitute keys or endpoints.
+pub(crate) fn endpoint(
+    doc: &Map<String, Value>,
+    issuer: &str,
+    member: &str,
+) -> Result<Option<String>, DiscoveryError> {
+    let url = match doc.get(member) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(url)) => url,
+        Some(_) => {
+            return Err(DiscoveryError {
+                message: format!("discovery document's `{member}` is not a string"),
+                invalid: true,
+            })
+        }
     };
     let https_issuer = issuer.starts_with("https://");
-    let ok_scheme =
-        jwks_uri.starts_with("https://") || (!https_issuer && jwks_uri.starts_with("http://"));
+    let ok_scheme = url.starts_with("https://") || (!https_issuer && url.starts_with("http://"));
     if !ok_scheme {
-        return Err(fail(
-            format!("discovery document's `{member}` is not an https URL"),
-            true,
-        ));
+        return Err(DiscoveryError {
+            message: format!("discovery document's `{member}` is not an https URL"),
+            invalid: true,
+        });
     }
-    Ok(jwks_uri.clone())
+    Ok(Some(url.clone()))
 }
 
 #[cfg(test)]

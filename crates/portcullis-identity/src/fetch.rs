@@ -261,7 +261,7 @@ pub(crate) fn basic_authorization(client_id: &str, client_secret: &str) -> Strin
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
-pub(crate) fn form_encode(value: &str) -> String {
+pub fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {

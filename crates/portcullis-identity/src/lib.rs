@@ -41,6 +41,7 @@ pub mod jose;
 mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod oidc;
 pub mod outbound;
 mod provider;
 mod token_cache;

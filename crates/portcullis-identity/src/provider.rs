@@ -140,6 +140,24 @@ impl Provider {
         token: Compact<'_>,
         now: u64,
     ) -> Result<(Identity, Checked), AuthError> {
+        let alg = self.allowed_alg(&token)?;
+        check_typ(token.header.typ.as_deref(), &self.rules)?;
+        self.verify_signature(alg, &token).await?;
+        let checked = check_claims(&token.claims, &self.rules, now)?;
+        let identity = self.mapping.identity(
+            Arc::new(Value::Object(token.claims)),
+            Source {
+                provider: &self.name,
+                issuer: &self.issuer,
+                expires_at: Some(checked.exp),
+                subject_may_be_client: false,
+            },
+        )?;
+        Ok((identity, checked))
+    }
+
+    /// The token's algorithm, when this provider allows it.
+    pub(crate) fn allowed_alg(&self, token: &Compact<'_>) -> Result<Alg, AuthError> {
         let alg = token.header.algorithm()?;
         if !self.allowed.contains(&alg) {
             return Err(AuthError::new(
@@ -147,7 +165,17 @@ impl Provider {
                 format!("algorithm {alg} is not allowed for this provider"),
             ));
         }
-        check_typ(token.header.typ.as_deref(), &self.rules)?;
+        Ok(alg)
+    }
+
+    /// The signature, with the configured secret (HMAC) or a key of this
+    /// provider's JWKS: every token this provider vouches for (access, ID and
+    /// logout tokens) is verified here.
+    pub(crate) async fn verify_signature(
+        &self,
+        alg: Alg,
+        token: &Compact<'_>,
+    ) -> Result<(), AuthError> {
         if alg.is_hmac() {
             // Only the configured secret: never a key from the JWKS, so a public
             // key can never be used as an HMAC secret.
@@ -164,7 +192,7 @@ impl Provider {
                 })?;
             // Constant-time comparison inside aws-lc-rs.
             hmac::verify(key, token.signing_input, &token.signature)
-                .map_err(|_| AuthError::new(Reason::BadSignature, "signature does not verify"))?;
+                .map_err(|_| AuthError::new(Reason::BadSignature, "signature does not verify"))
         } else {
             let jwks = self.jwks.as_ref().ok_or_else(|| {
                 AuthError::new(
@@ -173,23 +201,14 @@ impl Provider {
                 )
             })?;
             let key = jwks.key_for(token.header.kid.as_deref(), alg).await?;
-            if !key.verify(alg, token.signing_input, &token.signature) {
-                return Err(AuthError::new(
+            if key.verify(alg, token.signing_input, &token.signature) {
+                Ok(())
+            } else {
+                Err(AuthError::new(
                     Reason::BadSignature,
                     "signature does not verify",
-                ));
+                ))
             }
         }
-        let checked = check_claims(&token.claims, &self.rules, now)?;
-        let identity = self.mapping.identity(
-            Arc::new(Value::Object(token.claims)),
-            Source {
-                provider: &self.name,
-                issuer: &self.issuer,
-                expires_at: Some(checked.exp),
-                subject_may_be_client: false,
-            },
-        )?;
-        Ok((identity, checked))
     }
 }

@@ -33,5 +33,5 @@ pub use decision::{
 pub use explain::{clean, html_escape};
 pub use glob::Glob;
 pub use path::{normalize, normalize_with, split_query, NormalizedPath, PathError, PathOptions};
-pub use routes::{canonical_host, CompiledRoute, RouteTable};
+pub use routes::{canonical_host, host_matches, CompiledRoute, RouteTable};
 pub use rules::{CompiledPolicy, CompiledRule};

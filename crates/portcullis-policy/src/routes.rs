@@ -87,6 +87,13 @@ impl HostPattern {
     }
 }
 
+/// Whether `host` (as a request names it) fits `pattern` as written in
+/// `match.hosts` (exact, or `*.example.com` for one or more labels). The one
+/// host matcher: routes and `login.allowed_redirect_hosts` both use it.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    HostPattern::parse(pattern).is_ok_and(|p| p.matches(&canonical_host(host)))
+}
+
 /// The request host as routes compare it: port and trailing dot removed, lowercase.
 /// Allocates only when the host has uppercase letters.
 pub fn canonical_host(host: &str) -> Cow<'_, str> {

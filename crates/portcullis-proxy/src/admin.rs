@@ -40,11 +40,17 @@ async fn answer(
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => readiness(&shared),
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.render(),
-        ),
+        "/metrics" => {
+            if let Some(login) = &shared.runtime.load().login {
+                let held = i64::try_from(login.store.len()).unwrap_or(i64::MAX);
+                shared.metrics.sessions.set(held);
+            }
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.render(),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -43,18 +43,45 @@ pub async fn serve<B>(
     ex: &mut Exchange,
     conn: &ConnInfo,
     peer_trusted: bool,
-) -> Option<Result<Response<ProxyBody>, Refusal>> {
+) -> Option<Result<Response<ProxyBody>, Refusal>>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use crate::login::flow;
     let matching = path.matching();
     if !is_reserved(matching) {
         return None;
     }
     ex.path = path.as_str().to_string();
+    let query = req.uri().query();
     let answer = match matching {
         JWKS_PATH => jwks(req.method(), rt),
-        AUTHZ_PATH => crate::forward_auth::authz(req.headers(), rt, ex, peer_trusted).await,
+        AUTHZ_PATH => crate::forward_auth::authz(req.headers(), query, rt, ex, peer_trusted).await,
         WHOAMI_PATH => {
             crate::forward_auth::whoami(req.method(), req.headers(), rt, ex, conn, peer_trusted)
                 .await
+        }
+        flow::LOGIN_PATH => flow::login(req.method(), query, rt, ex).await,
+        flow::CALLBACK_PATH => {
+            let query = query.map(str::to_string);
+            flow::callback(req.method(), req.headers(), query.as_deref(), rt, ex).await
+        }
+        flow::LOGOUT_PATH | flow::BACKCHANNEL_PATH => {
+            let backchannel = matching == flow::BACKCHANNEL_PATH;
+            if req.method() != Method::POST {
+                Err(Refusal::with_message(
+                    Reason::BadRequest,
+                    "only POST is supported here",
+                ))
+            } else {
+                let (parts, body) = req.into_parts();
+                match read_form(body).await {
+                    Err(r) => Err(r),
+                    Ok(form) if backchannel => flow::backchannel(&form, rt).await,
+                    Ok(form) => flow::logout(&parts.headers, &form, rt, ex).await,
+                }
+            }
         }
         _ => Err(Refusal::with_message(
             Reason::NoRoute,
@@ -62,6 +89,22 @@ pub async fn serve<B>(
         )),
     };
     Some(answer)
+}
+
+/// A form body of at most [`crate::login::flow::MAX_FORM_BYTES`].
+async fn read_form<B>(body: B) -> Result<bytes::Bytes, Refusal>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, crate::login::flow::MAX_FORM_BYTES);
+    limited.collect().await.map(|c| c.to_bytes()).map_err(|_| {
+        Refusal::with_message(
+            Reason::BadRequest,
+            "the form body is too large or incomplete",
+        )
+    })
 }
 
 /// The assertion verification keys.

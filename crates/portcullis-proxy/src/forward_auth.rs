@@ -36,6 +36,7 @@ const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 /// and nothing is judged.
 pub async fn authz(
     headers: &HeaderMap,
+    query: Option<&str>,
     rt: &Runtime,
     ex: &mut Exchange,
     peer_trusted: bool,
@@ -105,7 +106,31 @@ pub async fn authz(
         ex.absorb(judgment)?;
         return Err(Refusal::new(Reason::NoRoute));
     }
-    let (_path, set, _remove) = ex.absorb(judgment)?;
+    let (_path, set, _remove) = match ex.absorb(judgment) {
+        Ok(told) => told,
+        // Traefik and Caddy pass the answer to the browser: with `?redirect=true`
+        // a browser that should sign in is sent to the proxy's login, which
+        // brings it back to the URL it asked for. nginx asks without it and
+        // turns the 401 into its own redirect (`error_page 401`).
+        Err(mut refusal) => {
+            let wants_redirect = query.and_then(|q| crate::login::flow::form_value(q, "redirect"));
+            if let (true, Some("true")) = (refusal.sign_in, wants_redirect.as_deref()) {
+                let authority = host
+                    .authority
+                    .as_ref()
+                    .and_then(|a| a.to_str().ok())
+                    .unwrap_or("");
+                let original = format!("{scheme}://{authority}{uri}");
+                refusal.redirect = Some(format!(
+                    "{}{}?rd={}",
+                    rt.public_url,
+                    crate::login::flow::LOGIN_PATH,
+                    portcullis_identity::fetch::form_encode(&original)
+                ));
+            }
+            return Err(refusal);
+        }
+    };
     let mut resp = Response::new(full(""));
     for (name, value) in set.iter() {
         resp.headers_mut().insert(name.clone(), value.clone());
@@ -168,12 +193,13 @@ pub async fn whoami(
         html: ex.html,
         request_id: &ex.request_id,
     };
-    ex.identity = judge::identify(rt, &facts, AuthMode::Required).await?;
+    let caller = judge::identify_caller(rt, &facts, AuthMode::Required).await?;
+    ex.identity = caller.identity;
     if !ex.identity.is_authenticated() {
         return Err(Refusal::new(Reason::MissingToken));
     }
     let id = &ex.identity;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": id.kind.as_str(),
         "sub": id.subject,
         "email": id.email,
@@ -186,6 +212,14 @@ pub async fn whoami(
         "issuer": id.issuer,
         "expires_at": id.expires_at,
     });
+    // A signed-in browser learns its session's end and the CSRF token its
+    // sign-out form must carry (SPEC §4 logout).
+    if let Some(active) = &caller.session {
+        body["session"] = serde_json::json!({
+            "expires_at": active.session.expires_at,
+            "csrf_token": active.session.csrf,
+        });
+    }
     let mut resp = Response::new(full(body.to_string()));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod forward_auth;
 pub mod judge;
 pub mod listener;
+pub mod login;
 pub mod metrics;
 pub mod pipeline;
 pub mod propagate;

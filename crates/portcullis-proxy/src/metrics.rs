@@ -72,6 +72,8 @@ pub struct Metrics {
     pub connections: Family<StateLabel, Gauge>,
     /// Connections closed on accept because `server.max_connections` were open.
     pub connections_refused: Counter,
+    /// Browser sessions held (`login`); set when metrics are scraped.
+    pub sessions: Gauge,
     pub registry: Arc<std::sync::Mutex<Registry>>,
 }
 
@@ -86,6 +88,7 @@ impl Metrics {
         let config_reloads = Family::<ResultLabel, Counter>::default();
         let connections = Family::<StateLabel, Gauge>::default();
         let connections_refused = Counter::default();
+        let sessions = Gauge::default();
 
         // Full names, no registry prefix: the identity crate registers its own
         // `portcullis_*` series into the same registry.
@@ -130,6 +133,11 @@ impl Metrics {
             "Client connections closed at once because server.max_connections were open",
             connections_refused.clone(),
         );
+        registry.register(
+            "portcullis_sessions",
+            "Browser sessions held by this replica's session store",
+            sessions.clone(),
+        );
         Metrics {
             requests,
             request_duration,
@@ -139,6 +147,7 @@ impl Metrics {
             config_reloads,
             connections,
             connections_refused,
+            sessions,
             registry: Arc::new(std::sync::Mutex::new(registry)),
         }
     }

@@ -141,8 +141,12 @@ async fn run(
         html: ex.html,
         request_id: &ex.request_id,
     };
-    let judgment = judge::judge(rt, &facts).await;
-    let (path, set, remove) = ex.absorb(judgment)?;
+    let mut judgment = judge::judge(rt, &facts).await;
+    let cookie = judgment.cookie.take();
+    let (path, set, remove) = match ex.absorb(judgment) {
+        Ok(told) => told,
+        Err(refusal) => return Err(sign_in(refusal, rt, scheme, &judged, req.uri()).await),
+    };
     let Some(index) = ex.route_index else {
         // Reserved: the proxy's own endpoints.
         return match endpoints::serve(req, &path, rt, ex, conn, peer_trusted).await {
@@ -166,6 +170,15 @@ async fn run(
     // forwarding headers and the verified identity.
     for name in &remove {
         req.headers_mut().remove(name);
+    }
+    match cookie {
+        Some(Some(rest)) => {
+            req.headers_mut().insert(http::header::COOKIE, rest);
+        }
+        Some(None) => {
+            req.headers_mut().remove(http::header::COOKIE);
+        }
+        None => {}
     }
     headers::set_forwarded(
         req.headers_mut(),
@@ -201,6 +214,26 @@ async fn run(
         resp.headers_mut().insert(names::X_REQUEST_ID, id);
     }
     Ok(resp)
+}
+
+/// A browser the core says should sign in is sent to the provider, to come
+/// back to the URL it asked for; any other refusal is answered as it is.
+async fn sign_in(
+    refusal: Refusal,
+    rt: &Runtime,
+    scheme: &str,
+    judged: &authority::JudgedHost,
+    uri: &http::Uri,
+) -> Refusal {
+    let Some(login) = rt.login.as_ref().filter(|_| refusal.sign_in) else {
+        return refusal;
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let original = match judged.authority.as_ref().and_then(|a| a.to_str().ok()) {
+        Some(a) => format!("{scheme}://{a}{path}"),
+        None => path.to_string(),
+    };
+    login.send_to_provider(refusal, &original, path).await
 }
 
 fn set_header(headers: &mut http::HeaderMap, name: HeaderName, value: &str) {

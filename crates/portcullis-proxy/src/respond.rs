@@ -2,7 +2,9 @@
 //! body of SPEC §6 comes from exactly one function.
 
 use crate::body::{full, ProxyBody};
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE,
+};
 use http::{Response, StatusCode};
 use portcullis_core::Reason;
 use portcullis_policy::html_escape;
@@ -25,6 +27,15 @@ pub struct Refusal {
     /// A status other than the reason's own (431 for oversized heads, whose code is
     /// still `bad_request`).
     pub status: Option<StatusCode>,
+    /// The core's word that a browser should be sent to sign in (a `login: true`
+    /// route, no live session, a page navigation): each front end decides how
+    /// (the proxy redirects to the provider, forward-auth with `?redirect=true`
+    /// to `/.portcullis/login`, others answer 401).
+    pub sign_in: bool,
+    /// Answer with a 302 to this URL instead of the error page.
+    pub redirect: Option<String>,
+    /// `Set-Cookie` values to send with the answer (sign-in, an ended session).
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 impl Refusal {
@@ -43,6 +54,9 @@ impl Refusal {
             html: None,
             close: false,
             status: None,
+            sign_in: false,
+            redirect: None,
+            set_cookies: Vec::new(),
         }
     }
 }
@@ -69,6 +83,7 @@ fn default_message(reason: Reason) -> &'static str {
         Reason::CredentialUnavailable => {
             "the proxy could not obtain a credential for the upstream service"
         }
+        Reason::SessionExpired => "your session has ended: sign in again",
     }
 }
 
@@ -83,6 +98,9 @@ pub fn wants_html(headers: &http::HeaderMap) -> bool {
 
 /// Builds the SPEC §6 response for a refusal.
 pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Response<ProxyBody> {
+    if let Some(location) = &refusal.redirect {
+        return redirect(location, &refusal.set_cookies, request_id);
+    }
     let status = refusal.status.unwrap_or_else(|| {
         StatusCode::from_u16(refusal.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     });
@@ -117,13 +135,41 @@ pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Respon
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::forward::headers::names::X_REQUEST_ID, v);
     }
+    for cookie in &refusal.set_cookies {
+        headers.append(SET_COOKIE, cookie.clone());
+    }
+    resp
+}
+
+/// A 302 to `location` with `cookies` set; never cached.
+pub fn redirect(location: &str, cookies: &[HeaderValue], request_id: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::FOUND;
+    let headers = resp.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            headers.insert(LOCATION, v);
+        }
+        // Every location is built from checked parts; should one not be a valid
+        // header, the browser lands on the site's root rather than nowhere.
+        Err(_) => {
+            headers.insert(LOCATION, HeaderValue::from_static("/"));
+        }
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in cookies {
+        headers.append(SET_COOKIE, cookie.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(crate::forward::headers::names::X_REQUEST_ID, v);
+    }
     resp
 }
 
 /// The `WWW-Authenticate` challenge for 401s and scope-related 403s.
 fn www_authenticate(refusal: &Refusal) -> Option<HeaderValue> {
     let text = match refusal.reason {
-        Reason::MissingToken => r#"Bearer realm="portcullis""#.to_string(),
+        Reason::MissingToken | Reason::SessionExpired => r#"Bearer realm="portcullis""#.to_string(),
         r if r.is_token_failure() => format!(
             r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
             quote_safe(&refusal.message)

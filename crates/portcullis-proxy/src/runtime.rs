@@ -44,6 +44,8 @@ pub struct Runtime {
     pub public_url: String,
     /// Outbound OAuth clients (`credentials`, SPEC §9) with their cached tokens.
     pub credentials: Arc<CredentialStore>,
+    /// Browser login (`login`), when configured; its session store outlives reloads.
+    pub login: Option<Arc<crate::login::Login>>,
 }
 
 /// What survives a reload: state that would be costly or wrong to rebuild.
@@ -195,6 +197,13 @@ impl Runtime {
             };
             format!("{scheme}://{}", config.server.listen)
         });
+        let store = carried
+            .previous
+            .and_then(|p| p.login.as_ref())
+            .map(|l| l.store.clone());
+        let login = crate::login::Login::compile(&config, &public_url, carried.fetch, store)
+            .map_err(|e| vec![e])?
+            .map(Arc::new);
         Ok(Runtime {
             config: Arc::new(config),
             routes,
@@ -210,6 +219,7 @@ impl Runtime {
             assertions: AssertionCache::default(),
             public_url: public_url.trim_end_matches('/').to_string(),
             credentials: Arc::new(credentials),
+            login,
         })
     }
 

@@ -265,14 +265,13 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
         Some(pos) => {
             let p = &config.providers[pos];
             let i = report.scope.provider_index.get(pos).copied().unwrap_or(pos);
-            let missing: Vec<&str> = [
-                ("client_id", &p.client_id),
-                ("client_secret", &p.client_secret),
-            ]
-            .into_iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| k)
-            .collect();
+            let mut missing = Vec::new();
+            if p.client_id.is_none() {
+                missing.push("client_id");
+            }
+            if p.client_secret.is_none() && p.private_key_file.is_none() {
+                missing.push("client_secret (or private_key_file)");
+            }
             if !missing.is_empty() {
                 report.error(
                     &at.key("provider"),
@@ -284,6 +283,12 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
                 );
             }
         }
+    }
+    if config.server.public_url.is_none() {
+        report.warn(
+            at,
+            "server.public_url is not set: the redirect URI registered at the provider must then be http(s)://LISTEN/.portcullis/callback",
+        );
     }
     if !login.scopes.iter().any(|s| s == "openid") {
         report.warn(

@@ -97,12 +97,12 @@ impl std::fmt::Display for Alg {
 /// Decodes strict base64url: the URL-safe alphabet, no padding, no whitespace,
 /// and no stray bits in the last character (so every value has exactly one
 /// encoding and a token cannot be altered without changing its signature input).
-pub(crate) fn b64_decode(input: &str) -> Option<Vec<u8>> {
+pub fn b64_decode(input: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(input).ok()
 }
 
 /// Encodes base64url without padding.
-pub(crate) fn b64_encode(input: &[u8]) -> String {
+pub fn b64_encode(input: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(input)
 }
 

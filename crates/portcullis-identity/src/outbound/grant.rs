@@ -117,22 +117,35 @@ pub(crate) fn request(
         form.push(("audience", aud.to_string()));
         form.push(("resource", aud.to_string()));
     }
-    let authorization = match grant.auth {
+    authenticated_form(form, grant.client_id, grant.auth, endpoint)
+}
+
+/// Adds the client's authentication to a token-endpoint `form` (RFC 6749 §2.3,
+/// RFC 7523): returns the encoded body and the `Authorization` value, if any.
+/// Every grant the proxy makes (client credentials, and the authorization code
+/// and refresh grants of browser login) authenticates through here.
+pub(crate) fn authenticated_form(
+    mut form: Vec<(&'static str, String)>,
+    client_id: &str,
+    auth: &ClientAuth,
+    endpoint: &str,
+) -> Result<(String, Option<String>), GrantError> {
+    let authorization = match auth {
         ClientAuth::Basic { authorization } => Some(authorization.clone()),
         ClientAuth::Post { secret } => {
-            form.push(("client_id", grant.client_id.to_string()));
+            form.push(("client_id", client_id.to_string()));
             form.push(("client_secret", secret.clone()));
             None
         }
         ClientAuth::PrivateKeyJwt { key } => {
-            form.push(("client_id", grant.client_id.to_string()));
+            form.push(("client_id", client_id.to_string()));
             form.push((
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
             ));
             form.push((
                 "client_assertion",
-                client_assertion(key, grant.client_id, endpoint)?,
+                client_assertion(key, client_id, endpoint)?,
             ));
             None
         }
@@ -173,13 +186,20 @@ pub(crate) async fn fetch_token(
     grant: &Grant<'_>,
 ) -> Result<Issued, GrantError> {
     let (body, authorization) = request(grant, endpoint)?;
+    let doc = post_token_request(fetch, endpoint, body, authorization.as_deref()).await?;
+    issued(&doc, endpoint)
+}
+
+/// POSTs a prepared token request and returns the answer's JSON object, or an
+/// error naming the endpoint, the status and the OAuth `error` code.
+pub(crate) async fn post_token_request(
+    fetch: &dyn Fetch,
+    endpoint: &str,
+    body: String,
+    authorization: Option<&str>,
+) -> Result<serde_json::Map<String, Value>, GrantError> {
     let response = fetch
-        .post_form(
-            endpoint,
-            authorization.as_deref(),
-            body,
-            MAX_TOKEN_RESPONSE_BYTES,
-        )
+        .post_form(endpoint, authorization, body, MAX_TOKEN_RESPONSE_BYTES)
         .await
         .map_err(|e| error(format!("POST {endpoint}: {e}")))?;
     let doc = parse_object(&response.body);
@@ -196,7 +216,14 @@ pub(crate) async fn fetch_token(
             response.status
         )));
     }
-    let doc = doc.map_err(|e| invalid(format!("token response from {endpoint} is {e}")))?;
+    doc.map_err(|e| invalid(format!("token response from {endpoint} is {e}")))
+}
+
+/// The access token of a token response: a usable Bearer token and its lifetime.
+pub(crate) fn issued(
+    doc: &serde_json::Map<String, Value>,
+    endpoint: &str,
+) -> Result<Issued, GrantError> {
     let token = match doc.get("access_token") {
         Some(Value::String(t)) if !t.is_empty() => t,
         _ => {

@@ -19,7 +19,7 @@
 //! log, an error or a `Debug` output; the token leaves this module only as a
 //! sensitive `HeaderValue`.
 
-mod grant;
+pub(crate) mod grant;
 
 use crate::discovery::discover_endpoint;
 use crate::fetch::Fetch;

@@ -19,6 +19,7 @@ pub mod workload;
 
 use crate::authority::JudgedHost;
 use crate::forward::headers;
+use crate::login::ActiveSession;
 use crate::propagate::{self, Propagated};
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
@@ -102,6 +103,12 @@ pub struct Judgment {
     /// reach the service (spoofable ones the proxy does not set, and
     /// `authorization` unless the route forwards it).
     pub remove: Vec<HeaderName>,
+    /// The browser session the caller came with, when one did.
+    pub session: Option<ActiveSession>,
+    /// For an allowed request carrying the proxy's own cookies: the `Cookie`
+    /// header the service gets instead (`None`: none at all), so no session
+    /// cookie ever reaches a service that could replay it.
+    pub cookie: Option<Option<http::HeaderValue>>,
 }
 
 /// Judges one request. Never fails: a refusal is part of the judgment.
@@ -126,11 +133,27 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
             return j;
         }
     };
-    if let Err(refusal) = decide(rt, facts, &path, &mut j).await {
+    if let Err(mut refusal) = decide(rt, facts, &path, &mut j).await {
+        refusal.sign_in = wants_sign_in(rt, facts, &j, &refusal);
         j.refusal = Some(refusal);
     }
     j.path = Some(path);
     j
+}
+
+/// Whether a refused request should be sent to sign in: it asked for a page
+/// (`Accept: text/html`, not an `X-Requested-With` script call), on a route
+/// with `login: true`, and what it lacks is a session (none, or an ended one).
+/// API clients always get the 401.
+fn wants_sign_in(rt: &Runtime, facts: &RequestFacts<'_>, j: &Judgment, refusal: &Refusal) -> bool {
+    rt.login.is_some()
+        && matches!(
+            refusal.reason,
+            Reason::MissingToken | Reason::SessionExpired
+        )
+        && facts.html
+        && !facts.headers.contains_key("x-requested-with")
+        && j.route.is_some_and(|i| rt.config.routes[i].login)
 }
 
 /// Every step after normalization, filling `j` as it learns; the first refusal
@@ -153,7 +176,9 @@ async fn decide(
     j.route = Some(index);
     j.route_name = Some(route.name().to_string());
 
-    j.identity = identify(rt, facts, route_cfg.auth).await?;
+    let caller = identify_caller(rt, facts, route_cfg.auth).await?;
+    j.identity = caller.identity;
+    j.session = caller.session;
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
     let policy_facts = portcullis_policy::RequestFacts {
@@ -167,7 +192,7 @@ async fn decide(
     // that someone unknown is forbidden (SPEC §6).
     let denial = (!permitted).then(|| {
         if j.identity.is_authenticated() {
-            authz_refusal(&decision, &j.identity, facts)
+            authz_refusal(&decision, &j.identity, j.session.as_ref(), facts)
         } else {
             Refusal::new(Reason::MissingToken)
         }
@@ -233,6 +258,9 @@ async fn decide(
     if !keep_token && facts.headers.contains_key(http::header::AUTHORIZATION) {
         j.remove.push(http::header::AUTHORIZATION);
     }
+    if let Some(login) = &rt.login {
+        j.cookie = login.cookies.without_ours(facts.headers);
+    }
     Ok(())
 }
 
@@ -245,15 +273,42 @@ pub async fn identify(
     facts: &RequestFacts<'_>,
     auth: AuthMode,
 ) -> Result<Identity, Refusal> {
+    identify_caller(rt, facts, auth).await.map(|c| c.identity)
+}
+
+/// The caller and, when a browser session vouched for them, that session.
+pub struct Caller {
+    pub identity: Identity,
+    pub session: Option<ActiveSession>,
+}
+
+/// [`identify`], with the browser session (`login`): a session cookie counts
+/// as a credential like a bearer token. A session that ended is a 401
+/// `session_expired`; a session and a token naming different callers are a 400
+/// (SPEC §5), never resolved by choosing one.
+pub async fn identify_caller(
+    rt: &Runtime,
+    facts: &RequestFacts<'_>,
+    auth: AuthMode,
+) -> Result<Caller, Refusal> {
     let workload = workload::resolve(
         rt.config.workload_identity.as_ref(),
         facts.headers,
         facts.peer_identity,
         facts.peer_trusted,
     )?;
+    let credential = credentials::credential(facts.headers)?;
+    let session = match (&rt.login, auth) {
+        (Some(login), AuthMode::Required | AuthMode::Optional) => {
+            login.session(facts.headers, &rt.auth).await?
+        }
+        _ => None,
+    };
     let mut identity = Identity::anonymous();
-    match credentials::credential(facts.headers)? {
-        Credential::None if auth == AuthMode::Required && workload.is_none() => {
+    match credential {
+        Credential::None
+            if session.is_none() && auth == AuthMode::Required && workload.is_none() =>
+        {
             return Err(Refusal::new(Reason::MissingToken));
         }
         Credential::Bearer(token) if auth != AuthMode::None => {
@@ -262,22 +317,49 @@ pub async fn identify(
                 .verify_bearer(token)
                 .await
                 .map_err(|e| Refusal::with_message(e.reason, e.description))?;
+            if let Some(s) = &session {
+                let same = s.session.identity.subject == identity.subject
+                    && s.session.identity.issuer == identity.issuer;
+                if !same {
+                    return Err(Refusal::with_message(
+                        Reason::BadRequest,
+                        "the bearer token and the session name different callers",
+                    ));
+                }
+            }
         }
         Credential::None | Credential::Bearer(_) => {}
+    }
+    if let (Some(s), false) = (&session, identity.is_authenticated()) {
+        identity = s.session.identity.clone();
     }
     if let Some(spiffe) = workload {
         workload::attach(&mut identity, spiffe);
     }
-    Ok(identity)
+    Ok(Caller { identity, session })
 }
 
 /// The 403 for a policy denial, with as much explanation as the route allows.
-fn authz_refusal(decision: &Decision, identity: &Identity, facts: &RequestFacts<'_>) -> Refusal {
+fn authz_refusal(
+    decision: &Decision,
+    identity: &Identity,
+    session: Option<&ActiveSession>,
+    facts: &RequestFacts<'_>,
+) -> Refusal {
     let level = decision.explain_to_caller;
     let mut r = Refusal::with_message(decision.reason, decision.caller_message(level));
     r.needed_scopes = decision.missing_scopes.clone();
     if facts.html {
-        r.html = Some(decision.html_page(identity, facts.request_id, level));
+        let mut page = decision.html_page(identity, facts.request_id, level);
+        // A signed-in person may want to try as someone else.
+        if let Some(s) = session {
+            let form = crate::login::flow::signout_form(&s.session.csrf);
+            match page.rfind("</body>") {
+                Some(at) => page.insert_str(at, &form),
+                None => page.push_str(&form),
+            }
+        }
+        r.html = Some(page);
     }
     r
 }

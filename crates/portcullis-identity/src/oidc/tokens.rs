@@ -1,0 +1,244 @@
+//! The two tokens a login provider sends the proxy itself, verified like bearer
+//! tokens (the provider's allow-listed algorithms, its keys, strict parsing)
+//! but with the claim rules of their own specification:
+//!
+//! * ID tokens (OpenID Connect Core §3.1.3.7): `iss` exact, `aud` contains the
+//!   client id (and `azp`, when present, is it), `exp`, `iat`, `sub`, and the
+//!   `nonce` the sign-in started with. An access token (`typ: at+jwt`) or a
+//!   logout token is not an ID token.
+//! * Logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.4, §2.6): `iss`,
+//!   `aud`, `iat`, `jti`, the back-channel logout event, `sid` or `sub`, and no
+//!   `nonce` (so an ID token can never be replayed as one).
+
+use crate::authenticator::Authenticator;
+use crate::claims::Source;
+use crate::error::AuthError;
+use crate::jose::compact::{self, Compact};
+use crate::provider::Provider;
+use crate::util::{now_unix, quote};
+use crate::validation::normalize_typ;
+use portcullis_core::{Identity, IdentityKind, Reason};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// The event a logout token must carry.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// A logout token issued longer ago than this is refused (the spec lets the
+/// receiver choose; it is delivered at once).
+const MAX_LOGOUT_TOKEN_AGE: u64 = 300;
+
+/// Whom a verified logout token signs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutToken {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+}
+
+impl Authenticator {
+    /// Verifies an ID token from the provider named `provider` for the login
+    /// client `client_id`. `nonce` is the one the sign-in sent (`None` for an ID
+    /// token from a refresh, which OpenID Connect lets omit it). The identity
+    /// is a person's: whatever its claims look like, a browser signed in.
+    pub async fn verify_id_token(
+        &self,
+        provider: &str,
+        token: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        let (p, parsed) = self.login_token(provider, token)?;
+        match parsed.header.typ.as_deref().map(normalize_typ).as_deref() {
+            None | Some("jwt") | Some("id_token") | Some("id+jwt") => {}
+            Some(other) => {
+                return Err(AuthError::invalid(format!(
+                    "token type {} is not an ID token",
+                    quote(other)
+                )))
+            }
+        }
+        let alg = p.allowed_alg(&parsed)?;
+        p.verify_signature(alg, &parsed).await?;
+        let claims = parsed.claims;
+        let now = now_unix();
+        let skew = p.rules.skew;
+        common_claims(&claims, &p.issuer, client_id)?;
+        let exp = date(&claims, "exp")?.ok_or_else(|| AuthError::invalid("no `exp`"))?;
+        if now > exp.saturating_add(skew) {
+            return Err(AuthError::new(Reason::TokenExpired, "ID token has expired"));
+        }
+        let iat = date(&claims, "iat")?.ok_or_else(|| AuthError::invalid("no `iat`"))?;
+        if iat > now.saturating_add(skew) {
+            return Err(AuthError::new(
+                Reason::TokenNotYetValid,
+                "ID token was issued in the future",
+            ));
+        }
+        match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            _ => return Err(AuthError::invalid("ID token has no `sub`")),
+        }
+        let azp = string(&claims, "azp")?;
+        if azp.is_some_and(|a| a != client_id) {
+            return Err(AuthError::invalid("ID token's `azp` is another client"));
+        }
+        match (nonce, string(&claims, "nonce")?) {
+            (Some(want), Some(got)) if constant_time_eq(want, got) => {}
+            (Some(_), _) => return Err(AuthError::invalid("ID token's `nonce` does not match")),
+            (None, _) => {}
+        }
+        let mut identity = p.mapping.identity(
+            Arc::new(Value::Object(claims)),
+            Source {
+                provider: &p.name,
+                issuer: &p.issuer,
+                expires_at: Some(exp),
+                subject_may_be_client: false,
+            },
+        )?;
+        identity.kind = IdentityKind::User;
+        Ok(identity)
+    }
+
+    /// Verifies a back-channel `logout_token` from `provider` for `client_id`.
+    pub async fn verify_logout_token(
+        &self,
+        provider: &str,
+        token: &str,
+        client_id: &str,
+    ) -> Result<LogoutToken, AuthError> {
+        let (p, parsed) = self.login_token(provider, token)?;
+        match parsed.header.typ.as_deref().map(normalize_typ).as_deref() {
+            None | Some("logout+jwt") | Some("jwt") => {}
+            Some(other) => {
+                return Err(AuthError::invalid(format!(
+                    "token type {} is not a logout token",
+                    quote(other)
+                )))
+            }
+        }
+        let alg = p.allowed_alg(&parsed)?;
+        p.verify_signature(alg, &parsed).await?;
+        let claims = parsed.claims;
+        let now = now_unix();
+        let skew = p.rules.skew;
+        common_claims(&claims, &p.issuer, client_id)?;
+        let iat = date(&claims, "iat")?.ok_or_else(|| AuthError::invalid("no `iat`"))?;
+        if iat > now.saturating_add(skew) || now > iat.saturating_add(MAX_LOGOUT_TOKEN_AGE + skew) {
+            return Err(AuthError::invalid("logout token's `iat` is not recent"));
+        }
+        if let Some(exp) = date(&claims, "exp")? {
+            if now > exp.saturating_add(skew) {
+                return Err(AuthError::new(Reason::TokenExpired, "logout token expired"));
+            }
+        }
+        if string(&claims, "jti")?.is_none() {
+            return Err(AuthError::invalid("logout token has no `jti`"));
+        }
+        match claims.get("events") {
+            Some(Value::Object(events))
+                if matches!(events.get(BACKCHANNEL_EVENT), Some(Value::Object(_))) => {}
+            _ => {
+                return Err(AuthError::invalid(
+                    "logout token has no back-channel logout event",
+                ))
+            }
+        }
+        if claims.contains_key("nonce") {
+            return Err(AuthError::invalid("a logout token carries no `nonce`"));
+        }
+        let sid = string(&claims, "sid")?.map(str::to_string);
+        let sub = string(&claims, "sub")?.map(str::to_string);
+        if sid.is_none() && sub.is_none() {
+            return Err(AuthError::invalid(
+                "logout token names neither `sid` nor `sub`",
+            ));
+        }
+        Ok(LogoutToken { sid, sub })
+    }
+
+    /// The provider named `provider` and the parsed token; the token's `iss`
+    /// does not choose the provider here (the login flow knows whom it asked).
+    fn login_token<'t>(
+        &self,
+        provider: &str,
+        token: &'t str,
+    ) -> Result<(&Provider, Compact<'t>), AuthError> {
+        let p = self
+            .provider_named(provider)
+            .ok_or_else(|| AuthError::invalid(format!("unknown provider {}", quote(provider))))?;
+        let parsed = compact::parse(token).map_err(|e| e.with_provider(&p.name))?;
+        Ok((p, parsed))
+    }
+}
+
+/// `iss` exactly the provider's, `aud` naming the client.
+fn common_claims(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    client_id: &str,
+) -> Result<(), AuthError> {
+    match string(claims, "iss")? {
+        Some(iss) if iss == issuer => {}
+        Some(iss) => {
+            return Err(AuthError::new(
+                Reason::WrongIssuer,
+                format!("issuer {} is not the login provider", quote(iss)),
+            ))
+        }
+        None => return Err(AuthError::invalid("token has no `iss`")),
+    }
+    let names_client = match claims.get("aud") {
+        Some(Value::String(a)) => a == client_id,
+        Some(Value::Array(items)) => {
+            if !items.iter().all(Value::is_string) {
+                return Err(AuthError::invalid("claim `aud` is not a list of strings"));
+            }
+            items.iter().any(|a| a.as_str() == Some(client_id))
+        }
+        _ => return Err(AuthError::invalid("token has no usable `aud`")),
+    };
+    if names_client {
+        Ok(())
+    } else {
+        Err(AuthError::new(
+            Reason::WrongAudience,
+            "token is not meant for the login client",
+        ))
+    }
+}
+
+fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(AuthError::invalid(format!(
+            "claim `{name}` is not a string"
+        ))),
+    }
+}
+
+fn date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| AuthError::invalid(format!("claim `{name}` is not a valid date"))),
+        Some(_) => Err(AuthError::invalid(format!(
+            "claim `{name}` is not a number"
+        ))),
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}

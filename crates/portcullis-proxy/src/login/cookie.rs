@@ -1,0 +1,307 @@
+//! The two cookies of browser login, both signed with a key derived from
+//! `login.cookie.secret` and neither holding a token (SPEC §2):
+//!
+//! * the session cookie (`login.cookie.name`): a random 256-bit session id and
+//!   its MAC. The store is keyed by a hash of the id, so whoever reads the store
+//!   (a Redis dump) cannot make a working cookie from it.
+//! * one sign-in cookie per sign-in in progress (`NAME_s` + 8 hex digits of the
+//!   state's hash, so several tabs can sign in at once), scoped to the callback
+//!   path and living ten minutes: the `state`, `nonce`, PKCE verifier and where
+//!   to go afterwards. It binds the state to this browser: a callback with a
+//!   state whose cookie is not in the browser is refused (login CSRF).
+//!
+//! MACs are HMAC-SHA256 with a different label per cookie kind, so one kind can
+//! never be passed off as the other, and are compared in constant time.
+
+use aws_lc_rs::{digest, hmac};
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+use portcullis_identity::jose::{b64_decode, b64_encode};
+
+/// Random bytes in a session id, a state, a nonce and a PKCE verifier.
+const RANDOM_BYTES: usize = 32;
+/// Bytes of MAC kept in a cookie (128 bits).
+const MAC_BYTES: usize = 16;
+
+/// How cookies are written: name, signing key and attributes.
+pub struct Cookies {
+    pub name: String,
+    key: hmac::Key,
+    domain: Option<String>,
+    secure: bool,
+    max_age: u64,
+}
+
+/// Where the sign-in cookie is sent: only to the callback.
+pub const CALLBACK_PATH: &str = "/.portcullis/callback";
+
+impl Cookies {
+    pub fn new(name: &str, secret: &str, domain: Option<&str>, secure: bool, max_age: u64) -> Self {
+        // The configured secret is a passphrase of 32+ bytes; one HMAC under a
+        // fixed label turns it into this process's MAC key.
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+        let derived = hmac::sign(&root, b"portcullis login cookie key v1");
+        Cookies {
+            name: name.to_string(),
+            key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+            domain: domain.map(str::to_string),
+            secure,
+            max_age,
+        }
+    }
+
+    fn mac(&self, label: &str, data: &[u8]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(label.as_bytes());
+        ctx.update(b"|");
+        ctx.update(data);
+        b64_encode(&ctx.sign().as_ref()[..MAC_BYTES])
+    }
+
+    fn verify(&self, label: &str, data: &[u8], mac: &str) -> bool {
+        let want = self.mac(label, data);
+        want.len() == mac.len()
+            && want
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// A new session id and its cookie value.
+    pub fn new_session(&self) -> Option<(SessionId, String)> {
+        let id = random_token()?;
+        let value = format!("{id}.{}", self.mac("session", id.as_bytes()));
+        Some((SessionId(id), value))
+    }
+
+    /// The session ids of every session cookie of ours that verifies (a browser
+    /// may send several: one per domain or path they were set for).
+    pub fn sessions(&self, headers: &HeaderMap) -> Vec<SessionId> {
+        cookie_values(headers, &self.name)
+            .filter_map(|value| {
+                let (id, mac) = value.split_once('.')?;
+                self.verify("session", id.as_bytes(), mac)
+                    .then(|| SessionId(id.to_string()))
+            })
+            .collect()
+    }
+
+    /// Whether the request carries a session cookie of ours at all (valid or not).
+    pub fn has_session_cookie(&self, headers: &HeaderMap) -> bool {
+        cookie_values(headers, &self.name).next().is_some()
+    }
+
+    /// `Set-Cookie` for a new session.
+    pub fn session_cookie(&self, value: &str) -> HeaderValue {
+        self.set_cookie(&self.name, value, "/", self.max_age)
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear_session(&self) -> HeaderValue {
+        self.set_cookie(&self.name, "", "/", 0)
+    }
+
+    /// The sign-in cookie's name for `state`.
+    fn pending_name(&self, state: &str) -> String {
+        let hash = digest::digest(&digest::SHA256, state.as_bytes());
+        let hex: String = hash.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{}_s{hex}", self.name)
+    }
+
+    /// `Set-Cookie` for a sign-in in progress carrying `payload` (already
+    /// serialized), valid `ttl` seconds.
+    pub fn pending_cookie(&self, state: &str, payload: &[u8], ttl: u64) -> HeaderValue {
+        let data = b64_encode(payload);
+        let value = format!(
+            "{data}.{}",
+            self.mac(&format!("pending {state}"), data.as_bytes())
+        );
+        self.set_cookie(&self.pending_name(state), &value, CALLBACK_PATH, ttl)
+    }
+
+    /// `Set-Cookie` that removes the sign-in cookie of `state`.
+    pub fn clear_pending(&self, state: &str) -> HeaderValue {
+        self.set_cookie(&self.pending_name(state), "", CALLBACK_PATH, 0)
+    }
+
+    /// The payload of the sign-in cookie for `state`, when this browser has one
+    /// whose MAC (which covers the state) verifies.
+    pub fn pending(&self, headers: &HeaderMap, state: &str) -> Option<Vec<u8>> {
+        let name = self.pending_name(state);
+        let label = format!("pending {state}");
+        let found = cookie_values(headers, &name).find_map(|value| {
+            let (data, mac) = value.split_once('.')?;
+            if !self.verify(&label, data.as_bytes(), mac) {
+                return None;
+            }
+            b64_decode(data)
+        });
+        found
+    }
+
+    /// The `Cookie` header without our cookies, so the service never sees
+    /// (and can never replay) a session cookie. `None` when nothing is left.
+    pub fn without_ours(&self, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
+        let prefix = format!("{}_s", self.name);
+        let mut found = false;
+        let mut kept = Vec::new();
+        for line in headers.get_all(COOKIE) {
+            let Ok(text) = line.to_str() else {
+                return None;
+            };
+            for pair in text.split(';') {
+                let name = pair.split('=').next().unwrap_or("").trim();
+                if name == self.name || name.starts_with(&prefix) {
+                    found = true;
+                } else if !pair.trim().is_empty() {
+                    kept.push(pair.trim());
+                }
+            }
+        }
+        if !found {
+            return None;
+        }
+        Some(if kept.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&kept.join("; ")).ok()
+        })
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
+        let mut text =
+            format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax");
+        if let Some(d) = &self.domain {
+            text.push_str("; Domain=");
+            text.push_str(d);
+        }
+        if self.secure {
+            text.push_str("; Secure");
+        }
+        // Every part was validated (`check`: cookie name, domain) or generated
+        // here (base64url), so this cannot fail; an empty value is the safe fallback.
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// A session id (the random part of the cookie).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The store key: a hash of the id, never the id itself.
+    pub fn key(&self) -> String {
+        let hash = digest::digest(&digest::SHA256, self.0.as_bytes());
+        b64_encode(hash.as_ref())
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(..)")
+    }
+}
+
+/// 256 random bits, base64url: session ids, states, nonces, PKCE verifiers
+/// (43 characters, within RFC 7636's 43–128), CSRF tokens.
+pub fn random_token() -> Option<String> {
+    let mut bytes = [0u8; RANDOM_BYTES];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(b64_encode(&bytes))
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+pub fn pkce_challenge(verifier: &str) -> String {
+    b64_encode(digest::digest(&digest::SHA256, verifier.as_bytes()).as_ref())
+}
+
+/// Every value of cookie `name` in the request's `Cookie` headers.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(move |pair| {
+            let (n, v) = pair.trim().split_once('=')?;
+            (n == name).then_some(v.trim())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jar() -> Cookies {
+        Cookies::new("_p", &"k".repeat(32), None, true, 3600)
+    }
+
+    fn with_cookie(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn session_cookies_verify_and_forgeries_do_not() {
+        let c = jar();
+        let (id, value) = c.new_session().unwrap();
+        let got = c.sessions(&with_cookie(&format!("a=b; _p={value}")));
+        assert_eq!(got, vec![id.clone()]);
+        // A changed id, a changed MAC, another secret's cookie: none verifies.
+        let (raw, mac) = value.split_once('.').unwrap();
+        let mut other = raw.to_string();
+        other.replace_range(0..1, if raw.starts_with('A') { "B" } else { "A" });
+        assert!(c
+            .sessions(&with_cookie(&format!("_p={other}.{mac}")))
+            .is_empty());
+        assert!(c
+            .sessions(&with_cookie(&format!("_p={raw}.{raw}")))
+            .is_empty());
+        assert!(c.sessions(&with_cookie(&format!("_p={raw}"))).is_empty());
+        let stranger = Cookies::new("_p", &"x".repeat(32), None, true, 3600);
+        assert!(stranger
+            .sessions(&with_cookie(&format!("_p={value}")))
+            .is_empty());
+        // The store key is not the id.
+        assert_ne!(id.key(), raw);
+    }
+
+    #[test]
+    fn a_sign_in_cookie_is_bound_to_its_state() {
+        let c = jar();
+        let set = c.pending_cookie("state-1", b"payload", 600);
+        let text = set.to_str().unwrap();
+        assert!(text.contains("Path=/.portcullis/callback"), "{text}");
+        assert!(
+            text.contains("HttpOnly") && text.contains("SameSite=Lax") && text.contains("Secure")
+        );
+        let pair = text.split(';').next().unwrap();
+        let h = with_cookie(pair);
+        assert_eq!(c.pending(&h, "state-1").as_deref(), Some(&b"payload"[..]));
+        // Another state (even if the attacker renames the cookie) does not verify.
+        assert!(c.pending(&h, "state-2").is_none());
+        let (_, value) = pair.split_once('=').unwrap();
+        let renamed = format!("{}={value}", c.pending_name("state-2"));
+        assert!(c.pending(&with_cookie(&renamed), "state-2").is_none());
+    }
+
+    #[test]
+    fn our_cookies_are_taken_out_of_what_the_service_sees() {
+        let c = jar();
+        let h = with_cookie("a=1; _p=xyz; _p_s0a0b0c0d=q; b=2");
+        assert_eq!(
+            c.without_ours(&h).unwrap().unwrap().to_str().unwrap(),
+            "a=1; b=2"
+        );
+        assert!(c.without_ours(&with_cookie("_p=xyz")).unwrap().is_none());
+        assert!(c.without_ours(&with_cookie("a=1")).is_none());
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}

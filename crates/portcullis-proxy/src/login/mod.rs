@@ -1,0 +1,387 @@
+//! Browser sign-in (SPEC §2 `login`, §4 `/.portcullis/login`, `callback`,
+//! `logout`, `backchannel-logout`): the OpenID Connect authorization-code flow
+//! with PKCE S256, a `state` bound to the browser by a signed cookie, a `nonce`
+//! checked in the ID token, and server-side sessions whose cookie holds only a
+//! signed random id.
+//!
+//! The decision core asks [`Login::session`] who a cookie belongs to (and
+//! whether that session still lives, refreshing its tokens when they are about
+//! to expire); [`flow`] answers the endpoints. Everything a browser could use
+//! to redirect itself elsewhere goes through [`redirect::safe_target`].
+
+pub mod cookie;
+pub mod flow;
+pub mod redirect;
+pub mod session;
+
+use crate::respond::Refusal;
+use cookie::{Cookies, SessionId};
+use http::header::{HeaderMap, HeaderValue};
+use portcullis_config::Config;
+use portcullis_core::{Identity, Reason};
+use portcullis_identity::oidc::RelyingParty;
+use portcullis_identity::{Authenticator, Fetch};
+use session::{MemoryStore, Session, SessionStore, Tokens};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Tokens are refreshed this long before they expire.
+const REFRESH_MARGIN_SECS: u64 = 30;
+/// A sign-in must come back from the provider within this time.
+const PENDING_TTL_SECS: u64 = 600;
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `login`, compiled. Rebuilt on reload; the session store carries over.
+pub struct Login {
+    pub provider: String,
+    pub rp: RelyingParty,
+    pub cookies: Cookies,
+    allowed_hosts: Vec<String>,
+    scopes: String,
+    session_ttl: u64,
+    idle_timeout: u64,
+    /// `{public_url}/.portcullis/callback`, the redirect URI registered at the provider.
+    pub callback_url: String,
+    /// `public_url`'s origin (`scheme://host[:port]`), for same-origin logout.
+    pub public_origin: String,
+    /// `public_url`'s host, always an allowed redirect target.
+    public_host: String,
+    pub store: Arc<dyn SessionStore>,
+}
+
+/// The session a request carries, once it was found alive.
+pub struct ActiveSession {
+    pub key: String,
+    pub session: Arc<Session>,
+}
+
+impl Login {
+    /// Compiles `config.login` (if any). `store` is the previous runtime's
+    /// store on reload, so sessions survive it.
+    pub fn compile(
+        config: &Config,
+        public_url: &str,
+        fetch: &Arc<dyn Fetch>,
+        store: Option<Arc<dyn SessionStore>>,
+    ) -> Result<Option<Login>, String> {
+        let Some(cfg) = &config.login else {
+            return Ok(None);
+        };
+        let provider = config
+            .providers
+            .iter()
+            .find(|p| p.name == cfg.provider)
+            .ok_or_else(|| format!("login.provider: unknown provider `{}`", cfg.provider))?;
+        let rp = RelyingParty::for_provider(provider, fetch).map_err(|e| format!("login: {e}"))?;
+        let base = public_url.trim_end_matches('/');
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|_| format!("server.public_url `{base}` is not a URL"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(format!("server.public_url `{base}` is not an absolute URL"));
+        };
+        let secure = scheme == "https";
+        Ok(Some(Login {
+            provider: cfg.provider.clone(),
+            rp,
+            cookies: Cookies::new(
+                &cfg.cookie.name,
+                &cfg.cookie.secret,
+                cfg.cookie.domain.as_deref(),
+                secure,
+                cfg.cookie.ttl.get().as_secs(),
+            ),
+            allowed_hosts: cfg.allowed_redirect_hosts.clone(),
+            scopes: cfg.scopes.join(" "),
+            session_ttl: cfg.session_ttl.get().as_secs(),
+            idle_timeout: cfg.idle_timeout.get().as_secs(),
+            callback_url: format!("{base}{}", cookie::CALLBACK_PATH),
+            public_origin: format!("{scheme}://{authority}"),
+            public_host: authority.host().to_string(),
+            store: store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+        }))
+    }
+
+    /// `rd` if it is a safe place to send the browser (see [`redirect`]).
+    pub fn safe_target(&self, rd: &str) -> Option<String> {
+        redirect::safe_target(rd, &self.allowed_hosts, &self.public_host)
+    }
+
+    /// The live session the request's cookie names, if any. A cookie whose
+    /// session ended (logout, expiry, a failed refresh) is `session_expired`;
+    /// two different live sessions in one request are a 400.
+    pub async fn session(
+        &self,
+        headers: &HeaderMap,
+        auth: &Authenticator,
+    ) -> Result<Option<ActiveSession>, Refusal> {
+        if !self.cookies.has_session_cookie(headers) {
+            return Ok(None);
+        }
+        let mut found: Option<ActiveSession> = None;
+        for id in self.cookies.sessions(headers) {
+            let key = id.key();
+            if found.as_ref().is_some_and(|f| f.key == key) {
+                continue;
+            }
+            if let Some(active) = self.live(key, auth).await? {
+                if found.is_some() {
+                    return Err(Refusal::with_message(
+                        Reason::BadRequest,
+                        "the request carries two different sessions",
+                    ));
+                }
+                found = Some(active);
+            }
+        }
+        found
+            .map(Some)
+            .ok_or_else(|| Refusal::new(Reason::SessionExpired))
+    }
+
+    /// The session under `key` if it still lives, refreshed when due.
+    async fn live(
+        &self,
+        key: String,
+        auth: &Authenticator,
+    ) -> Result<Option<ActiveSession>, Refusal> {
+        let store_down = |e: session::StoreError| {
+            tracing::warn!(error = %e.0, "session store unavailable");
+            Refusal::with_message(
+                Reason::UpstreamUnavailable,
+                "the session store is unavailable",
+            )
+        };
+        let Some(mut session) = self.store.get(&key).await.map_err(store_down)? else {
+            return Ok(None);
+        };
+        let now = now();
+        let idle_since = session.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= session.expires_at || now >= idle_since.saturating_add(self.idle_timeout) {
+            self.store.remove(&key).await.map_err(store_down)?;
+            return Ok(None);
+        }
+        if session.tokens.access_expires_at <= now + REFRESH_MARGIN_SECS
+            && session.tokens.refresh_token.is_some()
+        {
+            match self.refresh(&key, session, auth).await? {
+                Some(fresh) => session = fresh,
+                None => return Ok(None),
+            }
+        }
+        self.store
+            .touch(&key, &session, now)
+            .await
+            .map_err(store_down)?;
+        Ok(Some(ActiveSession { key, session }))
+    }
+
+    /// One refresh per session however many requests wait: the first takes
+    /// the session's lock and refreshes; the others find a newer generation
+    /// in the store when they get the lock. `None`: the session ended.
+    async fn refresh(
+        &self,
+        key: &str,
+        session: Arc<Session>,
+        auth: &Authenticator,
+    ) -> Result<Option<Arc<Session>>, Refusal> {
+        let turn = session.refreshing.lock().await;
+        let latest = self.store.get(key).await.ok().flatten();
+        match latest {
+            None => return Ok(None),
+            Some(l) if l.generation != session.generation => return Ok(Some(l)),
+            Some(_) => {}
+        }
+        let Some(refresh_token) = session.tokens.refresh_token.as_deref() else {
+            drop(turn);
+            return Ok(Some(session));
+        };
+        let outcome = match self.rp.refresh(refresh_token).await {
+            Ok(set) => {
+                let identity = match &set.id_token {
+                    Some(id_token) => auth
+                        .verify_id_token(&self.provider, id_token, self.rp.client_id(), None)
+                        .await
+                        .map_err(|e| e.description)
+                        .and_then(|id| {
+                            // A refresh may update what is known of the person,
+                            // never turn the session into someone else's.
+                            if id.subject == session.identity.subject {
+                                Ok(id)
+                            } else {
+                                Err("the refreshed ID token names another subject".to_string())
+                            }
+                        }),
+                    None => Ok(session.identity.clone()),
+                };
+                identity.map(|identity| (identity, set))
+            }
+            Err(e) => Err(e),
+        };
+        let (identity, set) = match outcome {
+            Ok(v) => v,
+            Err(why) => {
+                tracing::info!(reason = %why, "session refresh failed; the session ends");
+                let _ = self.store.remove(key).await;
+                return Ok(None);
+            }
+        };
+        let now = now();
+        let fresh = Arc::new(Session {
+            identity,
+            sid: session.sid.clone(),
+            csrf: session.csrf.clone(),
+            created_at: session.created_at,
+            expires_at: session.expires_at,
+            tokens: Tokens {
+                id_token: set
+                    .id_token
+                    .unwrap_or_else(|| session.tokens.id_token.clone()),
+                // A provider may rotate the refresh token or keep the old one valid.
+                refresh_token: set
+                    .refresh_token
+                    .or_else(|| session.tokens.refresh_token.clone()),
+                access_expires_at: now + set.expires_in.as_secs(),
+            },
+            generation: session.generation + 1,
+            last_seen: AtomicU64::new(now),
+            refreshing: tokio::sync::Mutex::new(()),
+        });
+        if let Err(e) = self.store.put(key, fresh.clone()).await {
+            tracing::warn!(error = %e.0, "cannot store the refreshed session");
+        }
+        tracing::debug!("session refreshed");
+        drop(turn);
+        Ok(Some(fresh))
+    }
+
+    /// Starts a new session for a verified ID token; returns the `Set-Cookie`.
+    pub async fn open_session(
+        &self,
+        identity: Identity,
+        id_token: String,
+        refresh_token: Option<String>,
+        access_ttl: u64,
+    ) -> Result<HeaderValue, Refusal> {
+        let unavailable =
+            || Refusal::with_message(Reason::UpstreamUnavailable, "cannot create a session");
+        let (id, value): (SessionId, String) =
+            self.cookies.new_session().ok_or_else(unavailable)?;
+        let csrf = cookie::random_token().ok_or_else(unavailable)?;
+        let now = now();
+        let sid = identity
+            .claims
+            .get("sid")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
+        let session = Arc::new(Session {
+            identity,
+            sid,
+            csrf,
+            created_at: now,
+            expires_at: now + self.session_ttl,
+            tokens: Tokens {
+                id_token,
+                refresh_token,
+                access_expires_at: now + access_ttl,
+            },
+            generation: 0,
+            last_seen: AtomicU64::new(now),
+            refreshing: tokio::sync::Mutex::new(()),
+        });
+        self.store.put(&id.key(), session).await.map_err(|e| {
+            tracing::warn!(error = %e.0, "cannot store a new session");
+            unavailable()
+        })?;
+        Ok(self.cookies.session_cookie(&value))
+    }
+
+    /// The redirect that starts sign-in at the provider, remembering `rd`
+    /// (already checked) in this browser's sign-in cookie.
+    pub async fn start(&self, rd: &str) -> Result<(String, HeaderValue), Refusal> {
+        let endpoints = self.rp.endpoints().await.map_err(|e| {
+            tracing::warn!(error = %e, provider = %self.provider, "login provider discovery failed");
+            Refusal::with_message(
+                Reason::UpstreamUnavailable,
+                "the sign-in provider cannot be reached",
+            )
+        })?;
+        let random = || {
+            cookie::random_token().ok_or_else(|| {
+                Refusal::with_message(Reason::UpstreamUnavailable, "no randomness for sign-in")
+            })
+        };
+        let (state, nonce, verifier) = (random()?, random()?, random()?);
+        let pending = serde_json::json!({
+            "n": nonce, "v": verifier, "r": rd, "t": now(),
+        });
+        let set_cookie =
+            self.cookies
+                .pending_cookie(&state, pending.to_string().as_bytes(), PENDING_TTL_SECS);
+        let sep = if endpoints.authorization.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let enc = portcullis_identity::fetch::form_encode;
+        let location = format!(
+            "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&nonce={nonce}&code_challenge={}&code_challenge_method=S256",
+            endpoints.authorization,
+            enc(self.rp.client_id()),
+            enc(&self.callback_url),
+            enc(&self.scopes),
+            cookie::pkce_challenge(&verifier),
+        );
+        Ok((location, set_cookie))
+    }
+
+    /// Turns a sign-in refusal into the redirect to the provider, coming back
+    /// to `original` (the URL the browser asked for) when that is an allowed
+    /// target, else to its path on the proxy's own host.
+    pub async fn send_to_provider(
+        &self,
+        mut refusal: Refusal,
+        original: &str,
+        path: &str,
+    ) -> Refusal {
+        let rd = self
+            .safe_target(original)
+            .or_else(|| self.safe_target(path))
+            .unwrap_or_else(|| "/".to_string());
+        match self.start(&rd).await {
+            Ok((location, cookie)) => {
+                refusal.redirect = Some(location);
+                refusal.set_cookies.push(cookie);
+                refusal
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// The sign-in remembered for `state` in this browser: nonce, verifier, rd.
+    pub fn pending(&self, headers: &HeaderMap, state: &str) -> Option<Pending> {
+        let bytes = self.cookies.pending(headers, state)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let started = v.get("t")?.as_u64()?;
+        if now() > started + PENDING_TTL_SECS {
+            return None;
+        }
+        Some(Pending {
+            nonce: v.get("n")?.as_str()?.to_string(),
+            verifier: v.get("v")?.as_str()?.to_string(),
+            rd: v.get("r")?.as_str()?.to_string(),
+        })
+    }
+}
+
+/// A sign-in in progress, as its cookie remembers it.
+pub struct Pending {
+    pub nonce: String,
+    pub verifier: String,
+    pub rd: String,
+}
