@@ -208,17 +208,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"upstream.log): {WORKDIR[0]}")
 
 
-@pytest.fixture(scope="session")
-def idp(workdir) -> Idp:
+def start_idp(workdir: Path, env: dict[str, str], tag: str = ""):
+    """Starts e2e/idp/server.mjs with `env` (its clients' secrets); yields its
+    issuer once discovery answers, and stops it afterwards."""
     if not (E2E / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("e2e/node_modules is missing: run `npm ci` in e2e/ first")
-    client_secrets = {"orders-agent": secrets.token_urlsafe(24),
-                      "reports-agent": secrets.token_urlsafe(24)}
-    env = os.environ | {"IDP_SECRET_BASIC": client_secrets["orders-agent"],
-                        "IDP_SECRET_POST": client_secrets["reports-agent"]}
-    log = workdir / "idp.stderr"
+    log = workdir / f"idp{tag}.stderr"
     proc = start(["node", str(E2E / "idp" / "server.mjs"), "0"], log,
-                 stdout=subprocess.PIPE, env=env, cwd=E2E)
+                 stdout=subprocess.PIPE, env=os.environ | env, cwd=E2E)
     try:
         line = wait_until("oidc-provider", lambda: read_line(proc.stdout), proc, log)
         assert line.startswith("READY "), line
@@ -226,9 +223,19 @@ def idp(workdir) -> Idp:
         wait_until("oidc-provider discovery",
                    lambda: httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200,
                    proc, log)
-        yield Idp(issuer, client_secrets, proc)
+        yield issuer, proc
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def idp(workdir) -> Idp:
+    client_secrets = {"orders-agent": secrets.token_urlsafe(24),
+                      "reports-agent": secrets.token_urlsafe(24)}
+    env = {"IDP_SECRET_BASIC": client_secrets["orders-agent"],
+           "IDP_SECRET_POST": client_secrets["reports-agent"]}
+    for issuer, proc in start_idp(workdir, env):
+        yield Idp(issuer, client_secrets, proc)
 
 
 # ----------------------------------------------------------- Portcullis + upstream
@@ -312,9 +319,12 @@ def portcullis_bin() -> str:
     return binary
 
 
-def launch(binary: str, idp: Idp, workdir: Path) -> Stack:
-    """Start the upstream and Portcullis; stop both if either fails to come up."""
-    port, admin_port = free_port(), free_port()
+def launch(binary: str, idp: Idp, workdir: Path, config: str = CONFIG, tag: str = "",
+           port: int | None = None, **fields) -> Stack:
+    """Start the upstream and Portcullis; stop both if either fails to come up.
+    `config` is a template over port, admin_port, issuer, audit_log, upstream
+    and `fields`; `tag` keeps this stack's files apart from others'."""
+    port, admin_port = port or free_port(), free_port()
     while admin_port == port:
         admin_port = free_port()
     proxy_url = f"http://127.0.0.1:{port}"
@@ -326,18 +336,18 @@ def launch(binary: str, idp: Idp, workdir: Path) -> Stack:
     up_sock.bind(("127.0.0.1", 0))
     up_sock.listen(64)
     upstream = f"http://127.0.0.1:{up_sock.getsockname()[1]}"
-    up_log = workdir / "upstream.log"
+    up_log = workdir / f"upstream{tag}.log"
     up_env = os.environ | {"PORTCULLIS_URL": proxy_url, "ASSERTION_AUDIENCE": upstream,
                            "UPSTREAM_FD": str(up_sock.fileno())}
     upstream_proc = start([sys.executable, str(E2E / "upstream" / "app.py")], up_log,
                           stdout=subprocess.DEVNULL, env=up_env, pass_fds=[up_sock.fileno()])
     up_sock.close()
 
-    audit_log = workdir / "audit.log"
-    config_file = workdir / "portcullis.yaml"
-    config_file.write_text(CONFIG.format(port=port, admin_port=admin_port, issuer=idp.issuer,
-                                         audit_log=audit_log, upstream=upstream))
-    stderr_log = workdir / "portcullis.stderr"
+    audit_log = workdir / f"audit{tag}.log"
+    config_file = workdir / f"portcullis{tag}.yaml"
+    config_file.write_text(config.format(port=port, admin_port=admin_port, issuer=idp.issuer,
+                                         audit_log=audit_log, upstream=upstream, **fields))
+    stderr_log = workdir / f"portcullis{tag}.stderr"
     proc = None
     try:
         wait_until("FastAPI upstream",

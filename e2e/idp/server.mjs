@@ -17,6 +17,14 @@
 // Both get tokens for `urn:portcullis:partner-api` (audience `partner-api`, scope
 // `partner:read`), living $IDP_PARTNER_TTL seconds (default 600).
 //
+// Browser-login client (test_10), registered only when $IDP_LOGIN_SECRET is set:
+//   portal         client_secret_basic   authorization_code + refresh_token, PKCE,
+//                                        redirect $IDP_LOGIN_REDIRECT, back-channel
+//                                        logout to $IDP_LOGIN_BACKCHANNEL (with sid).
+// Its access tokens live $IDP_LOGIN_AT_TTL seconds (default 3600), so a test can
+// watch Portcullis refresh them. The dev interactions sign anyone in: account
+// `NAME` gets email NAME@example.com and, for alice, the group `admins`.
+//
 // Test hooks, on the same listener (outside every oidc-provider route):
 //   POST /__admin/rotate[?retire=1]  new RSA key first in the JWKS (old keys kept
 //                                    published unless retire=1); answers {kid, kids}
@@ -95,21 +103,60 @@ if (process.env.IDP_PARTNER_JWKS) {
   });
 }
 
+const LOGIN = process.env.IDP_LOGIN_SECRET ? 'portal' : null;
+const LOGIN_AT_TTL = Number(process.env.IDP_LOGIN_AT_TTL || 3600);
+if (LOGIN) {
+  clients.push({
+    client_id: LOGIN,
+    client_secret: process.env.IDP_LOGIN_SECRET,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: [process.env.IDP_LOGIN_REDIRECT],
+    token_endpoint_auth_method: 'client_secret_basic',
+    backchannel_logout_uri: process.env.IDP_LOGIN_BACKCHANNEL,
+    backchannel_logout_session_required: true,
+  });
+}
+
 function buildProvider(issuer, keys) {
   const provider = new Provider(issuer, {
     clients,
     jwks: { keys },
     // The resource server's lifetime wins (a plain number here would override it).
-    ttl: { ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 600 },
+    ttl: {
+      ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 600,
+      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? LOGIN_AT_TTL,
+    },
+    findAccount: (ctx, id) => ({
+      accountId: id,
+      claims: () => ({
+        sub: id,
+        email: `${id}@example.com`,
+        email_verified: true,
+        preferred_username: id,
+        groups: id === 'alice' ? ['admins'] : ['staff'],
+      }),
+    }),
+    claims: {
+      openid: ['sub', 'groups'],
+      email: ['email', 'email_verified'],
+      profile: ['preferred_username'],
+    },
+    // Identity claims in the ID token itself (Portcullis reads them there).
+    conformIdTokenClaims: false,
+    // A refresh token for every code the login client redeems.
+    issueRefreshToken: (ctx, client) => client.grantTypeAllowed('refresh_token'),
     // Cookies are unused by the client-credentials grant; random keys keep the
     // provider from warning about its development defaults.
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: Boolean(LOGIN) },
+      backchannelLogout: { enabled: Boolean(LOGIN) },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => RESOURCE,
+        // The login client asks for no API: its access token is for userinfo.
+        defaultResource: (ctx, client) => (client?.clientId === LOGIN ? undefined : RESOURCE),
         useGrantedResource: () => true,
         getResourceServerInfo: (ctx, resourceIndicator) => {
           const rs = RESOURCE_SERVERS[resourceIndicator];
@@ -125,13 +172,16 @@ function buildProvider(issuer, keys) {
     },
   });
   provider.on('server_error', (ctx, err) => console.error('idp server_error:', err));
+  provider.on('backchannel.success', () => { stats.backchannel_sent += 1; });
+  provider.on('backchannel.error', (ctx, err) => console.error('idp backchannel.error:', err));
   return provider;
 }
 
 const requested = Number(process.argv[2] ?? process.env.IDP_PORT ?? 0);
 let keys = [newSigningKey()];
 let handler = null;
-const stats = { jwks_fetches: 0, last_jwks_fetch_ms: null, token_requests: 0, token_down: false };
+const stats = { jwks_fetches: 0, last_jwks_fetch_ms: null, token_requests: 0, token_down: false,
+                backchannel_sent: 0 };
 
 function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json' });

@@ -39,7 +39,7 @@ def verified_caller(request: Request) -> dict:
 # ------------------------------------------------------------------------------
 
 IDENTITY_PREFIXES = ("x-auth-request", "x-forwarded", "x-portcullis", "x-request-id",
-                     "traceparent", "authorization")
+                     "traceparent", "authorization", "cookie")
 app = FastAPI()
 seen: list[dict] = []  # every request that reached this service (test plumbing)
 
