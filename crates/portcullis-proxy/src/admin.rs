@@ -42,7 +42,7 @@ async fn answer(
         "/readyz" => readiness(&shared),
         "/metrics" => {
             if let Some(login) = &shared.runtime.load().login {
-                let held = i64::try_from(login.store.len()).unwrap_or(i64::MAX);
+                let held = i64::try_from(login.store.held()).unwrap_or(i64::MAX);
                 shared.metrics.sessions.set(held);
             }
             (

@@ -121,12 +121,15 @@ pub async fn authz(
                     .and_then(|a| a.to_str().ok())
                     .unwrap_or("");
                 let original = format!("{scheme}://{authority}{uri}");
-                refusal.redirect = Some(format!(
-                    "{}{}?rd={}",
-                    rt.public_url,
-                    crate::login::flow::LOGIN_PATH,
-                    portcullis_identity::fetch::form_encode(&original)
-                ));
+                refusal.redirect = Some(Box::new(crate::respond::Redirect {
+                    location: format!(
+                        "{}{}?rd={}",
+                        rt.public_url,
+                        crate::login::flow::LOGIN_PATH,
+                        portcullis_identity::fetch::form_encode(&original)
+                    ),
+                    set_cookies: Vec::new(),
+                }));
             }
             return Err(refusal);
         }

@@ -32,9 +32,15 @@ pub struct Refusal {
     /// (the proxy redirects to the provider, forward-auth with `?redirect=true`
     /// to `/.portcullis/login`, others answer 401).
     pub sign_in: bool,
-    /// Answer with a 302 to this URL instead of the error page.
-    pub redirect: Option<String>,
-    /// `Set-Cookie` values to send with the answer (sign-in, an ended session).
+    /// Answer with this 302 instead of the error page (boxed: rare, and a
+    /// `Refusal` travels in every `Result` of the pipeline).
+    pub redirect: Option<Box<Redirect>>,
+}
+
+/// A 302 and the cookies it sets.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub location: String,
     pub set_cookies: Vec<HeaderValue>,
 }
 
@@ -56,7 +62,6 @@ impl Refusal {
             status: None,
             sign_in: false,
             redirect: None,
-            set_cookies: Vec::new(),
         }
     }
 }
@@ -98,8 +103,8 @@ pub fn wants_html(headers: &http::HeaderMap) -> bool {
 
 /// Builds the SPEC §6 response for a refusal.
 pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Response<ProxyBody> {
-    if let Some(location) = &refusal.redirect {
-        return redirect(location, &refusal.set_cookies, request_id);
+    if let Some(r) = &refusal.redirect {
+        return redirect(&r.location, &r.set_cookies, request_id);
     }
     let status = refusal.status.unwrap_or_else(|| {
         StatusCode::from_u16(refusal.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -134,9 +139,6 @@ pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Respon
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::forward::headers::names::X_REQUEST_ID, v);
-    }
-    for cookie in &refusal.set_cookies {
-        headers.append(SET_COOKIE, cookie.clone());
     }
     resp
 }

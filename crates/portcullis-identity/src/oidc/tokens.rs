@@ -242,3 +242,158 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testutil::{jwks, FakeFetch, TestKey};
+    use crate::IdentityMetrics;
+    use portcullis_config::ProviderConfig;
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.example.com";
+    const JWKS: &str = "https://idp.example.com/jwks";
+
+    async fn setup(key: &TestKey) -> Authenticator {
+        let fetch = FakeFetch::new();
+        fetch.set(JWKS, 200, &jwks(&[key.public_jwk("k1")]));
+        let cfg: ProviderConfig = serde_json::from_value(json!({
+            "name": "idp", "issuer": ISS, "jwks_uri": JWKS, "audiences": ["api"],
+        }))
+        .unwrap();
+        let a = Authenticator::new(&[cfg], fetch, IdentityMetrics::new()).unwrap();
+        a.start().await;
+        a
+    }
+
+    fn id_claims() -> Value {
+        let now = now_unix();
+        json!({"iss": ISS, "aud": "portal", "sub": "alice", "iat": now, "exp": now + 300,
+               "nonce": "n-1", "email": "alice@example.com", "sid": "s-1"})
+    }
+
+    fn with(mut base: Value, k: &str, v: Value) -> Value {
+        if v.is_null() {
+            base.as_object_mut().unwrap().remove(k);
+        } else {
+            base[k] = v;
+        }
+        base
+    }
+
+    #[tokio::test]
+    async fn id_tokens_need_the_nonce_audience_and_issuer() {
+        let key = TestKey::es256();
+        let a = setup(&key).await;
+        let good = key.jwt("k1", id_claims());
+        let id = a
+            .verify_id_token("idp", &good, "portal", Some("n-1"))
+            .await
+            .unwrap();
+        assert_eq!(id.subject, "alice");
+        assert_eq!(id.kind, IdentityKind::User);
+        let refused = [
+            (key.jwt("k1", id_claims()), Some("n-2")),
+            (
+                key.jwt("k1", with(id_claims(), "nonce", Value::Null)),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "aud", json!("other"))),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "aud", json!(["portal", 7]))),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "azp", json!("other"))),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "iss", json!("https://evil"))),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "exp", json!(1))),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "iat", Value::Null)),
+                Some("n-1"),
+            ),
+            (
+                key.jwt("k1", with(id_claims(), "sub", Value::Null)),
+                Some("n-1"),
+            ),
+            (
+                key.token(
+                    json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}),
+                    id_claims(),
+                ),
+                Some("n-1"),
+            ),
+            (TestKey::es256().jwt("k1", id_claims()), Some("n-1")),
+        ];
+        for (token, nonce) in refused {
+            let got = a.verify_id_token("idp", &token, "portal", nonce).await;
+            assert!(got.is_err(), "{nonce:?} {token}");
+        }
+        assert!(a
+            .verify_id_token("nobody", &good, "portal", Some("n-1"))
+            .await
+            .is_err());
+    }
+
+    fn logout_claims() -> Value {
+        json!({"iss": ISS, "aud": "portal", "sub": "alice", "sid": "s-1", "iat": now_unix(),
+               "jti": "j-1", "events": {BACKCHANNEL_EVENT: {}}})
+    }
+
+    #[tokio::test]
+    async fn logout_tokens_follow_back_channel_logout() {
+        let key = TestKey::es256();
+        let a = setup(&key).await;
+        let good = key.token(
+            json!({"alg": "ES256", "kid": "k1", "typ": "logout+jwt"}),
+            logout_claims(),
+        );
+        let who = a.verify_logout_token("idp", &good, "portal").await.unwrap();
+        assert_eq!(who.sid.as_deref(), Some("s-1"));
+        let refused = [
+            // An ID token is not a logout token: it has a nonce and no event.
+            key.jwt("k1", id_claims()),
+            key.jwt("k1", with(logout_claims(), "nonce", json!("n"))),
+            key.jwt("k1", with(logout_claims(), "events", json!({}))),
+            key.jwt(
+                "k1",
+                with(logout_claims(), "events", json!({BACKCHANNEL_EVENT: "x"})),
+            ),
+            key.jwt("k1", with(logout_claims(), "jti", Value::Null)),
+            key.jwt("k1", with(logout_claims(), "iat", json!(now_unix() - 3600))),
+            key.jwt(
+                "k1",
+                with(
+                    with(logout_claims(), "sid", Value::Null),
+                    "sub",
+                    Value::Null,
+                ),
+            ),
+            key.jwt("k1", with(logout_claims(), "aud", json!("other"))),
+            key.token(
+                json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}),
+                logout_claims(),
+            ),
+            TestKey::es256().jwt("k1", logout_claims()),
+        ];
+        for token in refused {
+            assert!(
+                a.verify_logout_token("idp", &token, "portal")
+                    .await
+                    .is_err(),
+                "{token}"
+            );
+        }
+    }
+}

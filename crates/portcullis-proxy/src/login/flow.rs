@@ -264,11 +264,15 @@ pub fn signout_form(csrf: &str) -> String {
 pub fn form_value(form: &str, name: &str) -> Option<String> {
     form.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(k)? == name).then(|| decode(v)).flatten()
+        (percent_decode(k)? == name)
+            .then(|| percent_decode(v))
+            .flatten()
     })
 }
 
-fn decode(text: &str) -> Option<String> {
+/// Decodes form encoding (`%XX`, `+` as a space); `None` when an escape is
+/// malformed or the result is not UTF-8 (refused, never guessed at).
+pub(super) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

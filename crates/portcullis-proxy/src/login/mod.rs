@@ -355,8 +355,10 @@ impl Login {
             .unwrap_or_else(|| "/".to_string());
         match self.start(&rd).await {
             Ok((location, cookie)) => {
-                refusal.redirect = Some(location);
-                refusal.set_cookies.push(cookie);
+                refusal.redirect = Some(Box::new(crate::respond::Redirect {
+                    location,
+                    set_cookies: vec![cookie],
+                }));
                 refusal
             }
             Err(e) => e,

@@ -16,14 +16,13 @@ pub fn safe_target(rd: &str, allowed_hosts: &[String], own_host: &str) -> Option
     // Browsers drop tabs and newlines inside URLs and turn `\` into `/`, and
     // some decode before they look: judge every variant at once by refusing
     // the characters outright, in the raw text and once decoded.
-    let decoded = percent_decode(rd)?;
-    for text in [rd, decoded.as_str()] {
-        if text
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
-        {
-            return None;
-        }
+    let decoded = super::flow::percent_decode(rd)?;
+    if rd
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        || decoded.chars().any(|c| c.is_control() || c == '\\')
+    {
+        return None;
     }
     if rd.starts_with('/') {
         // A path: but `//host` and `/%2Fhost` are another host.
@@ -61,26 +60,6 @@ pub fn safe_target(rd: &str, allowed_hosts: &[String], own_host: &str) -> Option
             .iter()
             .any(|pattern| host_matches(pattern, &host));
     ok.then(|| rd.to_string())
-}
-
-/// Percent-decodes `text`; `None` when an escape is malformed or the result is
-/// not UTF-8 (a target like that is refused, not guessed at).
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

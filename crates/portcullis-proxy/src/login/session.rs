@@ -82,7 +82,7 @@ pub trait SessionStore: Send + Sync {
         sub: Option<&'a str>,
     ) -> BoxFuture<'a, Result<usize, StoreError>>;
     /// Sessions held (the `portcullis_sessions` gauge).
-    fn len(&self) -> usize;
+    fn held(&self) -> usize;
 }
 
 /// Sessions in this process. Expired ones are dropped when met and swept
@@ -151,7 +151,7 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    fn len(&self) -> usize {
+    fn held(&self) -> usize {
         self.map().len()
     }
 }
