@@ -312,8 +312,11 @@ def portcullis_bin() -> str:
     return binary
 
 
-def launch(binary: str, idp: Idp, workdir: Path) -> Stack:
-    """Start the upstream and Portcullis; stop both if either fails to come up."""
+def launch(binary: str, idp: Idp, workdir: Path, config: str = CONFIG, tag: str = "",
+           **fields) -> Stack:
+    """Start the upstream and Portcullis; stop both if either fails to come up.
+    `config` is a template with the fields below plus `fields`; `tag` prefixes
+    the file names, so another module's stack keeps its own logs."""
     port, admin_port = free_port(), free_port()
     while admin_port == port:
         admin_port = free_port()
@@ -326,18 +329,18 @@ def launch(binary: str, idp: Idp, workdir: Path) -> Stack:
     up_sock.bind(("127.0.0.1", 0))
     up_sock.listen(64)
     upstream = f"http://127.0.0.1:{up_sock.getsockname()[1]}"
-    up_log = workdir / "upstream.log"
+    up_log = workdir / f"{tag}upstream.log"
     up_env = os.environ | {"PORTCULLIS_URL": proxy_url, "ASSERTION_AUDIENCE": upstream,
                            "UPSTREAM_FD": str(up_sock.fileno())}
     upstream_proc = start([sys.executable, str(E2E / "upstream" / "app.py")], up_log,
                           stdout=subprocess.DEVNULL, env=up_env, pass_fds=[up_sock.fileno()])
     up_sock.close()
 
-    audit_log = workdir / "audit.log"
-    config_file = workdir / "portcullis.yaml"
-    config_file.write_text(CONFIG.format(port=port, admin_port=admin_port, issuer=idp.issuer,
-                                         audit_log=audit_log, upstream=upstream))
-    stderr_log = workdir / "portcullis.stderr"
+    audit_log = workdir / f"{tag}audit.log"
+    config_file = workdir / f"{tag}portcullis.yaml"
+    config_file.write_text(config.format(port=port, admin_port=admin_port, issuer=idp.issuer,
+                                         audit_log=audit_log, upstream=upstream, **fields))
+    stderr_log = workdir / f"{tag}portcullis.stderr"
     proc = None
     try:
         wait_until("FastAPI upstream",
@@ -360,18 +363,22 @@ def launch(binary: str, idp: Idp, workdir: Path) -> Stack:
                  config_file, proc, upstream_proc)
 
 
-@pytest.fixture(scope="session")
-def stack(idp, workdir) -> Stack:
+def launch_retrying(idp: Idp, workdir: Path, **kw) -> Stack:
+    """`launch`, started over on new ports when a probed free port was taken by
+    someone else before Portcullis bound it. Anything else is a failure."""
     binary = portcullis_bin()
     for attempt in range(3):
         try:
-            s = launch(binary, idp, workdir)
-            break
+            return launch(binary, idp, workdir, **kw)
         except RuntimeError as err:
-            # A probed free port can be taken by someone else before Portcullis
-            # binds it: then start over on new ports. Anything else is a failure.
             if attempt == 2 or "in use" not in str(err).lower():
                 raise
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def stack(idp, workdir) -> Stack:
+    s = launch_retrying(idp, workdir)
     try:
         yield s
     finally:
