@@ -215,7 +215,12 @@ async fn run(
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_elapsed = upstream_started.elapsed();
     if let Some(span) = ex.span.as_mut() {
-        span.upstream_done(result.as_ref().map(|r| r.status().as_u16()).map_err(|r| r.reason));
+        span.upstream_done(
+            result
+                .as_ref()
+                .map(|r| r.status().as_u16())
+                .map_err(|r| r.reason),
+        );
     }
     ex.upstream_ms = Some(millis(upstream_elapsed));
     rt.route_metrics[index]

@@ -9,8 +9,7 @@
 use super::span::RequestSpan;
 use crate::request_meta::{self, TraceContext};
 use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-    TracerProvider as _,
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry::Context;
 use opentelemetry_otlp::WithExportConfig as _;
@@ -96,7 +95,9 @@ impl Telemetry {
     pub fn begin(&self, traceparent: Option<&str>) -> (TraceContext, Option<RequestSpan>) {
         let parent = traceparent
             .and_then(remote_parent)
-            .map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
+            .map_or_else(Context::new, |sc| {
+                Context::new().with_remote_span_context(sc)
+            });
         let span = RequestSpan::start(&self.tracer, &parent);
         let sc = span.context();
         if !sc.is_valid() {

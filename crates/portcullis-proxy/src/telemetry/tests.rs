@@ -82,7 +82,10 @@ fn one_server_span_with_authenticate_and_upstream_children_in_the_callers_trace(
     });
     span.upstream_started(&mut trace);
     let upstream_id = trace.span_id.clone();
-    assert_ne!(upstream_id, server_id, "the upstream's parent is the client span");
+    assert_ne!(
+        upstream_id, server_id,
+        "the upstream's parent is the client span"
+    );
     span.upstream_done(Ok(200));
     span.end(&record(&trace.trace_id));
 
@@ -93,7 +96,10 @@ fn one_server_span_with_authenticate_and_upstream_children_in_the_callers_trace(
     let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
     let server = by_name("GET orders");
     assert_eq!(server.span_kind, SpanKind::Server);
-    assert_eq!(server.parent_span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap());
+    assert_eq!(
+        server.parent_span_id,
+        SpanId::from_hex("00f067aa0ba902b7").unwrap()
+    );
     assert!(server.parent_span_is_remote);
     assert_eq!(format!("{:016x}", server.span_context.span_id()), server_id);
     let server_span = server.span_context.span_id();
@@ -101,17 +107,25 @@ fn one_server_span_with_authenticate_and_upstream_children_in_the_callers_trace(
     let upstream = by_name("upstream");
     assert_eq!(upstream.parent_span_id, server_span);
     assert_eq!(upstream.span_kind, SpanKind::Client);
-    assert_eq!(format!("{:016x}", upstream.span_context.span_id()), upstream_id);
+    assert_eq!(
+        format!("{:016x}", upstream.span_context.span_id()),
+        upstream_id
+    );
 }
 
 #[test]
 fn attributes_say_what_the_audit_line_says_and_no_token() {
     let (t, kept) = telemetry();
     let (trace, span) = t.begin(None);
-    span.expect("sample_ratio 1 by default").end(&record(&trace.trace_id));
+    span.expect("sample_ratio 1 by default")
+        .end(&record(&trace.trace_id));
     let spans = kept.0.lock().unwrap().clone();
     let server = &spans[0];
-    assert_eq!(server.parent_span_id, SpanId::INVALID, "a new trace has no parent");
+    assert_eq!(
+        server.parent_span_id,
+        SpanId::INVALID,
+        "a new trace has no parent"
+    );
     let attrs: Vec<(String, String)> = server
         .attributes
         .iter()
