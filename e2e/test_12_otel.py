@@ -19,11 +19,17 @@ import time
 from concurrent import futures
 
 import grpc
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from conftest import TOKENS_SEEN, free_port, launch_retrying, stop
+from test_9_ext_authz import call, envoy_check
+
+# The ext_authz answer is read with envoy-data-plane, which warns about a
+# deprecated field Portcullis sets for older Envoys.
+pytestmark = pytest.mark.filterwarnings("ignore:HeaderValueOption.append is deprecated")
 
 CONFIG = """\
 server:
@@ -32,6 +38,8 @@ server:
   trusted_proxies: [127.0.0.1/32]    # the test client may continue its own trace
 admin:
   listen: 127.0.0.1:{admin_port}
+ext_authz:
+  grpc_listen: 127.0.0.1:{grpc_port}
 providers:
   - name: oidc-provider
     issuer: {issuer}
@@ -110,8 +118,12 @@ def collector():
 
 
 def portcullis(idp, workdir, tag: str, endpoint: str, ratio: str = "1.0"):
-    return launch_retrying(idp, workdir, config=CONFIG, tag=tag, endpoint=endpoint,
-                           service=f"portcullis-{tag.rstrip('.')}", ratio=ratio)
+    grpc_port = free_port()
+    s = launch_retrying(idp, workdir, config=CONFIG, tag=tag, endpoint=endpoint,
+                        service=f"portcullis-{tag.rstrip('.')}", ratio=ratio,
+                        grpc_port=grpc_port)
+    s.ext_authz = f"http://127.0.0.1:{grpc_port}"
+    return s
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +235,35 @@ def test_a_sampled_incoming_traceparent_is_continued(traced, collector, idp):
     spans = servicer.trace(INCOMING_TRACE, 3)
     assert spans["GET orders-read"].parent_span_id.hex() == INCOMING_PARENT
     assert spans["upstream"].span_id.hex() == parent
+
+
+def test_forward_auth_and_ext_authz_checks_are_server_spans_in_the_callers_trace(
+        traced, collector, idp):
+    servicer, _ = collector
+    token = idp.token()
+    fa_trace, ea_trace = "11111111111111111111111111111111", "22222222222222222222222222222222"
+    resp = traced.get("/.portcullis/authz", token, headers={
+        "x-forwarded-method": "GET", "x-forwarded-uri": "/api/orders/9",
+        "x-forwarded-host": "orders.example.com",
+        "traceparent": f"00-{fa_trace}-{INCOMING_PARENT}-01"})
+    assert resp.status_code == 200, resp.text
+    spans = servicer.trace(fa_trace, 2)
+    assert set(spans) == {"forward_auth GET orders-read", "authenticate"}, list(spans)
+    server = spans["forward_auth GET orders-read"]
+    assert server.parent_span_id.hex() == INCOMING_PARENT
+    assert attrs(server)["portcullis.frontend"] == "forward_auth"
+
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        answer = call((client, traced.ext_authz, None), envoy_check("GET", "/api/orders/9", {
+            "authorization": f"Bearer {token}",
+            "traceparent": f"00-{ea_trace}-{INCOMING_PARENT}-01"}))
+    assert answer.status.code == 0
+    spans = servicer.trace(ea_trace, 2)
+    assert set(spans) == {"ext_authz GET orders-read", "authenticate"}, list(spans)
+    server = spans["ext_authz GET orders-read"]
+    assert server.parent_span_id.hex() == INCOMING_PARENT
+    assert attrs(server)["portcullis.decision"] == "allow"
+    assert spans["authenticate"].parent_span_id == server.span_id
 
 
 def test_sample_ratio_zero_drops_new_traces_but_honours_a_sampled_parent(idp, workdir, collector):
