@@ -304,6 +304,7 @@ class Blackhole:
         self.port = self.sock.getsockname()[1]
         self.connections = 0
         self.bytes = 0
+        self.first = b""  # the first bytes that arrived
         self.open: list[socket.socket] = []
         self.running = True
         threading.Thread(target=self.run, daemon=True).start()
@@ -326,6 +327,8 @@ class Blackhole:
                 return
             if not data:
                 return
+            if not self.first:
+                self.first = data
             self.bytes += len(data)
 
     def close(self):
@@ -389,3 +392,21 @@ def test_a_dead_collector_does_not_slow_or_block_requests(idp, workdir, baseline
         stop(s.upstream_proc)
         if hole:
             hole.close()
+
+
+def test_an_https_collector_is_spoken_to_over_tls(idp, workdir):
+    hole = Blackhole()
+    s = portcullis(idp, workdir, "otel-https.", f"https://localhost:{hole.port}")
+    try:
+        assert s.get("/api/orders/1", idp.token()).status_code == 200
+        deadline = time.monotonic() + 15
+        while not hole.first:
+            assert time.monotonic() < deadline, "the exporter never connected"
+            time.sleep(0.1)
+        # A TLS handshake record (ClientHello), not the HTTP/2 preface in clear.
+        assert hole.first[:1] == b"\x16" and hole.first[5:6] == b"\x01", hole.first[:16]
+    finally:
+        s.client.close()
+        stop(s.proc, grace=20)
+        stop(s.upstream_proc)
+        hole.close()

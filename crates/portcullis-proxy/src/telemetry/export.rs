@@ -12,7 +12,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry::Context;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
@@ -23,6 +23,7 @@ use portcullis_config::TelemetryConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tonic::transport::ClientTlsConfig;
 
 /// Finished spans held for the exporter; past this, new ones are dropped.
 const QUEUE_SPANS: usize = 2048;
@@ -48,10 +49,15 @@ impl Telemetry {
     /// that is down at startup delays nothing.
     pub fn start(cfg: Option<&TelemetryConfig>) -> Result<Option<Telemetry>, String> {
         let Some(cfg) = cfg else { return Ok(None) };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(cfg.otlp_endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
+            .with_timeout(EXPORT_TIMEOUT);
+        if cfg.otlp_endpoint.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
+            // tonic trusts no root unless told which.
+            builder = builder.with_tls_config(ClientTlsConfig::new().with_webpki_roots());
+        }
+        let exporter = builder
             .build()
             .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
         let exporter = Reported {
