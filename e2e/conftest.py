@@ -260,6 +260,12 @@ class Stack:
         REQUESTS_SENT.append((method, path))
         return self.client.request(method, f"{self.url}{path}", headers=headers, **kw)
 
+    def close(self) -> None:
+        """Stops Portcullis (SIGTERM: it drains) and the upstream."""
+        self.client.close()
+        stop(self.proc, grace=20)
+        stop(self.upstream_proc)
+
     def upstream_seen(self) -> list[dict]:
         return httpx.get(f"{self.upstream}/__upstream/seen").json()
 
@@ -382,9 +388,7 @@ def stack(idp, workdir) -> Stack:
     try:
         yield s
     finally:
-        s.client.close()
-        stop(s.proc, grace=20)
-        stop(s.upstream_proc)
+        s.close()
 
 
 @pytest.fixture(scope="session")

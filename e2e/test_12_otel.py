@@ -17,6 +17,7 @@ import statistics
 import threading
 import time
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 import httpx
@@ -117,24 +118,24 @@ def collector():
         server.stop(grace=None)
 
 
+@contextmanager
 def portcullis(idp, workdir, tag: str, endpoint: str, ratio: str = "1.0"):
+    """A Portcullis exporting to `endpoint`, with its own upstream and files."""
     grpc_port = free_port()
     s = launch_retrying(idp, workdir, config=CONFIG, tag=tag, endpoint=endpoint,
                         service=f"portcullis-{tag.rstrip('.')}", ratio=ratio,
                         grpc_port=grpc_port)
     s.ext_authz = f"http://127.0.0.1:{grpc_port}"
-    return s
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="module")
 def traced(idp, workdir, collector):
-    s = portcullis(idp, workdir, "otel.", collector[1])
-    try:
+    with portcullis(idp, workdir, "otel.", collector[1]) as s:
         yield s
-    finally:
-        s.client.close()
-        stop(s.proc, grace=20)
-        stop(s.upstream_proc)
 
 
 def upstream_traceparent(resp) -> tuple[str, str, str]:
@@ -268,8 +269,7 @@ def test_forward_auth_and_ext_authz_checks_are_server_spans_in_the_callers_trace
 
 def test_sample_ratio_zero_drops_new_traces_but_honours_a_sampled_parent(idp, workdir, collector):
     servicer, endpoint = collector
-    s = portcullis(idp, workdir, "otel-ratio0.", endpoint, ratio="0.0")
-    try:
+    with portcullis(idp, workdir, "otel-ratio0.", endpoint, ratio="0.0") as s:
         token = idp.token()
         fresh = s.get("/api/orders/1", token)
         assert fresh.status_code == 200
@@ -285,10 +285,6 @@ def test_sample_ratio_zero_drops_new_traces_but_honours_a_sampled_parent(idp, wo
         # Exported a second after the sampled one at the latest: give it two.
         time.sleep(2)
         assert not [sp for _, sp in servicer.spans() if sp.trace_id.hex() == fresh_trace]
-    finally:
-        s.client.close()
-        stop(s.proc, grace=20)
-        stop(s.upstream_proc)
 
 
 # ------------------------------------------------------------ a dead collector
@@ -364,49 +360,42 @@ def test_a_dead_collector_does_not_slow_or_block_requests(idp, workdir, baseline
     hole = Blackhole() if dead == "never_answers" else None
     # free_port() binds and releases a port: nobody listens there now.
     port = hole.port if hole else free_port()
-    s = portcullis(idp, workdir, f"otel-{dead}.", f"http://127.0.0.1:{port}")
     try:
-        token = idp.token()
-        # 800 requests make 2,400 spans: past the exporter's 2,048-span queue,
-        # so the drop path runs too, while the exporter is stuck or failing.
-        took = latencies(s, token, 800)
-        if hole:
-            assert hole.connections >= 1 and hole.bytes > 0, "the exporter never tried"
-        else:
-            deadline = time.monotonic() + 15
-            while "trace export failed" not in s.stderr_log.read_text():
-                assert time.monotonic() < deadline, "no export failure was reported"
-                time.sleep(0.2)
-        median = statistics.median(took)
-        # Loose on purpose (two shared cores); `latencies` already refused
-        # any request that could have waited for an export.
-        assert median < 3 * baseline + 0.05, (median, baseline)
-        # SIGTERM still exits promptly: the last flush is bounded (3 s).
-        t0 = time.monotonic()
-        stop(s.proc, grace=20)
-        assert s.proc.returncode == 0
-        assert time.monotonic() - t0 < 10
+        with portcullis(idp, workdir, f"otel-{dead}.", f"http://127.0.0.1:{port}") as s:
+            # 800 requests make 2,400 spans: past the exporter's 2,048-span queue,
+            # so the drop path runs too, while the exporter is stuck or failing.
+            took = latencies(s, idp.token(), 800)
+            if hole:
+                assert hole.connections >= 1 and hole.bytes > 0, "the exporter never tried"
+            else:
+                deadline = time.monotonic() + 15
+                while "trace export failed" not in s.stderr_log.read_text():
+                    assert time.monotonic() < deadline, "no export failure was reported"
+                    time.sleep(0.2)
+            median = statistics.median(took)
+            # Loose on purpose (two shared cores); `latencies` already refused
+            # any request that could have waited for an export.
+            assert median < 3 * baseline + 0.05, (median, baseline)
+            # SIGTERM still exits promptly: the last flush is bounded (3 s).
+            t0 = time.monotonic()
+            stop(s.proc, grace=20)
+            assert s.proc.returncode == 0
+            assert time.monotonic() - t0 < 10
     finally:
-        s.client.close()
-        stop(s.proc, grace=20)
-        stop(s.upstream_proc)
         if hole:
             hole.close()
 
 
 def test_an_https_collector_is_spoken_to_over_tls(idp, workdir):
     hole = Blackhole()
-    s = portcullis(idp, workdir, "otel-https.", f"https://localhost:{hole.port}")
     try:
-        assert s.get("/api/orders/1", idp.token()).status_code == 200
-        deadline = time.monotonic() + 15
-        while not hole.first:
-            assert time.monotonic() < deadline, "the exporter never connected"
-            time.sleep(0.1)
-        # A TLS handshake record (ClientHello), not the HTTP/2 preface in clear.
-        assert hole.first[:1] == b"\x16" and hole.first[5:6] == b"\x01", hole.first[:16]
+        with portcullis(idp, workdir, "otel-https.", f"https://localhost:{hole.port}") as s:
+            assert s.get("/api/orders/1", idp.token()).status_code == 200
+            deadline = time.monotonic() + 15
+            while not hole.first:
+                assert time.monotonic() < deadline, "the exporter never connected"
+                time.sleep(0.1)
+            # A TLS handshake record (ClientHello), not the HTTP/2 preface in clear.
+            assert hole.first[:1] == b"\x16" and hole.first[5:6] == b"\x01", hole.first[:16]
     finally:
-        s.client.close()
-        stop(s.proc, grace=20)
-        stop(s.upstream_proc)
         hole.close()
