@@ -53,7 +53,11 @@ impl Telemetry {
             .with_tonic()
             .with_endpoint(cfg.otlp_endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT);
-        if cfg.otlp_endpoint.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
+        if cfg
+            .otlp_endpoint
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
             // tonic trusts no root unless told which.
             builder = builder.with_tls_config(ClientTlsConfig::new().with_webpki_roots());
         }

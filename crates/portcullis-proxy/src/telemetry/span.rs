@@ -18,8 +18,12 @@ use opentelemetry_sdk::trace::{SdkTracer, Span};
 use portcullis_core::Reason;
 use std::time::{Instant, SystemTime};
 
-/// The spans of one sampled request.
-pub struct RequestSpan {
+/// The spans of one sampled request. Boxed: every request's `Exchange` holds an
+/// `Option` of this, and without traces it should cost that `Exchange` (moved
+/// a few times per request) no more than a pointer.
+pub struct RequestSpan(Box<Spans>);
+
+struct Spans {
     tracer: SdkTracer,
     /// Holds the server span: the parent of the children.
     cx: Context,
@@ -34,26 +38,27 @@ impl RequestSpan {
             .span_builder("request")
             .with_kind(SpanKind::Server)
             .start_with_context(tracer, parent);
-        RequestSpan {
+        RequestSpan(Box::new(Spans {
             tracer: tracer.clone(),
             cx: parent.with_span(server),
             upstream: None,
-        }
+        }))
     }
 
     /// The server span's ids and sampling decision.
     pub(super) fn context(&self) -> SpanContext {
-        self.cx.span().span_context().clone()
+        self.0.cx.span().span_context().clone()
     }
 
     /// The authentication step, as the decision core timed it.
     pub fn authenticated(&mut self, timing: &AuthTiming) {
         let mut span = self
+            .0
             .tracer
             .span_builder("authenticate")
             .with_kind(SpanKind::Internal)
             .with_start_time(wall_clock(timing.started))
-            .start_with_context(&self.tracer, &self.cx);
+            .start_with_context(&self.0.tracer, &self.0.cx);
         if let Some(reason) = timing.refused {
             span.set_attribute(KeyValue::new("portcullis.reason", reason.as_str()));
             span.set_status(Status::error(reason.as_str()));
@@ -65,18 +70,19 @@ impl RequestSpan {
     /// is told about (`trace.span_id`, sent in `traceparent`).
     pub fn upstream_started(&mut self, trace: &mut TraceContext) {
         let span = self
+            .0
             .tracer
             .span_builder("upstream")
             .with_kind(SpanKind::Client)
-            .start_with_context(&self.tracer, &self.cx);
+            .start_with_context(&self.0.tracer, &self.0.cx);
         trace.span_id = format!("{:016x}", span.span_context().span_id());
-        self.upstream = Some(span);
+        self.0.upstream = Some(span);
     }
 
     /// Ends the upstream call's span: the status the service answered, or why
     /// there was no answer.
     pub fn upstream_done(&mut self, outcome: Result<u16, Reason>) {
-        let Some(mut span) = self.upstream.take() else {
+        let Some(mut span) = self.0.upstream.take() else {
             return;
         };
         match outcome {
@@ -100,10 +106,10 @@ impl RequestSpan {
     /// Ends the server span with what the audit line says about the request.
     pub fn end(mut self, record: &AuditRecord) {
         // An upstream call still open here had no answer to speak of.
-        if self.upstream.is_some() {
+        if self.0.upstream.is_some() {
             self.upstream_done(Err(Reason::UpstreamUnavailable));
         }
-        let span = self.cx.span();
+        let span = self.0.cx.span();
         span.update_name(name(record));
         span.set_attributes(attributes(record));
         // Only server errors mark a server span as failed (OpenTelemetry's HTTP
