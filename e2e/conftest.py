@@ -33,8 +33,8 @@ STARTUP_TIMEOUT = 60  # seconds; two busy cores make node and the venv slow to s
 # Every token string handed out or sent during the session: test_6 checks that
 # none of them was written to the audit file or to Portcullis's stderr.
 TOKENS_SEEN: list[str] = []
-# Every request sent to Portcullis's listener, as (method, url): test_6 checks
-# that each one produced exactly one audit line.
+# Every request sent to the session stack's listener, as (method, url): test_6
+# checks that each one produced exactly one audit line.
 REQUESTS_SENT: list[tuple[str, str]] = []
 
 
@@ -244,6 +244,9 @@ class Stack:
     proc: subprocess.Popen
     upstream_proc: subprocess.Popen
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    # Every request sent through `request`, as (method, path); the session
+    # stack's is REQUESTS_SENT.
+    sent: list[tuple[str, str]] = field(default_factory=list)
 
     def get(self, path: str, token: str | None = None, **kw) -> httpx.Response:
         return self.request("GET", path, token, **kw)
@@ -257,7 +260,7 @@ class Stack:
         if token is not None:
             remember(token)
             headers["Authorization"] = f"Bearer {token}"
-        REQUESTS_SENT.append((method, path))
+        self.sent.append((method, path))
         return self.client.request(method, f"{self.url}{path}", headers=headers, **kw)
 
     def close(self) -> None:
@@ -385,6 +388,7 @@ def launch_retrying(idp: Idp, workdir: Path, **kw) -> Stack:
 @pytest.fixture(scope="session")
 def stack(idp, workdir) -> Stack:
     s = launch_retrying(idp, workdir)
+    s.sent = REQUESTS_SENT
     try:
         yield s
     finally:
