@@ -33,8 +33,8 @@ STARTUP_TIMEOUT = 60  # seconds; two busy cores make node and the venv slow to s
 # Every token string handed out or sent during the session: test_6 checks that
 # none of them was written to the audit file or to Portcullis's stderr.
 TOKENS_SEEN: list[str] = []
-# Every request sent to Portcullis's listener, as (method, url): test_6 checks
-# that each one produced exactly one audit line.
+# Every request sent to the session stack's listener, as (method, url): test_6
+# checks that each one produced exactly one audit line.
 REQUESTS_SENT: list[tuple[str, str]] = []
 
 
@@ -251,6 +251,9 @@ class Stack:
     proc: subprocess.Popen
     upstream_proc: subprocess.Popen
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    # Every request sent through `request`, as (method, path); the session
+    # stack's is REQUESTS_SENT.
+    sent: list[tuple[str, str]] = field(default_factory=list)
 
     def get(self, path: str, token: str | None = None, **kw) -> httpx.Response:
         return self.request("GET", path, token, **kw)
@@ -264,8 +267,14 @@ class Stack:
         if token is not None:
             remember(token)
             headers["Authorization"] = f"Bearer {token}"
-        REQUESTS_SENT.append((method, path))
+        self.sent.append((method, path))
         return self.client.request(method, f"{self.url}{path}", headers=headers, **kw)
+
+    def close(self) -> None:
+        """Stops Portcullis (SIGTERM: it drains) and the upstream."""
+        self.client.close()
+        stop(self.proc, grace=20)
+        stop(self.upstream_proc)
 
     def upstream_seen(self) -> list[dict]:
         return httpx.get(f"{self.upstream}/__upstream/seen").json()
@@ -370,24 +379,27 @@ def launch(binary: str, idp: Idp, workdir: Path, config: str = CONFIG, tag: str 
                  config_file, proc, upstream_proc)
 
 
-@pytest.fixture(scope="session")
-def stack(idp, workdir) -> Stack:
+def launch_retrying(idp: Idp, workdir: Path, **kw) -> Stack:
+    """`launch`, started over on new ports when a probed free port was taken by
+    someone else before Portcullis bound it. Anything else is a failure."""
     binary = portcullis_bin()
     for attempt in range(3):
         try:
-            s = launch(binary, idp, workdir)
-            break
+            return launch(binary, idp, workdir, **kw)
         except RuntimeError as err:
-            # A probed free port can be taken by someone else before Portcullis
-            # binds it: then start over on new ports. Anything else is a failure.
             if attempt == 2 or "in use" not in str(err).lower():
                 raise
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def stack(idp, workdir) -> Stack:
+    s = launch_retrying(idp, workdir)
+    s.sent = REQUESTS_SENT
     try:
         yield s
     finally:
-        s.client.close()
-        stop(s.proc, grace=20)
-        stop(s.upstream_proc)
+        s.close()
 
 
 @pytest.fixture(scope="session")

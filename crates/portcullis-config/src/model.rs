@@ -613,7 +613,7 @@ pub struct ExtAuthzTlsConfig {
 }
 
 /// `telemetry`: OpenTelemetry trace export over OTLP/gRPC.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector, e.g. `http://collector:4317`.

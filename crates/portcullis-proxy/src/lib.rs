@@ -28,6 +28,7 @@ pub mod respond;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream_auth;
 pub mod workers;

@@ -15,7 +15,7 @@ use crate::forward;
 use crate::forward::headers::{self, names};
 use crate::judge::{self, Frontend, RequestFacts};
 use crate::listener::h1_guard::{Refusal as GuardRefusal, REJECTED_PATH};
-use crate::request_meta::{request_id, TraceContext};
+use crate::request_meta::request_id;
 use crate::respond::{error_response, wants_html, Refusal};
 use crate::runtime::Runtime;
 use crate::state::Shared;
@@ -49,11 +49,15 @@ pub async fn handle(
         Ok(text) if client_ip == conn.peer.ip() => text.to_string(),
         _ => client_ip.to_string(),
     };
+    let (trace, span) = crate::telemetry::begin(
+        shared.telemetry.as_ref(),
+        trusted_header(&names::TRACEPARENT),
+    );
     let mut ex = Exchange {
         started: Instant::now(),
         arrived: AuditTime::now(),
         request_id: request_id(trusted_header(&names::X_REQUEST_ID)),
-        trace: TraceContext::continue_or_start(trusted_header(&names::TRACEPARENT)),
+        trace,
         client_ip,
         method: req.method().as_str().to_string(),
         host: String::new(),
@@ -66,6 +70,7 @@ pub async fn handle(
         html: wants_html(req.headers()),
         refused: None,
         frontend: Frontend::Proxy,
+        span,
     };
     // The HTTP/1 guard stops inspecting a connection once a request asks for an
     // upgrade; if no upgrade happens, the connection must not carry more requests.
@@ -192,11 +197,15 @@ async fn run(
     if let Some(id) = &request_id {
         req.headers_mut().insert(names::X_REQUEST_ID, id.clone());
     }
-    set_header(req.headers_mut(), names::TRACEPARENT, &ex.trace.header());
     crate::upstream_auth::attach(req.headers_mut(), route_cfg, rt).await?;
     for (name, value) in set.iter() {
         req.headers_mut().insert(name.clone(), value.clone());
     }
+    // Traced, the upstream call is a span of its own: the parent the service sees.
+    if let Some(span) = ex.span.as_mut() {
+        span.upstream_started(&mut ex.trace);
+    }
+    set_header(req.headers_mut(), names::TRACEPARENT, &ex.trace.header());
 
     let timeout = route_cfg
         .timeout
@@ -205,6 +214,14 @@ async fn run(
     let upstream_started = Instant::now();
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_elapsed = upstream_started.elapsed();
+    if let Some(span) = ex.span.as_mut() {
+        span.upstream_done(
+            result
+                .as_ref()
+                .map(|r| r.status().as_u16())
+                .map_err(|r| r.reason),
+        );
+    }
     ex.upstream_ms = Some(millis(upstream_elapsed));
     rt.route_metrics[index]
         .upstream_duration

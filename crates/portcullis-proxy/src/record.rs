@@ -13,6 +13,7 @@ use crate::request_meta::TraceContext;
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use crate::state::Shared;
+use crate::telemetry::RequestSpan;
 use http::{HeaderName, Response};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{Decision, NormalizedPath};
@@ -44,6 +45,8 @@ pub struct Exchange {
     pub refused: Option<Reason>,
     /// Which front end judged it.
     pub frontend: Frontend,
+    /// The request's trace spans, when traces are exported and it is sampled.
+    pub span: Option<RequestSpan>,
 }
 
 impl Exchange {
@@ -61,6 +64,9 @@ impl Exchange {
         self.route_index = j.route;
         self.identity = j.identity;
         self.decision = j.decision;
+        if let (Some(span), Some(timing)) = (&mut self.span, &j.auth_timing) {
+            span.authenticated(timing);
+        }
         if let Some(refusal) = j.refusal {
             return Err(refusal);
         }
@@ -157,6 +163,7 @@ pub fn finish(
         frontend: ex.frontend.as_str(),
     };
     let started = ex.started;
+    let span = ex.span;
     let (parts, body) = response.into_parts();
     let body = Counted::new(
         body,
@@ -164,6 +171,10 @@ pub fn finish(
             let mut record = record;
             record.bytes_out = bytes_out;
             record.duration_ms = millis(started.elapsed());
+            // The span ends with the audit line, and says what it says.
+            if let Some(span) = span {
+                span.end(&record);
+            }
             audit.record(record);
         }),
     );

@@ -34,11 +34,11 @@ pub struct TraceContext {
 impl TraceContext {
     /// Continues a trusted peer's valid `traceparent`, or starts a new trace.
     pub fn continue_or_start(from_trusted_peer: Option<&str>) -> Self {
-        if let Some((trace_id, flags)) = from_trusted_peer.and_then(parse_traceparent) {
+        if let Some(parent) = from_trusted_peer.and_then(parse_traceparent) {
             return TraceContext {
-                trace_id: trace_id.to_string(),
+                trace_id: parent.trace_id.to_string(),
                 span_id: new_hex::<8>(),
-                flags: flags.to_string(),
+                flags: parent.flags.to_string(),
             };
         }
         TraceContext {
@@ -59,8 +59,16 @@ impl TraceContext {
     }
 }
 
+/// The parts of a valid `traceparent`.
+pub struct Traceparent<'a> {
+    pub trace_id: &'a str,
+    /// The caller's span: the parent of ours.
+    pub parent_id: &'a str,
+    pub flags: &'a str,
+}
+
 /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; all-zero ids are invalid (W3C §3.2.2).
-fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+pub fn parse_traceparent(value: &str) -> Option<Traceparent<'_>> {
     let mut parts = value.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -78,7 +86,11 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
         && hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && parent.bytes().any(|b| b != b'0');
-    valid.then_some((trace_id, flags))
+    valid.then_some(Traceparent {
+        trace_id,
+        parent_id: parent,
+        flags,
+    })
 }
 
 thread_local! {

@@ -4,6 +4,7 @@ use crate::audit::AuditLog;
 use crate::listener::connections::Connections;
 use crate::metrics::{Metrics, StateLabel};
 use crate::runtime::{Carried, Runtime};
+use crate::telemetry::Telemetry;
 use crate::tls::ReloadingTls;
 use crate::workers::Workers;
 use crate::{admin, listener};
@@ -20,6 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use crate::state::Shared;
+
+/// The longest shutdown waits for the last spans to reach the collector.
+const TRACE_FLUSH: Duration = Duration::from_secs(3);
 
 /// A running proxy.
 pub struct Server {
@@ -47,6 +51,7 @@ impl Server {
             identity_metrics.register(&mut registry);
         }
         let audit = AuditLog::open(&config.audit.sink).context("cannot open the audit sink")?;
+        let telemetry = Telemetry::start(config.telemetry.as_ref()).map_err(anyhow::Error::msg)?;
         let fetch: Arc<dyn Fetch> = Arc::new(
             HttpFetch::new(Duration::from_secs(10)).map_err(|e| anyhow::anyhow!(e.to_string()))?,
         );
@@ -83,6 +88,7 @@ impl Server {
             identity_metrics,
             fetch,
             audit,
+            telemetry,
         });
         let (stop, stop_rx) = watch::channel(false);
         let state = |state| {
@@ -198,8 +204,13 @@ impl Server {
     }
 
     /// Swaps in an already-loaded config (used by reload and by tests).
-    pub fn apply(&self, config: Config) -> Result<(), String> {
+    pub fn apply(&self, mut config: Config) -> Result<(), String> {
         let current = self.shared.runtime.load_full();
+        if config.telemetry != current.config.telemetry {
+            tracing::warn!("telemetry cannot change on reload; restart to apply it");
+            // The runtime describes the exporter that actually runs.
+            config.telemetry.clone_from(&current.config.telemetry);
+        }
         if config.server.listen != current.config.server.listen
             || config.admin.listen != current.config.admin.listen
         {
@@ -223,7 +234,7 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then
-    /// flushes the audit log.
+    /// flushes the traces (within [`TRACE_FLUSH`]) and the audit log.
     pub async fn shutdown(self) {
         let grace = self
             .shared
@@ -249,6 +260,10 @@ impl Server {
             );
         }
         drop(self.workers);
+        // Bounded: a dead collector must not hold up the exit.
+        if let Some(telemetry) = &self.shared.telemetry {
+            telemetry.shutdown(TRACE_FLUSH).await;
+        }
         self.shared.audit.shutdown();
     }
 }

@@ -1,9 +1,10 @@
 //! The state every front end's requests can reach: the current compiled runtime
-//! (swapped whole on reload), the metrics, the fetcher and the audit log.
+//! (swapped whole on reload), the metrics, the fetcher, the audit log and the trace exporter.
 
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::telemetry::Telemetry;
 use arc_swap::ArcSwap;
 use portcullis_identity::{Fetch, IdentityMetrics};
 use std::sync::Arc;
@@ -16,4 +17,6 @@ pub struct Shared {
     pub identity_metrics: IdentityMetrics,
     pub fetch: Arc<dyn Fetch>,
     pub audit: AuditLog,
+    /// The trace exporter, when `telemetry` was configured at startup.
+    pub telemetry: Option<Telemetry>,
 }

@@ -107,3 +107,34 @@ async fn health_and_readiness() {
         "{metrics}"
     );
 }
+
+/// `telemetry` is started once: a reload that adds, changes or removes it keeps
+/// the running exporter (and says so), and the runtime describes that exporter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_changes_wait_for_a_restart() {
+    let echo = EchoUpstream::start().await.unwrap();
+    let plain = yaml(&echo.url(), "r");
+    let traced = format!("{plain}telemetry:\n  otlp_endpoint: http://127.0.0.1:9\n");
+    let load = |text: &str| {
+        portcullis_config::load_str(text, "t.yaml", &|_| None)
+            .unwrap()
+            .config
+    };
+    let running = |s: &Server| s.shared.runtime.load().config.telemetry.clone();
+
+    let server = Server::start(load(&plain), None).await.unwrap();
+    server.apply(load(&traced)).unwrap();
+    assert_eq!(running(&server), None);
+    assert!(server.shared.telemetry.is_none());
+    server.shutdown().await;
+
+    let server = Server::start(load(&traced), None).await.unwrap();
+    let started = running(&server);
+    assert!(started.is_some());
+    server.apply(load(&plain)).unwrap();
+    assert_eq!(running(&server), started);
+    let other = traced.replace("127.0.0.1:9", "127.0.0.1:10");
+    server.apply(load(&other)).unwrap();
+    assert_eq!(running(&server), started);
+    server.shutdown().await;
+}

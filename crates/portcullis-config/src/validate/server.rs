@@ -31,11 +31,6 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             report.error(&at.key("sample_ratio"), "must be between 0 and 1");
         }
-        // Said rather than silently ignored: a team would otherwise wait for spans.
-        report.warn(
-            &at,
-            "OpenTelemetry export is not implemented yet: no spans are sent (traceparent is still propagated)",
-        );
     }
 }
 

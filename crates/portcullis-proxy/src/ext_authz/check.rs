@@ -14,7 +14,7 @@ use crate::body::full;
 use crate::forward::headers::names;
 use crate::judge::{self, Frontend, PeerIdentity, RequestFacts};
 use crate::record::{self, Exchange};
-use crate::request_meta::{request_id, TraceContext};
+use crate::request_meta::request_id;
 use crate::respond::{error_response, wants_html, Refusal};
 use crate::runtime::Runtime;
 use crate::state::Shared;
@@ -65,11 +65,13 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
         .ok()
         .and_then(|h| h.get(names::TRACEPARENT))
         .and_then(|v| v.to_str().ok());
+    let (trace, span) =
+        crate::telemetry::begin(shared.telemetry.as_ref(), trusted(traceparent).as_deref());
     let mut ex = Exchange {
         started: Instant::now(),
         arrived: AuditTime::now(),
         request_id: request_id(trusted(Some(http.id.as_str())).as_deref()),
-        trace: TraceContext::continue_or_start(trusted(traceparent).as_deref()),
+        trace,
         client_ip: client_ip.to_string(),
         method: http.method.clone(),
         host: String::new(),
@@ -82,6 +84,7 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
         html: headers.as_ref().is_ok_and(wants_html),
         refused: None,
         frontend: Frontend::ExtAuthz,
+        span,
     };
     let principal = PeerIdentity {
         source: WorkloadSource::Xfcc,

@@ -29,6 +29,7 @@ use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{Decision, NormalizedPath};
 use std::borrow::Cow;
+use std::time::Instant;
 pub use workload::PeerIdentity;
 
 /// Which front end asked (the audit line's `frontend`, SPEC §4).
@@ -109,6 +110,17 @@ pub struct Judgment {
     /// header the service gets instead (`None`: none at all), so no session
     /// cookie ever reaches a service that could replay it.
     pub cookie: Option<Option<http::HeaderValue>>,
+    /// When the caller was identified, for the trace's `authenticate` span;
+    /// measured only when `telemetry` is configured.
+    pub auth_timing: Option<AuthTiming>,
+}
+
+/// How long identifying the caller took, and why it refused, if it did.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthTiming {
+    pub started: Instant,
+    pub ended: Instant,
+    pub refused: Option<Reason>,
 }
 
 /// Judges one request. Never fails: a refusal is part of the judgment.
@@ -176,7 +188,15 @@ async fn decide(
     j.route = Some(index);
     j.route_name = Some(route.name().to_string());
 
-    let caller = identify_caller(rt, facts, route_cfg.auth).await?;
+    // Timed only for traces: the clock is not read otherwise.
+    let auth_started = rt.config.telemetry.is_some().then(Instant::now);
+    let identified = identify_caller(rt, facts, route_cfg.auth).await;
+    j.auth_timing = auth_started.map(|started| AuthTiming {
+        started,
+        ended: Instant::now(),
+        refused: identified.as_ref().err().map(|r| r.reason),
+    });
+    let caller = identified?;
     j.identity = caller.identity;
     j.session = caller.session;
 
