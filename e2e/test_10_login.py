@@ -31,6 +31,7 @@ CONFIG = """
 server:
   listen: 127.0.0.1:{port}
   public_url: http://127.0.0.1:{port}
+  trusted_proxies: [127.0.0.1/32]   # forward-auth below asks from loopback
 admin:
   listen: 127.0.0.1:{admin_port}
 audit:
@@ -260,3 +261,23 @@ def test_no_token_or_secret_in_logs_or_audit(login_stack):
     lines = [json.loads(l) for l in audit.splitlines() if l.strip()]
     assert any(l["path"] == "/.portcullis/callback" and l["identity"]["sub"] == "alice"
                for l in lines)
+
+
+def test_forward_auth_redirects_browsers_only_when_asked(login_stack):
+    """Traefik/Caddy pass `?redirect=true` and the answer to the browser; nginx
+    asks without it and turns the 401 into `error_page 401 = @login`."""
+    s = login_stack
+    described = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "http",
+                 "X-Forwarded-Host": s.base.removeprefix("http://"),
+                 "X-Forwarded-Uri": "/app/deep?q=1", "Accept": "text/html"}
+    r = httpx.get(f"{s.base}/.portcullis/authz?redirect=true", headers=described)
+    assert r.status_code == 302
+    rd = httpx.QueryParams(httpx.URL(r.headers["location"]).query)["rd"]
+    assert r.headers["location"].startswith(f"{s.base}/.portcullis/login?")
+    assert rd == f"{s.base}/app/deep?q=1"
+    assert httpx.get(f"{s.base}/.portcullis/authz", headers=described).status_code == 401
+    api = described | {"Accept": "application/json"}
+    assert httpx.get(f"{s.base}/.portcullis/authz?redirect=true", headers=api).status_code == 401
+    # The login endpoint it points at starts sign-in and keeps where to return.
+    start = httpx.get(r.headers["location"])
+    assert start.status_code == 302 and start.headers["location"].startswith(s.issuer)
