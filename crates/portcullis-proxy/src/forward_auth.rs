@@ -110,8 +110,8 @@ pub async fn authz(
     for (name, value) in set.iter() {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
-    if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
-        resp.headers_mut().insert(names::X_REQUEST_ID, id);
+    for (name, value) in ex.correlation_headers() {
+        resp.headers_mut().insert(name, value);
     }
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
