@@ -99,6 +99,7 @@ pub async fn authz(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let judgment = judge::judge(rt, &facts).await;
     if judgment.reserved {
@@ -167,6 +168,7 @@ pub async fn whoami(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     ex.identity = judge::identify(rt, &facts, AuthMode::Required).await?;
     if !ex.identity.is_authenticated() {

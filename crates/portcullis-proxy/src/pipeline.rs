@@ -140,6 +140,7 @@ async fn run(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let judgment = judge::judge(rt, &facts).await;
     let (path, set, remove) = ex.absorb(judgment)?;

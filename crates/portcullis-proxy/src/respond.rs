@@ -25,6 +25,9 @@ pub struct Refusal {
     /// A status other than the reason's own (431 for oversized heads, whose code is
     /// still `bad_request`).
     pub status: Option<StatusCode>,
+    /// For a rejected token: the provider it was routed to. Never told to the
+    /// caller; `portcullis explain` names it.
+    pub provider: Option<String>,
 }
 
 impl Refusal {
@@ -43,6 +46,7 @@ impl Refusal {
             html: None,
             close: false,
             status: None,
+            provider: None,
         }
     }
 }

@@ -137,6 +137,7 @@ async fn judge_check(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let judgment = judge::judge(rt, &facts).await;
     // The proxy's own endpoints are not served behind Envoy.

@@ -75,6 +75,22 @@ pub struct RequestFacts<'a> {
     pub html: bool,
     /// For the 403 page.
     pub request_id: &'a str,
+    /// Set only by `portcullis explain`, which asks offline (see [`Offline`]).
+    pub offline: Option<&'a Offline>,
+}
+
+/// What `portcullis explain` brings besides a request's facts. Explain asks
+/// this core its question rather than keeping a copy of the steps, so what it
+/// needs beyond a request is a fact here, not a second pipeline: claims it takes
+/// as verified go where a token's verified claims would, and the policy always
+/// explains itself. (A verified workload, `--workload`, is already a fact:
+/// [`RequestFacts::peer_identity`].)
+#[derive(Debug, Default)]
+pub struct Offline {
+    /// Claims taken as verified (`--claims`): they stand in for a bearer token,
+    /// under the same `auth` rules, mapped by the authenticator as the issuer's
+    /// provider maps a verified token's claims.
+    pub claims: Option<serde_json::Value>,
 }
 
 /// What the core decided about one request. Every front end records the audit
@@ -161,7 +177,7 @@ async fn decide(
         host: &facts.host.name,
         path,
     };
-    let decision = route.evaluate(&j.identity, &policy_facts);
+    let decision = route.evaluate_with(&j.identity, &policy_facts, facts.offline.is_some());
     let permitted = decision.permits();
     // A caller who brought no credential at all is asked for one (401), not told
     // that someone unknown is forbidden (SPEC §6).
@@ -252,18 +268,29 @@ pub async fn identify(
         facts.peer_trusted,
     )?;
     let mut identity = Identity::anonymous();
-    match credentials::credential(facts.headers)? {
+    let credential = match facts.offline.and_then(|o| o.claims.as_ref()) {
+        Some(claims) => Credential::Claims(claims),
+        None => credentials::credential(facts.headers)?,
+    };
+    let rejected = |e: portcullis_identity::AuthError| {
+        let mut r = Refusal::with_message(e.reason, e.description);
+        r.provider = e.provider;
+        r
+    };
+    match credential {
         Credential::None if auth == AuthMode::Required && workload.is_none() => {
             return Err(Refusal::new(Reason::MissingToken));
         }
         Credential::Bearer(token) if auth != AuthMode::None => {
+            identity = rt.auth.verify_bearer(token).await.map_err(rejected)?;
+        }
+        Credential::Claims(claims) if auth != AuthMode::None => {
             identity = rt
                 .auth
-                .verify_bearer(token)
-                .await
-                .map_err(|e| Refusal::with_message(e.reason, e.description))?;
+                .identity_from_claims(claims.clone())
+                .map_err(rejected)?;
         }
-        Credential::None | Credential::Bearer(_) => {}
+        Credential::None | Credential::Bearer(_) | Credential::Claims(_) => {}
     }
     if let Some(spiffe) = workload {
         workload::attach(&mut identity, spiffe);
