@@ -898,3 +898,43 @@ async fn every_single_character_change_is_rejected() {
         );
     }
 }
+
+#[test]
+fn claims_taken_as_verified_map_with_their_providers_mapping() {
+    let kc = provider(json!({
+        "name": "kc", "allow_any_audience": true, "audiences": [],
+        "claims": {"groups": "realm_access.roles", "scopes": "scp"}
+    }));
+    let a = Authenticator::new(&[kc], FakeFetch::new(), IdentityMetrics::new()).unwrap();
+    let id = a
+        .identity_from_claims(json!({"iss": ISS, "sub": "u", "realm_access": {"roles": ["admin"]}, "scp": ["a", "b"], "email": "x@y", "email_verified": false}))
+        .unwrap();
+    assert_eq!(id.provider.as_deref(), Some("kc"));
+    assert_eq!(id.groups, ["admin"]);
+    assert_eq!(id.scopes, ["a", "b"]);
+    assert_eq!(id.email, None, "unverified email is dropped");
+
+    // A claim of the wrong type is refused as the verifier refuses it.
+    let e = a
+        .identity_from_claims(json!({"iss": ISS, "sub": "u", "realm_access": {"roles": 5}}))
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::InvalidToken);
+    assert_eq!(e.provider.as_deref(), Some("kc"));
+    assert!(
+        e.description.contains("realm_access.roles"),
+        "{}",
+        e.description
+    );
+
+    // No provider for the issuer: the default mapping, and no provider named.
+    let id = a
+        .identity_from_claims(json!({"sub": "svc", "client_id": "svc", "groups": ["g"]}))
+        .unwrap();
+    assert_eq!(id.kind, IdentityKind::Service);
+    assert_eq!(id.provider, None);
+    assert_eq!(id.groups, ["g"]);
+    let e = a
+        .identity_from_claims(json!({"sub": "u", "groups": 5}))
+        .unwrap_err();
+    assert!(e.description.contains("groups"));
+}

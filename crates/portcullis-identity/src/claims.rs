@@ -122,17 +122,16 @@ impl ClaimMapping {
 
 /// Maps already-verified `claims` to an [`Identity`] exactly as a provider with
 /// `mapping` does for a verified token (same paths, same type rules, same
-/// unverified-email rule, same user/service heuristics). For `portcullis explain
-/// --claims`, which judges claims without a token.
-pub fn identity_from_claims(
-    mapping: &ClaimsMapping,
+/// unverified-email rule, same user/service heuristics); see
+/// [`crate::Authenticator::identity_from_claims`].
+pub(crate) fn identity_from_claims(
+    mapping: &ClaimMapping,
     claims: Value,
     provider: &str,
     issuer: &str,
 ) -> Result<Identity, AuthError> {
-    let compiled = ClaimMapping::compile(mapping).map_err(AuthError::invalid)?;
     let expires_at = claims.get("exp").and_then(Value::as_u64);
-    compiled.identity(
+    mapping.identity(
         Arc::new(claims),
         Source {
             provider,

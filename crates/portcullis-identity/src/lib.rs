@@ -50,7 +50,6 @@ mod validation;
 pub mod workload;
 
 pub use authenticator::{Authenticator, ProviderReadiness};
-pub use claims::identity_from_claims;
 pub use error::{AuthError, AuthenticatorError};
 pub use fetch::{Fetch, FetchError, FetchResponse, HttpFetch};
 #[doc(hidden)]

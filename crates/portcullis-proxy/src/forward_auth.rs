@@ -100,6 +100,7 @@ pub async fn authz(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let judgment = judge::judge(rt, &facts).await;
     if judgment.reserved {
@@ -138,8 +139,8 @@ pub async fn authz(
     for (name, value) in set.iter() {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
-    if let Ok(id) = HeaderValue::from_str(&ex.request_id) {
-        resp.headers_mut().insert(names::X_REQUEST_ID, id);
+    for (name, value) in ex.correlation_headers() {
+        resp.headers_mut().insert(name, value);
     }
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -195,6 +196,7 @@ pub async fn whoami(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let caller = judge::identify_caller(rt, &facts, AuthMode::Required).await?;
     ex.identity = caller.identity;

@@ -145,6 +145,7 @@ async fn run(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let mut judgment = judge::judge(rt, &facts).await;
     let cookie = judgment.cookie.take();

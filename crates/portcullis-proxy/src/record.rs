@@ -6,6 +6,7 @@
 
 use crate::audit::{millis, AuditIdentity, AuditRecord, AuditTime};
 use crate::body::{Counted, ProxyBody};
+use crate::forward::headers::names;
 use crate::judge::{Frontend, Judgment};
 use crate::metrics::{RequestLabels, RouteLabel};
 use crate::propagate::Propagated;
@@ -14,7 +15,7 @@ use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 use crate::telemetry::RequestSpan;
-use http::{HeaderName, Response};
+use http::{HeaderName, HeaderValue, Response};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{Decision, NormalizedPath};
 use std::sync::Arc;
@@ -73,6 +74,21 @@ impl Exchange {
         let path = j.path.ok_or_else(|| Refusal::new(Reason::BadRequest))?;
         let set = j.set.unwrap_or_else(|| Arc::from(Vec::new()));
         Ok((path, set, j.remove))
+    }
+
+    /// `X-Request-Id` and `traceparent` as the service receives them (SPEC §3):
+    /// what a front end that does not forward the request itself (forward-auth,
+    /// ext_authz) hands to the proxy that does.
+    pub fn correlation_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        [
+            (names::X_REQUEST_ID, HeaderValue::from_str(&self.request_id)),
+            (
+                names::TRACEPARENT,
+                HeaderValue::from_str(&self.trace.header()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.ok()?)))
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Refusal {
     /// Answer with this 302 instead of the error page (boxed: rare, and a
     /// `Refusal` travels in every `Result` of the pipeline).
     pub redirect: Option<Box<Redirect>>,
+    /// For a rejected token: the provider it was routed to. Never told to the
+    /// caller; `portcullis explain` names it.
+    pub provider: Option<String>,
 }
 
 /// A 302 and the cookies it sets.
@@ -62,6 +65,7 @@ impl Refusal {
             status: None,
             sign_in: false,
             redirect: None,
+            provider: None,
         }
     }
 }

@@ -79,18 +79,7 @@ impl Runtime {
                 errors.push(format!("server.tls: {e}"));
             }
         }
-        let fetch: Arc<dyn Fetch> =
-            match portcullis_identity::HttpFetch::new(std::time::Duration::from_secs(10)) {
-                Ok(f) => Arc::new(f),
-                Err(e) => return Err(vec![e.to_string()]),
-            };
-        let carried = Carried {
-            previous: None,
-            identity_metrics: &IdentityMetrics::default(),
-            metrics: &Metrics::new(),
-            fetch: &fetch,
-        };
-        if let Err(more) = Self::compile(config, carried, Keys::ReadOnly) {
+        if let Err(more) = Self::offline(config, std::time::Duration::from_secs(10)) {
             errors.extend(more);
         }
         if errors.is_empty() {
@@ -98,6 +87,27 @@ impl Runtime {
         } else {
             Err(errors)
         }
+    }
+
+    /// The runtime `check` compiles, for judging requests without serving
+    /// (`portcullis explain`): nothing is written and nothing fetched until a
+    /// token needs its provider's keys (loaded on first use, each fetch bounded
+    /// by `fetch_timeout`); no background task runs.
+    pub fn offline(
+        config: Config,
+        fetch_timeout: std::time::Duration,
+    ) -> Result<Runtime, Vec<String>> {
+        let fetch: Arc<dyn Fetch> = match portcullis_identity::HttpFetch::new(fetch_timeout) {
+            Ok(f) => Arc::new(f),
+            Err(e) => return Err(vec![e.to_string()]),
+        };
+        let carried = Carried {
+            previous: None,
+            identity_metrics: &IdentityMetrics::default(),
+            metrics: &Metrics::new(),
+            fetch: &fetch,
+        };
+        Self::compile(config, carried, Keys::ReadOnly)
     }
 
     fn compile(config: Config, carried: Carried<'_>, keys: Keys) -> Result<Runtime, Vec<String>> {

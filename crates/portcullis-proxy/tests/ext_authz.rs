@@ -54,8 +54,13 @@ impl std::ops::Deref for Stack {
 
 impl Stack {
     async fn start() -> Stack {
+        Stack::start_with("").await
+    }
+
+    /// With extra lines in the `server` section (`trusted_proxies`).
+    async fn start_with(server_keys: &str) -> Stack {
         let sections = "ext_authz:\n  grpc_listen: 127.0.0.1:0\nworkload_identity:\n  trust_domain: cluster.local\n  accept: [xfcc]\n";
-        Stack(IdpStack::start("", sections, ROUTES).await)
+        Stack(IdpStack::start(server_keys, sections, ROUTES).await)
     }
 
     fn grpc(&self) -> Grpc {
@@ -515,4 +520,71 @@ async fn health_check_is_serving_and_unknown_methods_are_unimplemented() {
     // Health checks are not judgments: no audit line.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.audit_lines().is_empty());
+}
+
+/// `00-<trace id>-<span id>-<flags>` split into its parts, checked for shape.
+fn traceparent(value: &str) -> (String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len()),
+        ("00", 32, 16),
+        "{value}"
+    );
+    (parts[1].to_string(), parts[2].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_gets_the_request_id_and_trace_of_the_audit_line() {
+    const ENVOY_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let checked = |s: &Stack| {
+        let token = s.token("erin", json!({"scope": "orders:read"}));
+        let auth = format!("Bearer {token}");
+        let headers = [
+            ("authorization", auth),
+            ("traceparent", ENVOY_TRACE.to_string()),
+            ("x-request-id", "spoofed-id".to_string()),
+        ];
+        envoy_check(
+            "GET",
+            "/orders/1",
+            &headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+            "",
+        )
+    };
+
+    // An Envoy that is not a trusted proxy: its id and trace are not taken.
+    let s = Stack::start().await;
+    let resp = s.check(checked(&s)).await;
+    let ok = ok_response(&resp);
+    let id = value(&ok.headers, "x-request-id").to_string();
+    assert!(id != "envoy-request-1" && id != "spoofed-id", "{id}");
+    let (trace, _) = traceparent(value(&ok.headers, "traceparent"));
+    assert_ne!(trace, "0af7651916cd43dd8448eb211c80319c");
+    let removed = &ok.headers_to_remove;
+    assert!(!removed
+        .iter()
+        .any(|h| h == "x-request-id" || h == "traceparent"));
+    let audit = s.audit_when(1).await;
+    assert_eq!(audit[0]["request_id"], id.as_str());
+    assert_eq!(audit[0]["trace_id"], trace.as_str());
+
+    // A trusted Envoy: its request id is kept and its trace continued with a
+    // span of ours, on allowed and refused checks alike.
+    let s = Stack::start_with("  trusted_proxies: [127.0.0.1/32]\n").await;
+    let resp = s.check(checked(&s)).await;
+    let ok = ok_response(&resp);
+    assert_eq!(value(&ok.headers, "x-request-id"), "envoy-request-1");
+    let (trace, span) = traceparent(value(&ok.headers, "traceparent"));
+    assert_eq!(trace, "0af7651916cd43dd8448eb211c80319c");
+    assert_ne!(span, "b7ad6b7169203331", "a new span");
+    let resp = s.check(envoy_check("GET", "/orders/1", &[], "")).await;
+    let denied = denied_response(&resp, 16, 401);
+    assert_eq!(value(&denied.headers, "x-request-id"), "envoy-request-1");
+    let audit = s.audit_when(2).await;
+    assert_eq!(audit[0]["request_id"], "envoy-request-1");
+    assert_eq!(audit[0]["trace_id"], trace.as_str());
 }

@@ -71,9 +71,23 @@ async fn the_described_request_gets_the_proxys_answer() {
     let mut h = describe("GET", "/orders/42?x=1");
     h.push(("authorization", &reader));
     h.push(("x-auth-request-user", "mallory"));
+    h.push(("x-request-id", "nginx-req-7"));
+    h.push((
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ));
     let (status, headers, body) = s.authz(&h).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-auth-request-user"], "alice");
+    // The front proxy is trusted: its request id is kept and its trace continued
+    // (with a span of ours), for it to pass on as the reverse proxy would (§3).
+    assert_eq!(headers["x-request-id"], "nginx-req-7");
+    let trace = headers["traceparent"].to_str().unwrap();
+    assert!(
+        trace.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+            && !trace.contains("b7ad6b7169203331"),
+        "{trace}"
+    );
     assert_eq!(headers["x-auth-request-groups"], "dev");
     assert!(headers.contains_key("x-portcullis-assertion"));
     // The same request through the reverse proxy is allowed too.
@@ -137,7 +151,20 @@ async fn the_described_request_gets_the_proxys_answer() {
     assert_eq!(status, 404);
 
     // Every Check leaves an audit line naming the front end and the judged request.
-    let lines = s.audit_lines();
+    // (Lines are written as each answer is done: wait for the last ones.)
+    let mut lines = s.audit_lines();
+    for _ in 0..100 {
+        if lines
+            .iter()
+            .filter(|l| l["frontend"] == "forward_auth")
+            .count()
+            >= 7
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        lines = s.audit_lines();
+    }
     let fa: Vec<&Value> = lines
         .iter()
         .filter(|l| l["frontend"] == "forward_auth")

@@ -47,7 +47,7 @@ pub fn run(path: &Path) -> ExitCode {
 
 /// `routes[3] (orders): match.path_regex: …` at the position of
 /// `routes[3].match.path_regex` in the file.
-fn place(text: &str, file: &str, message: &str) -> Diagnostic {
+pub(crate) fn place(text: &str, file: &str, message: &str) -> Diagnostic {
     locate(text, file, &leading_path(message), message)
 }
 

@@ -567,6 +567,14 @@ fn explain_insufficient_scope_and_no_route() {
 fn explain_json_is_one_object_with_decision_reason_route_rules() {
     let dir = TempDir::new().unwrap();
     let cfg = explain_config(dir.path(), "");
+    // --workload is a verified peer's identity: it counts only where the proxy
+    // would accept one (a workload_identity section, its trust domain).
+    let plain = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{plain}workload_identity:\n  trust_domain: example.org\n  accept: [mtls]\n"),
+    )
+    .unwrap();
     let r = explain(
         &cfg,
         &[
@@ -610,6 +618,37 @@ fn explain_json_is_one_object_with_decision_reason_route_rules() {
         "spiffe://example.org/ns/shop/sa/web"
     );
     assert_eq!(v["request"]["path"], "/api/orders");
+
+    // Another trust domain, or no workload_identity at all: not the caller's
+    // workload, as the proxy would not take it either, and a note says why.
+    let args = |id: &'static str| {
+        [
+            "-X",
+            "GET",
+            "--url",
+            "https://shop.example/api/orders",
+            "--claims",
+            r#"{"sub":"bob"}"#,
+            "--workload",
+            id,
+            "--json",
+        ]
+    };
+    let r = explain(&cfg, &args("spiffe://other.org/ns/shop/sa/web"));
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["identity"]["workload"], Value::Null);
+    assert!(
+        v["notes"].to_string().contains("trust domain example.org"),
+        "{v}"
+    );
+    std::fs::write(&cfg, &plain).unwrap();
+    let r = explain(&cfg, &args("spiffe://example.org/ns/shop/sa/web"));
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["identity"]["workload"], Value::Null);
+    assert!(
+        v["notes"].to_string().contains("no workload_identity"),
+        "{v}"
+    );
 }
 
 #[test]

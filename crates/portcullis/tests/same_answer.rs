@@ -221,6 +221,24 @@ routes:
         ("GET", "/maybe/x", None, None, "missing_token"),
         ("GET", "/maybe/x", Some(&reader), None, "forbidden"),
         ("GET", "/maybe/x", Some(&admin_token), None, "allowed"),
+        // auth: optional does not make a bad token anonymous: 401, as on required.
+        (
+            "GET",
+            "/maybe/x",
+            Some("not.a.token"),
+            None,
+            "invalid_token",
+        ),
+        ("GET", "/maybe/x", Some(&expired), None, "token_expired"),
+        // Nor does a workload of another trust domain count there.
+        ("GET", "/maybe/x", None, Some(foreign), "missing_token"),
+        (
+            "GET",
+            "/maybe/x",
+            Some("not.a.token"),
+            Some(foreign),
+            "invalid_token",
+        ),
         ("GET", "/open/x", Some("not.a.token"), None, "allowed"),
         ("GET", "/nowhere", Some(&reader), None, "no_route"),
     ];

@@ -140,6 +140,7 @@ async fn judge_check(
         client_ip: &ex.client_ip,
         html: ex.html,
         request_id: &ex.request_id,
+        offline: None,
     };
     let judgment = judge::judge(rt, &facts).await;
     // The proxy's own endpoints are not served behind Envoy.
@@ -148,15 +149,23 @@ async fn judge_check(
     if reserved {
         return Err(Refusal::new(Reason::NoRoute));
     }
+    // The service hears the request id and trace the audit line has, as from
+    // the reverse proxy (SPEC §3).
+    let correlation: Vec<_> = ex.correlation_headers().collect();
     let headers = set
         .iter()
+        .chain(correlation.iter())
         .map(|(name, value)| overwrite(name, value))
         .collect();
     // Envoy removes after it sets: a header that is overwritten must not also
     // be named here, or the identity just set would go with the spoofed one.
     let headers_to_remove = remove
         .iter()
-        .filter(|name| !set.iter().any(|(set_name, _)| set_name == *name))
+        .filter(|name| {
+            !set.iter()
+                .chain(correlation.iter())
+                .any(|(set_name, _)| set_name == *name)
+        })
         .map(|name| name.as_str().to_string())
         .collect();
     Ok(OkHttpResponse {

@@ -10,6 +10,9 @@ use portcullis_core::Reason;
 pub enum Credential<'a> {
     None,
     Bearer(&'a str),
+    /// Claims taken as verified: only `portcullis explain --claims` has these
+    /// (see [`super::Offline`]); no request can carry them.
+    Claims(&'a serde_json::Value),
 }
 
 /// Reads the bearer token. Two `Authorization` headers are refused (400): guessing

@@ -77,6 +77,22 @@ pub struct RequestFacts<'a> {
     pub html: bool,
     /// For the 403 page.
     pub request_id: &'a str,
+    /// Set only by `portcullis explain`, which asks offline (see [`Offline`]).
+    pub offline: Option<&'a Offline>,
+}
+
+/// What `portcullis explain` brings besides a request's facts. Explain asks
+/// this core its question rather than keeping a copy of the steps, so what it
+/// needs beyond a request is a fact here, not a second pipeline: claims it takes
+/// as verified go where a token's verified claims would, and the policy always
+/// explains itself. (A verified workload, `--workload`, is already a fact:
+/// [`RequestFacts::peer_identity`].)
+#[derive(Debug, Default)]
+pub struct Offline {
+    /// Claims taken as verified (`--claims`): they stand in for a bearer token,
+    /// under the same `auth` rules, mapped by the authenticator as the issuer's
+    /// provider maps a verified token's claims.
+    pub claims: Option<serde_json::Value>,
 }
 
 /// What the core decided about one request. Every front end records the audit
@@ -206,7 +222,7 @@ async fn decide(
         host: &facts.host.name,
         path,
     };
-    let decision = route.evaluate(&j.identity, &policy_facts);
+    let decision = route.evaluate_with(&j.identity, &policy_facts, facts.offline.is_some());
     let permitted = decision.permits();
     // A caller who brought no credential at all is asked for one (401), not told
     // that someone unknown is forbidden (SPEC §6).
@@ -317,12 +333,20 @@ pub async fn identify_caller(
         facts.peer_identity,
         facts.peer_trusted,
     )?;
-    let credential = credentials::credential(facts.headers)?;
+    let credential = match facts.offline.and_then(|o| o.claims.as_ref()) {
+        Some(claims) => Credential::Claims(claims),
+        None => credentials::credential(facts.headers)?,
+    };
     let session = match (&rt.login, auth) {
         (Some(login), AuthMode::Required | AuthMode::Optional) => {
             login.session(facts.headers, &rt.auth).await?
         }
         _ => None,
+    };
+    let rejected = |e: portcullis_identity::AuthError| {
+        let mut r = Refusal::with_message(e.reason, e.description);
+        r.provider = e.provider;
+        r
     };
     let mut identity = Identity::anonymous();
     match credential {
@@ -332,11 +356,7 @@ pub async fn identify_caller(
             return Err(Refusal::new(Reason::MissingToken));
         }
         Credential::Bearer(token) if auth != AuthMode::None => {
-            identity = rt
-                .auth
-                .verify_bearer(token)
-                .await
-                .map_err(|e| Refusal::with_message(e.reason, e.description))?;
+            identity = rt.auth.verify_bearer(token).await.map_err(rejected)?;
             if let Some(s) = &session {
                 let same = s.session.identity.subject == identity.subject
                     && s.session.identity.issuer == identity.issuer;
@@ -348,7 +368,13 @@ pub async fn identify_caller(
                 }
             }
         }
-        Credential::None | Credential::Bearer(_) => {}
+        Credential::Claims(claims) if auth != AuthMode::None => {
+            identity = rt
+                .auth
+                .identity_from_claims(claims.clone())
+                .map_err(rejected)?;
+        }
+        Credential::None | Credential::Bearer(_) | Credential::Claims(_) => {}
     }
     if let (Some(s), false) = (&session, identity.is_authenticated()) {
         identity = s.session.identity.clone();
