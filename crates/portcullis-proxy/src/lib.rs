@@ -27,6 +27,7 @@ pub mod request_meta;
 pub mod respond;
 pub mod runtime;
 pub mod server;
+pub mod shared_state;
 pub mod state;
 pub mod tls;
 pub mod upstream_auth;

@@ -1,0 +1,266 @@
+//! Against a real `redis-server` (Debian's; scripts/test installs it), started
+//! here on a free loopback port without persistence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::limiter::{self, Budget};
+use super::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+struct Server {
+    child: Child,
+    port: u16,
+    args: Vec<String>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = Server {
+            child: spawn(port, &args),
+            port,
+            args,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn url(&self, userinfo: &str) -> String {
+        format!("redis://{userinfo}127.0.0.1:{}/3", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port, &self.args);
+        self.wait_ready();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "redis-server exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(port: u16, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is required (scripts/test installs it)")
+}
+
+fn config(url: &str) -> SharedStateConfig {
+    let yaml = format!("shared_state: {{redis: '{url}', timeout: 100ms}}\n");
+    portcullis_config::load_str(&yaml, "test.yaml", &|_| None)
+        .unwrap()
+        .config
+        .shared_state
+        .unwrap()
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const BUDGET: Budget = Budget {
+    interval: Duration::from_millis(500),
+    burst: 3,
+};
+
+#[tokio::test]
+async fn gcra_in_redis_allows_the_burst_then_refuses_until_the_interval() {
+    let server = Server::start(&[]);
+    let redis = Redis::start(&config(&server.url("")), Gauge::default()).unwrap();
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let t = limiter::take(&redis, "portcullis:rl:r:sub:a", BUDGET)
+            .await
+            .unwrap();
+        assert!(t.allowed);
+        remaining.push(t.remaining);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    let refused = limiter::take(&redis, "portcullis:rl:r:sub:a", BUDGET)
+        .await
+        .unwrap();
+    assert!(!refused.allowed);
+    assert!(refused.retry_after > Duration::from_millis(300));
+    assert!(refused.retry_after <= Duration::from_millis(500));
+    assert!(refused.reset > Duration::from_millis(1000));
+    // Another caller has its own budget.
+    let other = limiter::take(&redis, "portcullis:rl:r:sub:b", BUDGET)
+        .await
+        .unwrap();
+    assert!(other.allowed);
+    // One interval later, one more request is allowed.
+    tokio::time::sleep(refused.retry_after + Duration::from_millis(20)).await;
+    let again = limiter::take(&redis, "portcullis:rl:r:sub:a", BUDGET)
+        .await
+        .unwrap();
+    assert!(again.allowed, "{again:?}");
+
+    // The counter expires once its budget is full again, and lands in the URL's db.
+    let mut sync = redis::Client::open(server.url(""))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("portcullis:rl:r:sub:a")
+        .query(&mut sync)
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 1600, "{pttl}");
+    // NOSCRIPT (an emptied or restarted Redis) falls back to loading the script.
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut sync).unwrap();
+    assert!(
+        limiter::take(&redis, "portcullis:rl:r:sub:c", BUDGET)
+            .await
+            .unwrap()
+            .allowed
+    );
+}
+
+#[tokio::test]
+async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
+    let mut server = Server::start(&[]);
+    let gauge = Gauge::default();
+    let redis = Redis::start(&config(&server.url("")), gauge.clone()).unwrap();
+    until("up", || gauge.get() == 1).await;
+    assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
+
+    server.kill();
+    // The call that meets the dead server fails within the timeout (plus the
+    // scheduler's slack), then Redis counts as down.
+    let started = Instant::now();
+    let _ = limiter::take(&redis, "k", BUDGET).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    until("down", || !redis.is_up()).await;
+    assert_eq!(gauge.get(), 0);
+    // While down, callers do not wait on Redis at all.
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert!(limiter::take(&redis, "k", BUDGET).await.is_err());
+    }
+    assert!(started.elapsed() < Duration::from_millis(50));
+
+    server.restart();
+    until("up again", || redis.is_up()).await;
+    assert_eq!(gauge.get(), 1);
+    assert!(limiter::take(&redis, "k", BUDGET).await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn a_hung_redis_never_holds_a_request_past_the_timeout() {
+    let server = Server::start(&[]);
+    let redis = Redis::start(&config(&server.url("")), Gauge::default()).unwrap();
+    assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
+    server.signal("-STOP");
+    let started = Instant::now();
+    let result = limiter::take(&redis, "k", BUDGET).await;
+    let waited = started.elapsed();
+    server.signal("-CONT");
+    assert!(result.is_err());
+    assert!(
+        waited >= Duration::from_millis(90) && waited < Duration::from_millis(400),
+        "{waited:?}"
+    );
+    assert!(!redis.is_up());
+    until("up after SIGCONT", || redis.is_up()).await;
+}
+
+#[tokio::test]
+async fn acl_users_and_passwords_work_and_never_show_in_errors() {
+    let server = Server::start(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "portcullis",
+        "on",
+        ">pa55-w0rd",
+        "~portcullis:*",
+        "+@all",
+    ]);
+    let good = Redis::start(
+        &config(&server.url("portcullis:pa55-w0rd@")),
+        Gauge::default(),
+    )
+    .unwrap();
+    assert!(
+        limiter::take(&good, "portcullis:rl:r:x", BUDGET)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let bad = Redis::start(
+        &config(&server.url("portcullis:wr0ng-pa55@")),
+        Gauge::default(),
+    )
+    .unwrap();
+    let err = limiter::take(&bad, "portcullis:rl:r:x", BUDGET)
+        .await
+        .unwrap_err();
+    assert!(!err.0.contains("wr0ng-pa55"), "{err}");
+    assert!(!bad.is_up());
+}
+
+#[test]
+fn passwords_are_found_and_scrubbed() {
+    assert_eq!(
+        password("redis://u:p%40ss@h:1/0").as_deref(),
+        Some("p%40ss")
+    );
+    assert_eq!(password("rediss://secret@h/0").as_deref(), Some("secret"));
+    assert_eq!(password("redis://h:6379/0"), None);
+    assert_eq!(password("redis://h/0?x=a@b"), None);
+    assert_eq!(
+        scrub("auth p%40ss failed", Some("p%40ss")),
+        "auth *** failed"
+    );
+    assert_eq!(scrub("fine", Some("")), "fine");
+}
+
+#[test]
+fn check_refuses_what_the_client_would() {
+    let err = Redis::check(&config("redis://u:s3cret@cache:6379/0?protocol=bogus")).unwrap_err();
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(Redis::check(&config("rediss://cache:6380/1")).is_ok());
+}
