@@ -3,9 +3,10 @@
 //! through the same [`Redis`] handle.
 //!
 //! One handle per process, kept across config reloads while `shared_state` is
-//! unchanged. It wraps the redis crate's `ConnectionManager`: one multiplexed
+//! unchanged. It wraps the redis crate's `ConnectionManager`: a multiplexed
 //! connection that pipelines every concurrent command (a request costs one round
-//! trip and no pool checkout) and reconnects by itself.
+//! trip and no pool checkout) and reconnects by itself; one per thread that
+//! uses it ([`per_thread`]), so a request's Redis exchange stays on its worker.
 //!
 //! Up or down: every command is bounded by `shared_state.timeout`, so a dead or
 //! hung Redis never holds a request longer than that. The first failure marks
@@ -17,13 +18,14 @@
 //! form of it is ever logged, and error texts from the client are scrubbed of it.
 
 pub mod limiter;
+mod per_thread;
 
 use portcullis_config::{OnRedisDown, SharedStateConfig};
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,15 +65,24 @@ pub struct Redis {
 }
 
 struct Link {
+    /// Tells this link's per-thread connections from an older link's.
+    id: u64,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The probe's connection (and the fallback should a thread's fail to build).
     manager: ConnectionManager,
     state: AtomicU8,
     gauge: Gauge,
     timeout: Duration,
     /// The URL as it may be logged.
     shown: String,
+    /// `on_redis_down`, said in the "unreachable" line.
+    on_down: &'static str,
     /// The password, to scrub from error texts (a client error could echo it).
     secret: Option<String>,
 }
+
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -101,6 +112,15 @@ impl Redis {
 
     /// See [`SharedState::start`].
     pub fn start(cfg: &SharedStateConfig, gauge: Gauge) -> Result<Redis, String> {
+        Self::start_probing_every(cfg, gauge, PROBE_EVERY)
+    }
+
+    /// [`Redis::start`] with another probe period (tests).
+    fn start_probing_every(
+        cfg: &SharedStateConfig,
+        gauge: Gauge,
+        every: Duration,
+    ) -> Result<Redis, String> {
         let client = client(cfg)?;
         let timeout = cfg.timeout.get();
         let config = ConnectionManagerConfig::new()
@@ -110,18 +130,25 @@ impl Redis {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let shown = cfg.redacted_redis_url();
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| format!("shared_state.redis `{shown}`: {e}"))?;
         gauge.set(0);
         let link = Arc::new(Link {
+            id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
+            client,
+            config,
             manager,
             state: AtomicU8::new(UNKNOWN),
             gauge,
             timeout,
             shown,
+            on_down: match cfg.on_redis_down {
+                OnRedisDown::Local => "local",
+                OnRedisDown::Deny => "deny",
+            },
             secret: password(&cfg.redis),
         });
-        let probe = tokio::spawn(probe(link.clone()));
+        let probe = tokio::spawn(probe(link.clone(), every));
         Ok(Redis {
             link,
             _probe: Arc::new(AbortOnDrop(probe)),
@@ -139,22 +166,31 @@ impl Redis {
         self.link.timeout
     }
 
-    /// A clone of the multiplexed connection, for work [`Redis::run`] does not fit.
+    /// This thread's multiplexed connection (see [`per_thread`]), for work
+    /// [`Redis::run`] does not fit. Never waits.
     pub fn connection(&self) -> ConnectionManager {
-        self.link.manager.clone()
+        per_thread::connection(&self.link)
     }
 
     /// Runs one exchange with Redis, bounded by the timeout. While Redis is
-    /// down it fails at once; a failure or timeout marks it down.
+    /// down it fails at once; a failure or timeout marks it down. A connection
+    /// found dropped (Redis restarted since this thread last used it) is
+    /// retried once on the fresh one the manager dials, within the same bound.
     pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, Unavailable>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.is_up() {
             return Err(Unavailable("Redis is down".into()));
         }
-        let result = tokio::time::timeout(self.link.timeout, call(self.connection())).await;
+        let exchange = async {
+            match call(self.connection()).await {
+                Err(e) if e.is_unrecoverable_error() => call(self.connection()).await,
+                done => done,
+            }
+        };
+        let result = tokio::time::timeout(self.link.timeout, exchange).await;
         self.report(result)
     }
 
@@ -202,8 +238,9 @@ impl Link {
             self.gauge.set(0);
             tracing::warn!(
                 redis = %self.shown,
+                on_redis_down = self.on_down,
                 error = error.unwrap_or(""),
-                "shared state: Redis unreachable; rate limits fall back to on_redis_down until it answers"
+                "shared state: Redis unreachable; rate limits follow on_redis_down until it answers"
             );
         }
     }
@@ -221,12 +258,12 @@ fn scrub(text: &str, secret: Option<&str>) -> String {
     }
 }
 
-/// Pings Redis every [`PROBE_EVERY`] for as long as the handle lives: the
+/// Pings Redis every `every` ([`PROBE_EVERY`]) for as long as the handle lives: the
 /// only way back from down, and the gauge's truth when there is no traffic.
-async fn probe(link: Arc<Link>) {
+async fn probe(link: Arc<Link>, every: Duration) {
     // A ping waits longer than a request would: it may carry a reconnection.
     let wait = CONNECT_TIMEOUT + link.timeout;
-    let mut tick = tokio::time::interval(PROBE_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -188,6 +188,34 @@ async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
 }
 
 #[tokio::test]
+async fn a_restart_between_two_requests_costs_no_false_alarm() {
+    let mut server = Server::start(&[]);
+    let gauge = Gauge::default();
+    // The probe pings once at start, then not again during this test: only the
+    // requests' own connection sees the restart.
+    let redis = Redis::start_probing_every(
+        &config(&server.url("")),
+        gauge.clone(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    until("up", || gauge.get() == 1).await;
+    // Until this thread's connection is dialled, the probe's serves; wait for it.
+    assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
+    until("this thread's connection", || {
+        per_thread::ready(&redis.link)
+    })
+    .await;
+    assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
+    server.restart();
+    // The thread's connection is dead; the call redials once and answers.
+    let t = limiter::take(&redis, "k2", BUDGET).await.unwrap();
+    assert!(t.allowed);
+    assert!(redis.is_up());
+    assert_eq!(gauge.get(), 1);
+}
+
+#[tokio::test]
 async fn a_hung_redis_never_holds_a_request_past_the_timeout() {
     let server = Server::start(&[]);
     let redis = Redis::start(&config(&server.url("")), Gauge::default()).unwrap();
