@@ -104,12 +104,12 @@ impl RouteLimiter {
         let mut r = Refusal::new(Reason::RateLimited);
         let retry_after = ceil_secs(retry).max(1);
         r.retry_after = Some(retry_after);
-        r.rate_limit = Some(RateLimitHeaders {
+        r.rate_limit = Some(Box::new(RateLimitHeaders {
             quota: self.budget.burst,
             window: ceil_secs(self.budget.interval * self.budget.burst).max(1),
             remaining: 0,
             reset: ceil_secs(reset).max(retry_after),
-        });
+        }));
         r
     }
 }

@@ -19,8 +19,9 @@ pub struct Refusal {
     pub needed_scopes: Vec<String>,
     /// For 429 (and 503): seconds until a retry can succeed (`Retry-After`).
     pub retry_after: Option<u64>,
-    /// For 429: the limit that refused, as `RateLimit-Policy` and `RateLimit`.
-    pub rate_limit: Option<RateLimitHeaders>,
+    /// For 429: the limit that refused, as `RateLimit-Policy` and `RateLimit`
+    /// (boxed: refusals travel in `Result`s, and most have none).
+    pub rate_limit: Option<Box<RateLimitHeaders>>,
     /// A ready HTML page for browsers (403 pages name the caller and what was
     /// missing); when absent a plain page is built from `message`.
     pub html: Option<String>,
@@ -268,12 +269,12 @@ mod tests {
     fn rate_limited_answers_say_when_and_how_much() {
         let mut r = Refusal::new(Reason::RateLimited);
         r.retry_after = Some(2);
-        r.rate_limit = Some(RateLimitHeaders {
+        r.rate_limit = Some(Box::new(RateLimitHeaders {
             quota: 20,
             window: 2,
             remaining: 0,
             reset: 3,
-        });
+        }));
         let resp = error_response(&r, "rid", false);
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[RETRY_AFTER], "2");

@@ -9,7 +9,8 @@
 //! uses it ([`per_thread`]), so a request's Redis exchange stays on its worker.
 //!
 //! Up or down: every command is bounded by `shared_state.timeout`, so a dead or
-//! hung Redis never holds a request longer than that. The first failure marks
+//! hung Redis never holds a request longer than that; a failed call sends its
+//! request to the fallback. A few failures in a row, or a failed probe, mark
 //! Redis down (one warning); while down, callers skip Redis at once (no waiting on
 //! it per request) and a probe (`PING` every [`PROBE_EVERY`]) notices when it
 //! answers again (one info line). `portcullis_shared_state_up` follows.
@@ -25,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,11 @@ use std::time::Duration;
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// The longest a (re)connection attempt may take (TCP, TLS, AUTH, SELECT).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Failed calls in a row that mark Redis down. One slow answer (a busy host,
+/// a fork for a snapshot) only sends that request to the fallback; a dead
+/// Redis refuses connections at once, so three come within a millisecond.
+const DOWN_AFTER: u32 = 3;
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -72,6 +78,8 @@ struct Link {
     /// The probe's connection (and the fallback should a thread's fail to build).
     manager: ConnectionManager,
     state: AtomicU8,
+    /// Failed calls since the last success.
+    failures: AtomicU32,
     gauge: Gauge,
     timeout: Duration,
     /// The URL as it may be logged.
@@ -123,9 +131,10 @@ impl Redis {
     ) -> Result<Redis, String> {
         let client = client(cfg)?;
         let timeout = cfg.timeout.get();
+        // No response timeout in the client: each request is bounded by
+        // `timeout` around its whole exchange, the probe by its own longer one.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(timeout))
             // The probe retries every second; the manager need not retry long itself.
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
@@ -139,6 +148,7 @@ impl Redis {
             config,
             manager,
             state: AtomicU8::new(UNKNOWN),
+            failures: AtomicU32::new(0),
             gauge,
             timeout,
             shown,
@@ -173,7 +183,7 @@ impl Redis {
     }
 
     /// Runs one exchange with Redis, bounded by the timeout. While Redis is
-    /// down it fails at once; a failure or timeout marks it down. A connection
+    /// down it fails at once; failures and timeouts in a row mark it down. A connection
     /// found dropped (Redis restarted since this thread last used it) is
     /// retried once on the fresh one the manager dials, within the same bound.
     pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, Unavailable>
@@ -200,24 +210,30 @@ impl Redis {
         &self,
         result: Result<RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, Unavailable> {
-        self.link.report(result)
+        self.link.report(result, DOWN_AFTER)
     }
 }
 
 impl Link {
+    /// Records one call's outcome: a success means up; `down_after` failures in
+    /// a row mean down.
     fn report<T>(
         &self,
         result: Result<RedisResult<T>, tokio::time::error::Elapsed>,
+        down_after: u32,
     ) -> Result<T, Unavailable> {
         let error = match result {
             Ok(Ok(value)) => {
+                self.failures.store(0, Ordering::Relaxed);
                 self.mark(UP, None);
                 return Ok(value);
             }
             Ok(Err(e)) => self.scrub(&e.to_string()),
             Err(_) => format!("no answer within {:?}", self.timeout),
         };
-        self.mark(DOWN, Some(&error));
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= down_after {
+            self.mark(DOWN, Some(&error));
+        }
         Err(Unavailable(error))
     }
 
@@ -268,11 +284,20 @@ async fn probe(link: Arc<Link>, every: Duration) {
     loop {
         tick.tick().await;
         let mut conn = link.manager.clone();
+        let started = tokio::time::Instant::now();
         let ping = tokio::time::timeout(wait, async move {
             redis::cmd("PING").query_async::<String>(&mut conn).await
         })
         .await;
-        let _ = link.report(ping);
+        match ping {
+            // Up only when it answers as fast as a request needs: a Redis that
+            // takes seconds would fail every request and flap.
+            Ok(Ok(_)) if started.elapsed() > link.timeout => {}
+            // The probe waited long enough: one failure of its own means down.
+            ping => {
+                let _ = link.report(ping, 1);
+            }
+        }
     }
 }
 
