@@ -62,12 +62,13 @@ pub fn key(prefix: &str, caller: &str) -> String {
     if caller.len() <= MAX_KEY {
         return format!("{prefix}{caller}");
     }
+    use std::fmt::Write as _;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, caller.as_bytes());
     let mut key = String::with_capacity(prefix.len() + 7 + 64);
     key.push_str(prefix);
     key.push_str("sha256:");
     for b in digest.as_ref() {
-        key.push_str(&format!("{b:02x}"));
+        let _ = write!(key, "{b:02x}");
     }
     key
 }
@@ -95,4 +96,22 @@ pub async fn take(redis: &Redis, key: &str, budget: Budget) -> Result<Taken, Una
         remaining: u64::try_from(remaining).unwrap_or(0),
         reset: micros(reset_us),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_keys_are_hashed_short_ones_kept() {
+        assert_eq!(
+            super::key("portcullis:rl:r:", "sub:alice"),
+            "portcullis:rl:r:sub:alice"
+        );
+        let long = format!("sub:{}", "x".repeat(300));
+        let k = super::key("portcullis:rl:r:", &long);
+        assert!(
+            k.starts_with("portcullis:rl:r:sha256:") && k.len() == 16 + 7 + 64,
+            "{k}"
+        );
+        assert_ne!(k, super::key("portcullis:rl:r:", &format!("{long}y")));
+    }
 }

@@ -14,13 +14,18 @@ struct Server {
 }
 
 impl Server {
+    /// A server on a free port (`--port`), with `extra` arguments, in which
+    /// `{port}` is that port.
     fn start(extra: &[&str]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = extra
+            .iter()
+            .map(|s| s.replace("{port}", &port.to_string()))
+            .collect();
         let mut s = Server {
             child: spawn(port, &args),
             port,
@@ -274,6 +279,76 @@ async fn acl_users_and_passwords_work_and_never_show_in_errors() {
         .unwrap_err();
     assert!(!err.0.contains("wr0ng-pa55"), "{err}");
     until("down", || !bad.is_up()).await;
+}
+
+/// A CA and a `localhost` certificate it signed, as PEM files in `dir`:
+/// (ca, cert, key).
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("cert.pem", leaf.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_not_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    // TLS on the helper's port; the plain one closed.
+    let server = Server::start(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://localhost:{}/1", server.port);
+    let mut trusted = config(&url);
+    trusted.ca_file = Some(ca.clone());
+    let redis = Redis::start(&trusted, Gauge::default()).unwrap();
+    assert!(
+        limiter::take(&redis, "portcullis:rl:tls:k", BUDGET)
+            .await
+            .unwrap()
+            .allowed
+    );
+    // The Mozilla roots do not know this CA: refused (down), no panic.
+    let untrusted = Redis::start(&config(&url), Gauge::default()).unwrap();
+    assert!(limiter::take(&untrusted, "portcullis:rl:tls:k", BUDGET)
+        .await
+        .is_err());
+    until("down", || !untrusted.is_up()).await;
+    // A ca_file that is no PEM bundle is refused by `check`, before any connection.
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    trusted.ca_file = Some(bogus.display().to_string());
+    assert!(Redis::check(&trusted)
+        .unwrap_err()
+        .contains("shared_state.ca_file"));
 }
 
 #[test]
