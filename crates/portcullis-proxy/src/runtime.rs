@@ -334,7 +334,7 @@ fn credential_store(
 }
 
 /// `shared_state`: checked offline for `check`; for `serve` the previous
-/// runtime's connection when the section did not change, else a new one.
+/// runtime's connection when its Redis did not change, else a new one.
 fn shared_state(
     config: &Config,
     carried: &Carried<'_>,
@@ -346,10 +346,10 @@ fn shared_state(
     if let Keys::ReadOnly = keys {
         return Redis::check(cfg).map(|()| None);
     }
-    let previous = carried
-        .previous
-        .filter(|p| p.config.shared_state.as_ref() == Some(cfg))
-        .and_then(|p| p.shared_state.clone());
+    let previous = carried.previous.and_then(|p| {
+        let before = p.config.shared_state.as_ref()?;
+        p.shared_state.as_ref()?.carried_to(before, cfg)
+    });
     match previous {
         Some(kept) => Ok(Some(kept)),
         None => SharedState::start(cfg, carried.metrics.shared_state_up()).map(Some),

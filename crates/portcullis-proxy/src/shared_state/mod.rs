@@ -84,8 +84,6 @@ struct Link {
     timeout: Duration,
     /// The URL as it may be logged.
     shown: String,
-    /// `on_redis_down`, said in the "unreachable" line.
-    on_down: &'static str,
     /// The password, to scrub from error texts (a client error could echo it).
     secret: Option<String>,
 }
@@ -106,6 +104,18 @@ impl SharedState {
     pub fn start(cfg: &SharedStateConfig, gauge: Gauge) -> Result<SharedState, String> {
         Ok(SharedState {
             redis: Redis::start(cfg, gauge)?,
+            on_down: cfg.on_redis_down,
+        })
+    }
+
+    /// This state for a reloaded `cfg`: the same connection when only
+    /// `on_redis_down` changed (nothing to redial), else `None`.
+    pub fn carried_to(&self, before: &SharedStateConfig, cfg: &SharedStateConfig) -> Option<Self> {
+        let same_link = before.redis == cfg.redis
+            && before.timeout == cfg.timeout
+            && before.ca_file == cfg.ca_file;
+        same_link.then(|| SharedState {
+            redis: self.redis.clone(),
             on_down: cfg.on_redis_down,
         })
     }
@@ -152,10 +162,6 @@ impl Redis {
             gauge,
             timeout,
             shown,
-            on_down: match cfg.on_redis_down {
-                OnRedisDown::Local => "local",
-                OnRedisDown::Deny => "deny",
-            },
             secret: password(&cfg.redis),
         });
         let probe = tokio::spawn(probe(link.clone(), every));
@@ -254,7 +260,6 @@ impl Link {
             self.gauge.set(0);
             tracing::warn!(
                 redis = %self.shown,
-                on_redis_down = self.on_down,
                 error = error.unwrap_or(""),
                 "shared state: Redis unreachable; rate limits follow on_redis_down until it answers"
             );

@@ -4,89 +4,12 @@
 
 use super::limiter::{self, Budget};
 use super::*;
-use std::process::{Child, Command, Stdio};
+use portcullis_testkit::RedisServer;
 use std::time::Instant;
 
-struct Server {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
-}
-
-impl Server {
-    /// A server on a free port (`--port`), with `extra` arguments, in which
-    /// `{port}` is that port.
-    fn start(extra: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let args: Vec<String> = extra
-            .iter()
-            .map(|s| s.replace("{port}", &port.to_string()))
-            .collect();
-        let mut s = Server {
-            child: spawn(port, &args),
-            port,
-            args,
-        };
-        s.wait_ready();
-        s
-    }
-
-    fn url(&self, userinfo: &str) -> String {
-        format!("redis://{userinfo}127.0.0.1:{}/3", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.child = spawn(self.port, &self.args);
-        self.wait_ready();
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "redis-server exited"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn(port: u16, extra: &[String]) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is required (scripts/test installs it)")
+/// A redis-server for these tests (see [`RedisServer`]).
+fn redis_server(extra: &[&str]) -> RedisServer {
+    RedisServer::start(extra).expect("redis-server")
 }
 
 fn config(url: &str) -> SharedStateConfig {
@@ -113,8 +36,8 @@ const BUDGET: Budget = Budget {
 
 #[tokio::test]
 async fn gcra_in_redis_allows_the_burst_then_refuses_until_the_interval() {
-    let server = Server::start(&[]);
-    let redis = Redis::start(&config(&server.url("")), Gauge::default()).unwrap();
+    let server = redis_server(&[]);
+    let redis = Redis::start(&config(&server.url("", 3)), Gauge::default()).unwrap();
     let mut remaining = Vec::new();
     for _ in 0..3 {
         let t = limiter::take(&redis, "portcullis:rl:r:sub:a", BUDGET)
@@ -144,7 +67,7 @@ async fn gcra_in_redis_allows_the_burst_then_refuses_until_the_interval() {
     assert!(again.allowed, "{again:?}");
 
     // The counter expires once its budget is full again, and lands in the URL's db.
-    let mut sync = redis::Client::open(server.url(""))
+    let mut sync = redis::Client::open(server.url("", 3))
         .unwrap()
         .get_connection()
         .unwrap();
@@ -165,9 +88,9 @@ async fn gcra_in_redis_allows_the_burst_then_refuses_until_the_interval() {
 
 #[tokio::test]
 async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
-    let mut server = Server::start(&[]);
+    let mut server = redis_server(&[]);
     let gauge = Gauge::default();
-    let redis = Redis::start(&config(&server.url("")), gauge.clone()).unwrap();
+    let redis = Redis::start(&config(&server.url("", 3)), gauge.clone()).unwrap();
     until("up", || gauge.get() == 1).await;
     assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
 
@@ -186,7 +109,7 @@ async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
     }
     assert!(started.elapsed() < Duration::from_millis(50));
 
-    server.restart();
+    server.restart().unwrap();
     until("up again", || redis.is_up()).await;
     assert_eq!(gauge.get(), 1);
     assert!(limiter::take(&redis, "k", BUDGET).await.unwrap().allowed);
@@ -194,12 +117,12 @@ async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
 
 #[tokio::test]
 async fn a_restart_between_two_requests_costs_no_false_alarm() {
-    let mut server = Server::start(&[]);
+    let mut server = redis_server(&[]);
     let gauge = Gauge::default();
     // The probe pings once at start, then not again during this test: only the
     // requests' own connection sees the restart.
     let redis = Redis::start_probing_every(
-        &config(&server.url("")),
+        &config(&server.url("", 3)),
         gauge.clone(),
         Duration::from_secs(3600),
     )
@@ -212,7 +135,7 @@ async fn a_restart_between_two_requests_costs_no_false_alarm() {
     })
     .await;
     assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
-    server.restart();
+    server.restart().unwrap();
     // The thread's connection is dead; the call redials once and answers.
     let t = limiter::take(&redis, "k2", BUDGET).await.unwrap();
     assert!(t.allowed);
@@ -222,10 +145,10 @@ async fn a_restart_between_two_requests_costs_no_false_alarm() {
 
 #[tokio::test]
 async fn a_hung_redis_never_holds_a_request_past_the_timeout() {
-    let server = Server::start(&[]);
-    let redis = Redis::start(&config(&server.url("")), Gauge::default()).unwrap();
+    let server = redis_server(&[]);
+    let redis = Redis::start(&config(&server.url("", 3)), Gauge::default()).unwrap();
     assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
-    server.signal("-STOP");
+    server.signal("-STOP").unwrap();
     for _ in 0..DOWN_AFTER {
         let started = Instant::now();
         let result = limiter::take(&redis, "k", BUDGET).await;
@@ -240,14 +163,14 @@ async fn a_hung_redis_never_holds_a_request_past_the_timeout() {
     let started = Instant::now();
     assert!(limiter::take(&redis, "k", BUDGET).await.is_err());
     assert!(started.elapsed() < Duration::from_millis(10));
-    server.signal("-CONT");
+    server.signal("-CONT").unwrap();
     assert!(!redis.is_up());
     until("up after SIGCONT", || redis.is_up()).await;
 }
 
 #[tokio::test]
 async fn acl_users_and_passwords_work_and_never_show_in_errors() {
-    let server = Server::start(&[
+    let server = redis_server(&[
         "--user",
         "default",
         "off",
@@ -259,7 +182,7 @@ async fn acl_users_and_passwords_work_and_never_show_in_errors() {
         "+@all",
     ]);
     let good = Redis::start(
-        &config(&server.url("portcullis:pa55-w0rd@")),
+        &config(&server.url("portcullis:pa55-w0rd@", 3)),
         Gauge::default(),
     )
     .unwrap();
@@ -270,7 +193,7 @@ async fn acl_users_and_passwords_work_and_never_show_in_errors() {
             .allowed
     );
     let bad = Redis::start(
-        &config(&server.url("portcullis:wr0ng-pa55@")),
+        &config(&server.url("portcullis:wr0ng-pa55@", 3)),
         Gauge::default(),
     )
     .unwrap();
@@ -312,7 +235,7 @@ async fn rediss_with_a_private_ca_and_not_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = tls_files(dir.path());
     // TLS on the helper's port; the plain one closed.
-    let server = Server::start(&[
+    let server = redis_server(&[
         "--port",
         "0",
         "--tls-port",
