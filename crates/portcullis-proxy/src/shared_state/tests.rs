@@ -296,3 +296,15 @@ fn check_refuses_what_the_client_would() {
     assert!(!err.contains("s3cret"), "{err}");
     assert!(Redis::check(&config("rediss://cache:6380/1")).is_ok());
 }
+
+/// A session store (`login::SessionStore`) keeps a `Redis` and returns boxed
+/// `Send` futures: the handle must be `Send + Sync` and [`Redis::run`]'s future
+/// `Send`. Checked when this compiles.
+#[allow(dead_code)]
+fn fits_a_session_store(
+    redis: &Redis,
+) -> impl Future<Output = Result<String, Unavailable>> + Send + '_ {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    send_sync(redis);
+    redis.run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
+}
