@@ -83,6 +83,10 @@ pub trait SessionStore: Send + Sync {
     ) -> BoxFuture<'a, Result<usize, StoreError>>;
     /// Sessions held (the `portcullis_sessions` gauge).
     fn len(&self) -> usize;
+    /// No session held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Sessions in this process. Expired ones are dropped when met and swept
