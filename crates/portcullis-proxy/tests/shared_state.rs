@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 fn yaml(upstream: &str, redis: &str, on_down: &str) -> String {
     format!(
         "server: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\naudit: {{ sink: none }}\n\
-         shared_state: {{ redis: '{redis}', on_redis_down: {on_down}, timeout: 100ms }}\n\
+         shared_state: {{ redis: '{redis}', on_redis_down: {on_down}, timeout: 1s }}\n\
          routes:\n  - name: limited\n    match: {{ path_prefix: / }}\n    upstream: {upstream}\n    auth: none\n\
          \x20   rate_limit: {{ requests_per_second: 0.1, burst: 2, key: ip }}\n"
     )

@@ -12,8 +12,14 @@ fn redis_server(extra: &[&str]) -> RedisServer {
     RedisServer::start(extra).expect("redis-server")
 }
 
+/// `shared_state` for `url` with a 1 s timeout: generous, so that a loaded
+/// test machine does not turn a slow answer into a failure.
 fn config(url: &str) -> SharedStateConfig {
-    let yaml = format!("shared_state: {{redis: '{url}', timeout: 100ms}}\n");
+    config_timeout(url, "1s")
+}
+
+fn config_timeout(url: &str, timeout: &str) -> SharedStateConfig {
+    let yaml = format!("shared_state: {{redis: '{url}', timeout: {timeout}}}\n");
     portcullis_config::load_str(&yaml, "test.yaml", &|_| None)
         .unwrap()
         .config
@@ -146,7 +152,11 @@ async fn a_restart_between_two_requests_costs_no_false_alarm() {
 #[tokio::test]
 async fn a_hung_redis_never_holds_a_request_past_the_timeout() {
     let server = redis_server(&[]);
-    let redis = Redis::start(&config(&server.url("", 3)), Gauge::default()).unwrap();
+    let redis = Redis::start(
+        &config_timeout(&server.url("", 3), "100ms"),
+        Gauge::default(),
+    )
+    .unwrap();
     assert!(limiter::take(&redis, "k", BUDGET).await.is_ok());
     server.signal("-STOP").unwrap();
     for _ in 0..DOWN_AFTER {
