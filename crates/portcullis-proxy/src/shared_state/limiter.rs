@@ -15,7 +15,11 @@ use std::time::Duration;
 /// requests at the sustained rate), ARGV[2]: the burst. Returns {allowed (0|1),
 /// µs until a refused request may be retried, requests left in the burst now,
 /// µs until the whole burst is available again}.
+///
+/// `replicate_commands` lets a script write after `TIME` on Redis 3.2–4 (from
+/// 5 on it is the default, and a no-op).
 const GCRA: &str = r"
+redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
