@@ -518,15 +518,65 @@ pub enum AssertionAlgorithm {
     EdDSA,
 }
 
-/// `shared_state`.
-#[derive(Debug, Clone, Deserialize)]
+/// `shared_state`. Its `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedStateConfig {
-    /// `redis://HOST:PORT/DB`, or `rediss://` for TLS.
+    /// `redis://[USER:PASSWORD@]HOST:PORT/DB`, or `rediss://` for TLS. Holds a
+    /// secret: never log it (see `redacted_redis_url`).
     pub redis: String,
     /// What rate limiting does when Redis is unreachable (default `local`).
     #[serde(default)]
     pub on_redis_down: OnRedisDown,
+    /// Longest wait for one Redis command before Redis counts as down
+    /// (default 100ms): a request is never held longer than this by Redis.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+    /// For `rediss://`: the CA bundle the server's certificate must chain to,
+    /// instead of the built-in Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+
+impl std::fmt::Debug for SharedStateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStateConfig")
+            .field("redis", &self.redacted_redis_url())
+            .field("on_redis_down", &self.on_redis_down)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl SharedStateConfig {
+    /// The `redis` URL with any password replaced by `***`: the form that may
+    /// appear in logs and error messages.
+    pub fn redacted_redis_url(&self) -> String {
+        redact_url_password(&self.redis)
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…` (a lone
+/// `scheme://secret@host`, which Redis reads as a password, too).
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{shown}{}", &rest[at..])
 }
 
 /// What rate limiting does when Redis is unreachable.

@@ -71,6 +71,35 @@ fn state_audit_and_assertion_errors() {
         "the path must be a database number",
     );
     assert_error(
+        "shared_state: {redis: 'rediss://cache:6379/0', timeout: 0s}\n",
+        "shared_state.timeout: must be greater than 0",
+    );
+    assert_error(
+        "shared_state: {redis: 'redis://cache:6379/0', ca_file: /etc/hosts}\n",
+        "shared_state.ca_file: only used with a rediss:// (TLS) URL",
+    );
+    assert_ok(
+        "shared_state: {redis: 'rediss://portcullis:s3cret@cache:6380/2', timeout: 50ms, on_redis_down: deny}\n",
+    );
+    // The password never reaches the error, whichever part of the URL is wrong.
+    for (bad, shown) in [
+        (
+            "redis://portcullis:s3cret@cache:6379/x",
+            "redis://portcullis:***@cache:6379/x",
+        ),
+        ("http://:s3cret@cache:6379", "http://:***@cache:6379"),
+        ("redis://s3cret@cache:99999/0", "redis://***@cache:99999/0"),
+        (
+            "redis://u:s3cret@cache/0#frag",
+            "redis://u:***@cache/0#frag",
+        ),
+    ] {
+        let errs = errors(&format!("shared_state: {{redis: '{bad}'}}\n"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains(shown), "{errs:?}");
+        assert!(!errs[0].contains("s3cret"), "{errs:?}");
+    }
+    assert_error(
         "audit: {sink: 'file:/nonexistent/dir/audit.log'}\n",
         "audit.sink: directory `/nonexistent/dir`",
     );

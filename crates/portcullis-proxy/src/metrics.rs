@@ -74,6 +74,11 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Browser sessions held (`login`); set when metrics are scraped.
     pub sessions: Gauge,
+    /// `portcullis_shared_state_up`: 1 while Redis answers. Registered with the
+    /// first `shared_state` (see [`Metrics::shared_state_up`]), so a proxy
+    /// without Redis does not report it as down.
+    shared_state_up: Gauge,
+    shared_state_registered: Arc<std::sync::Once>,
     pub registry: Arc<std::sync::Mutex<Registry>>,
 }
 
@@ -89,6 +94,7 @@ impl Metrics {
         let connections = Family::<StateLabel, Gauge>::default();
         let connections_refused = Counter::default();
         let sessions = Gauge::default();
+        let shared_state_up = Gauge::default();
 
         // Full names, no registry prefix: the identity crate registers its own
         // `portcullis_*` series into the same registry.
@@ -148,6 +154,8 @@ impl Metrics {
             connections,
             connections_refused,
             sessions,
+            shared_state_up,
+            shared_state_registered: Arc::new(std::sync::Once::new()),
             registry: Arc::new(std::sync::Mutex::new(registry)),
         }
     }
@@ -183,6 +191,20 @@ impl Metrics {
                 })
                 .clone(),
         }
+    }
+
+    /// The `portcullis_shared_state_up` gauge, registered on first use.
+    pub fn shared_state_up(&self) -> Gauge {
+        self.shared_state_registered.call_once(|| {
+            if let Ok(mut registry) = self.registry.lock() {
+                registry.register(
+                    "portcullis_shared_state_up",
+                    "1 while the shared state (Redis) answers, 0 while it does not",
+                    self.shared_state_up.clone(),
+                );
+            }
+        });
+        self.shared_state_up.clone()
     }
 
     /// Counts a configuration reload attempt.

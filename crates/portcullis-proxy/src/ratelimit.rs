@@ -1,9 +1,19 @@
-//! Per-route rate limits (GCRA via governor), keyed per caller as the route says:
-//! identity, OAuth client, client IP, or the whole route.
+//! Per-route rate limits (GCRA), keyed per caller as the route says: identity,
+//! OAuth client, client IP, or the whole route. Counted in Redis when
+//! `shared_state` is set (one budget for every replica,
+//! [`crate::shared_state::limiter`]), else — and while Redis is down with
+//! `on_redis_down: local` — by this replica alone (governor). Both answer in
+//! the same terms, so a 429 says the same whichever counted it.
 
+use crate::respond::{RateLimitHeaders, Refusal};
+use crate::shared_state::limiter::{self, Budget};
+use crate::shared_state::SharedState;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
-use portcullis_config::{RateLimitConfig, RateLimitKey};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use portcullis_config::{OnRedisDown, RateLimitConfig, RateLimitKey};
+use portcullis_core::Reason;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,59 +21,139 @@ use std::time::Duration;
 /// Keys kept before idle ones are swept: bounds memory under a flood of new callers.
 const SWEEP_ABOVE: usize = 100_000;
 
+type Local =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
 /// One route's limiter.
 #[derive(Clone)]
 pub struct RouteLimiter {
-    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    local: Arc<Local>,
+    budget: Budget,
+    /// `portcullis:rl:ROUTE:`, the route's Redis keys.
+    prefix: Arc<str>,
     pub key: RateLimitKey,
 }
 
 impl RouteLimiter {
-    pub fn new(cfg: &RateLimitConfig) -> Self {
+    pub fn new(route: &str, cfg: &RateLimitConfig) -> Self {
         let rps = cfg.requests_per_second.max(0.001);
-        // governor counts in whole cells per period: one cell every 1/rps seconds.
-        let period = Duration::from_secs_f64(1.0 / rps).max(Duration::from_nanos(1));
+        // One request every 1/rps seconds.
+        let interval = Duration::from_secs_f64(1.0 / rps).max(Duration::from_micros(1));
         let burst = NonZeroU32::new(cfg.burst.unwrap_or_else(|| rps.ceil() as u32).max(1))
             .unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
+        let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         RouteLimiter {
-            limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)),
+            local: Arc::new(RateLimiter::keyed(quota).with_middleware()),
+            budget: Budget {
+                interval,
+                burst: burst.get(),
+            },
+            prefix: format!("portcullis:rl:{route}:").into(),
             key: cfg.key,
         }
     }
 
-    /// Takes one request for `key`. `Err(seconds)` says when to retry.
-    pub fn check(&self, key: &str) -> Result<(), u64> {
-        if self.limiter.len() > SWEEP_ABOVE {
-            self.limiter.retain_recent();
-        }
-        match self.limiter.check_key(&key.to_string()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(wait.as_secs_f64().ceil() as u64)
+    /// Takes one request for `key`: from the shared budget when `shared` is
+    /// set and Redis answers, else from this replica's. The refusal is a 429
+    /// (or, with `on_redis_down: deny` while Redis is down, a 503).
+    pub async fn check(&self, shared: Option<&SharedState>, key: &str) -> Result<(), Refusal> {
+        let Some(shared) = shared else {
+            return self.check_local(key);
+        };
+        let redis_key = limiter::key(&self.prefix, key);
+        match limiter::take(&shared.redis, &redis_key, self.budget).await {
+            Ok(taken) if taken.allowed => Ok(()),
+            Ok(taken) => Err(self.refusal(taken.retry_after, taken.reset)),
+            Err(_) if shared.on_down == OnRedisDown::Local => self.check_local(key),
+            Err(_) => {
+                // SPEC §6 has no code for "a dependency of the proxy is down"; the
+                // closest is the one for an unavailable service, answered 503 (not
+                // 502: no upstream failed) with a hint to come back soon.
+                let mut r = Refusal::with_message(
+                    Reason::UpstreamUnavailable,
+                    "rate limits cannot be checked right now (shared state unavailable); try again shortly",
+                );
+                r.status = Some(http::StatusCode::SERVICE_UNAVAILABLE);
+                r.retry_after = Some(1);
+                Err(r)
             }
         }
     }
+
+    fn check_local(&self, key: &str) -> Result<(), Refusal> {
+        if self.local.len() > SWEEP_ABOVE {
+            self.local.retain_recent();
+        }
+        match self.local.check_key(&key.to_string()) {
+            Ok(_) => Ok(()),
+            Err(not_until) => {
+                let retry = not_until.wait_time_from(DefaultClock::default().now());
+                // Refused: the burst refills fully `burst` intervals after the
+                // next request would be allowed.
+                let reset = retry + self.budget.interval * self.budget.burst.saturating_sub(1);
+                Err(self.refusal(retry, reset))
+            }
+        }
+    }
+
+    /// The 429 with `Retry-After` and the IETF `RateLimit` / `RateLimit-Policy`
+    /// fields (draft-ietf-httpapi-ratelimit-headers).
+    fn refusal(&self, retry: Duration, reset: Duration) -> Refusal {
+        let mut r = Refusal::new(Reason::RateLimited);
+        let retry_after = ceil_secs(retry).max(1);
+        r.retry_after = Some(retry_after);
+        r.rate_limit = Some(Box::new(RateLimitHeaders {
+            quota: self.budget.burst,
+            window: ceil_secs(self.budget.interval * self.budget.burst).max(1),
+            remaining: 0,
+            reset: ceil_secs(reset).max(retry_after),
+        }));
+        r
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn burst_then_refuse_per_key() {
-        let l = RouteLimiter::new(&RateLimitConfig {
-            requests_per_second: 1.0,
-            burst: Some(2),
-            key: RateLimitKey::Identity,
-        });
-        assert!(l.check("alice").is_ok());
-        assert!(l.check("alice").is_ok());
-        let retry = l.check("alice").unwrap_err();
-        assert!(retry >= 1);
-        assert!(l.check("bob").is_ok(), "keys are independent");
+    fn limiter(rps: f64, burst: u32) -> RouteLimiter {
+        RouteLimiter::new(
+            "r",
+            &RateLimitConfig {
+                requests_per_second: rps,
+                burst: Some(burst),
+                key: RateLimitKey::Identity,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn burst_then_refuse_per_key() {
+        let l = limiter(1.0, 2);
+        assert!(l.check(None, "alice").await.is_ok());
+        assert!(l.check(None, "alice").await.is_ok());
+        let refused = l.check(None, "alice").await.unwrap_err();
+        assert_eq!(refused.reason, Reason::RateLimited);
+        assert!(refused.retry_after.unwrap() >= 1);
+        assert!(l.check(None, "bob").await.is_ok(), "keys are independent");
+    }
+
+    #[tokio::test]
+    async fn refusal_states_the_policy() {
+        let l = limiter(10.0, 20);
+        for _ in 0..20 {
+            l.check(None, "k").await.unwrap();
+        }
+        let r = l.check(None, "k").await.unwrap_err();
+        let h = r.rate_limit.unwrap();
+        assert_eq!((h.quota, h.window, h.remaining), (20, 2, 0));
+        assert_eq!(r.retry_after, Some(1), "0.1 s rounds up to 1 s");
+        assert!(h.reset >= 1 && h.reset <= 2, "{h:?}");
     }
 }

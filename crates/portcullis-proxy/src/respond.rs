@@ -17,8 +17,11 @@ pub struct Refusal {
     pub message: String,
     /// For 403: the scopes that were missing (`insufficient_scope`).
     pub needed_scopes: Vec<String>,
-    /// For 429: seconds until a retry can succeed.
+    /// For 429 (and 503): seconds until a retry can succeed (`Retry-After`).
     pub retry_after: Option<u64>,
+    /// For 429: the limit that refused, as `RateLimit-Policy` and `RateLimit`
+    /// (boxed: refusals travel in `Result`s, and most have none).
+    pub rate_limit: Option<Box<RateLimitHeaders>>,
     /// A ready HTML page for browsers (403 pages name the caller and what was
     /// missing); when absent a plain page is built from `message`.
     pub html: Option<String>,
@@ -47,6 +50,31 @@ pub struct Redirect {
     pub set_cookies: Vec<HeaderValue>,
 }
 
+/// A rate limit as draft-ietf-httpapi-ratelimit-headers states it: the policy
+/// (`quota` requests per `window` seconds: the burst, and how long it takes to
+/// refill) and the caller's state (`remaining` now, `reset` seconds until the
+/// full quota is back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub quota: u32,
+    pub window: u64,
+    pub remaining: u64,
+    pub reset: u64,
+}
+
+impl RateLimitHeaders {
+    /// `RateLimit-Policy: "default";q=Q;w=W` and `RateLimit: "default";r=R;t=T`.
+    fn insert(&self, headers: &mut http::HeaderMap) {
+        let policy = format!("\"default\";q={};w={}", self.quota, self.window);
+        let state = format!("\"default\";r={};t={}", self.remaining, self.reset);
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(http::HeaderName::from_static(name), v);
+            }
+        }
+    }
+}
+
 impl Refusal {
     /// A refusal with the default message for its reason.
     pub fn new(reason: Reason) -> Self {
@@ -60,6 +88,7 @@ impl Refusal {
             message: message.into(),
             needed_scopes: Vec::new(),
             retry_after: None,
+            rate_limit: None,
             html: None,
             close: false,
             status: None,
@@ -137,6 +166,9 @@ pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Respon
     }
     if let Some(secs) = refusal.retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if let Some(limit) = &refusal.rate_limit {
+        limit.insert(headers);
     }
     if refusal.close {
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -237,6 +269,23 @@ mod tests {
         let resp = error_response(&Refusal::new(Reason::NoRoute), "rid-1", false);
         assert_eq!(resp.status(), 404);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn rate_limited_answers_say_when_and_how_much() {
+        let mut r = Refusal::new(Reason::RateLimited);
+        r.retry_after = Some(2);
+        r.rate_limit = Some(Box::new(RateLimitHeaders {
+            quota: 20,
+            window: 2,
+            remaining: 0,
+            reset: 3,
+        }));
+        let resp = error_response(&r, "rid", false);
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[RETRY_AFTER], "2");
+        assert_eq!(resp.headers()["ratelimit-policy"], "\"default\";q=20;w=2");
+        assert_eq!(resp.headers()["ratelimit"], "\"default\";r=0;t=3");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::forward::upstreams::{Endpoint, UpstreamPool};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::propagate::AssertionCache;
 use crate::ratelimit::RouteLimiter;
+use crate::shared_state::{Redis, SharedState};
 use ipnet::IpNet;
 use portcullis_config::Config;
 use portcullis_identity::assertion::AssertionSigner;
@@ -28,6 +29,9 @@ pub struct Runtime {
     pub route_metrics: Vec<RouteMetrics>,
     /// Rate limiter per route index.
     pub limiters: Vec<Option<RouteLimiter>>,
+    /// `shared_state`: the Redis handle (kept across reloads while its config is
+    /// unchanged) and what rate limits do while Redis is down.
+    pub shared_state: Option<SharedState>,
     pub trusted: Vec<IpNet>,
     pub auth: Arc<Authenticator>,
     /// The authenticator's background key refresher; stopped with this runtime.
@@ -147,7 +151,12 @@ impl Runtime {
                 }
             };
             pools.push(pool);
-            limiters.push(route.rate_limit.as_ref().map(RouteLimiter::new));
+            limiters.push(
+                route
+                    .rate_limit
+                    .as_ref()
+                    .map(|rl| RouteLimiter::new(&name, rl)),
+            );
         }
         let trusted = config
             .server
@@ -186,16 +195,27 @@ impl Runtime {
             }
         }
         .map_err(|e| errors.push(format!("assertion: {e}")));
+        let shared_state = shared_state(&config, &carried, keys).map_err(|e| errors.push(e));
         let assertion_header = http::HeaderName::from_bytes(config.assertion.header.as_bytes())
             .map_err(|e| errors.push(format!("assertion.header: invalid header name: {e}")));
-        let (Ok(routes), Ok(auth), Ok(signer), Ok(assertion_header), Ok(credentials), true) = (
+        let (
+            Ok(routes),
+            Ok(auth),
+            Ok(signer),
+            Ok(assertion_header),
+            Ok(credentials),
+            Ok(shared_state),
+            true,
+        ) = (
             routes,
             auth,
             signer,
             assertion_header,
             credentials,
+            shared_state,
             errors.is_empty(),
-        ) else {
+        )
+        else {
             return Err(errors);
         };
         let auth = Arc::new(auth);
@@ -220,6 +240,7 @@ impl Runtime {
             pools,
             route_metrics,
             limiters,
+            shared_state,
             trusted,
             auth,
             refresher: None,
@@ -319,6 +340,29 @@ fn credential_store(
         Ok(store)
     } else {
         Err(unknown)
+    }
+}
+
+/// `shared_state`: checked offline for `check`; for `serve` the previous
+/// runtime's connection when its Redis did not change, else a new one.
+fn shared_state(
+    config: &Config,
+    carried: &Carried<'_>,
+    keys: Keys,
+) -> Result<Option<SharedState>, String> {
+    let Some(cfg) = &config.shared_state else {
+        return Ok(None);
+    };
+    if let Keys::ReadOnly = keys {
+        return Redis::check(cfg).map(|()| None);
+    }
+    let previous = carried.previous.and_then(|p| {
+        let before = p.config.shared_state.as_ref()?;
+        p.shared_state.as_ref()?.carried_to(before, cfg)
+    });
+    match previous {
+        Some(kept) => Ok(Some(kept)),
+        None => SharedState::start(cfg, carried.metrics.shared_state_up()).map(Some),
     }
 }
 

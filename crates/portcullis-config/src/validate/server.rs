@@ -177,14 +177,13 @@ fn shared_state(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
         return;
     };
     let path = at.key("redis");
+    // The URL may carry a password: every message shows it redacted.
+    let shown = shared.redacted_redis_url();
     match url::parse_url(&shared.redis) {
-        Err(e) => report.error(&path, e),
+        Err(e) => report.error(&path, e.replace(&shared.redis, &shown)),
         Ok(u) if u.scheme != "redis" && u.scheme != "rediss" => report.error(
             &path,
-            format!(
-                "`{}` must be a redis:// or rediss:// (TLS) URL",
-                shared.redis
-            ),
+            format!("`{shown}` must be a redis:// or rediss:// (TLS) URL"),
         ),
         Ok(u) => {
             let db = u.path.trim_start_matches('/');
@@ -192,11 +191,25 @@ fn shared_state(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
                 report.error(
                     &path,
                     format!(
-                        "`{}`: the path must be a database number, like redis://host:6379/0",
-                        shared.redis
+                        "`{shown}`: the path must be a database number, like redis://host:6379/0"
                     ),
                 );
             }
+            if u.fragment.is_some() {
+                report.error(&path, format!("`{shown}` must not have a #fragment"));
+            }
+            if shared.ca_file.is_some() && u.scheme != "rediss" {
+                report.error(
+                    &at.key("ca_file"),
+                    "only used with a rediss:// (TLS) URL: this one is plain redis://",
+                );
+            }
+        }
+    }
+    nonzero(report, &at.key("timeout"), shared.timeout);
+    if let Some(file) = &shared.ca_file {
+        if let Err(e) = checks::readable_file(file) {
+            report.error(&at.key("ca_file"), e);
         }
     }
 }

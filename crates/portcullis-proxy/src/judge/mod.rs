@@ -238,23 +238,21 @@ async fn decide(
         return Err(refusal);
     }
 
-    // Rate-limit per caller.
+    // Rate-limit per caller. The kind prefixes the key, so a subject that reads
+    // like an IP address never shares an anonymous caller's budget.
     if let Some(limiter) = &rt.limiters[index] {
         let key = match limiter.key {
-            RateLimitKey::Identity if j.identity.is_authenticated() => j.identity.subject.clone(),
-            RateLimitKey::Client => j
-                .identity
-                .client_id
-                .clone()
-                .unwrap_or_else(|| facts.client_ip.to_string()),
+            RateLimitKey::Identity if j.identity.is_authenticated() => {
+                format!("sub:{}", j.identity.subject)
+            }
+            RateLimitKey::Client => match &j.identity.client_id {
+                Some(client) => format!("client:{client}"),
+                None => format!("ip:{}", facts.client_ip),
+            },
             RateLimitKey::Route => String::new(),
-            RateLimitKey::Identity | RateLimitKey::Ip => facts.client_ip.to_string(),
+            RateLimitKey::Identity | RateLimitKey::Ip => format!("ip:{}", facts.client_ip),
         };
-        if let Err(retry) = limiter.check(&key) {
-            let mut r = Refusal::new(Reason::RateLimited);
-            r.retry_after = Some(retry);
-            return Err(r);
-        }
+        limiter.check(rt.shared_state.as_ref(), &key).await?;
     }
 
     // What the service is told: exactly the proxy's view of the caller. Borrowed
