@@ -35,6 +35,7 @@ install_tools() {
   command -v openssl >/dev/null || need+=(openssl)
   command -v curl >/dev/null || need+=(curl)
   command -v taskset >/dev/null || need+=(util-linux)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
@@ -297,8 +298,11 @@ EOF
 # match), a deny rule and two allow rules on it, identity headers and an ES256
 # assertion for the upstream, audit lines to a file. A 21st route is public
 # (auth: none), to isolate the cost of plain proxying.
-write_portcullis_conf() { # FILE LISTEN ADMIN AUDIT [tls]
-  local file=$1 listen=$2 admin=$3 audit=$4 tls=${5:-}
+#
+# With a GRPC_LISTEN, the authorizer instead: the same routes judged for
+# forward-auth (loopback is a trusted proxy) and for Envoy ext_authz on GRPC_LISTEN.
+write_portcullis_conf() { # FILE LISTEN ADMIN AUDIT [tls] [GRPC_LISTEN]
+  local file=$1 listen=$2 admin=$3 audit=$4 tls=${5:-} grpc=${6:-}
   {
     echo "server:"
     echo "  listen: $listen"
@@ -306,6 +310,11 @@ write_portcullis_conf() { # FILE LISTEN ADMIN AUDIT [tls]
     echo "  shutdown_grace: 1s"
     if [ -n "$tls" ]; then
       echo "  tls: { cert_file: $WORK/tls.crt, key_file: $WORK/tls.key }"
+    fi
+    if [ -n "$grpc" ]; then
+      echo "  trusted_proxies: [127.0.0.1/32]"
+      echo "ext_authz:"
+      echo "  grpc_listen: $grpc"
     fi
     echo "admin:"
     echo "  listen: $admin"
@@ -393,7 +402,7 @@ start_portcullis() { # NAME CONFIG ADMIN_PORT
 
 # Everything needed by the scenarios: ports, tokens, certs, configs, servers.
 setup_stack() { # N_TOKENS
-  read -r P_UP P_NGX P_NGXS P_HAP P_PC P_PCA P_PCS P_PCSA <<<"$(free_ports 8)"
+  read -r P_UP P_NGX P_NGXS P_HAP P_PC P_PCA P_PCS P_PCSA P_AZ P_AZA P_AZG <<<"$(free_ports 11)"
   mkdir -p "$WORK/logs" "$BENCH/.work"
   make_tokens "$1"
   RS_ONE=$(head -1 "$TOK/rs_one.txt"); ES_ONE=$(head -1 "$TOK/es_one.txt")
@@ -401,6 +410,10 @@ setup_stack() { # N_TOKENS
   write_upstream_conf; write_nginx_proxy_conf; write_haproxy_conf
   write_portcullis_conf "$WORK/portcullis.yaml" "127.0.0.1:$P_PC" "127.0.0.1:$P_PCA" "$WORK/audit.log"
   write_portcullis_conf "$WORK/portcullis-tls.yaml" "127.0.0.1:$P_PCS" "127.0.0.1:$P_PCSA" "$WORK/audit-tls.log" tls
+  write_portcullis_conf "$WORK/portcullis-authz.yaml" "127.0.0.1:$P_AZ" "127.0.0.1:$P_AZA" "$WORK/audit-authz.log" "" "127.0.0.1:$P_AZG"
+  # The Check h2load posts: Envoy's description of GET /api/orders/42 with the token.
+  python3 "$BENCH/lib/grpc_check.py" --host api.example --path /api/orders/42 \
+    --header "authorization: Bearer $RS_ONE" --out "$WORK/check_rs256.bin" || die "cannot write the CheckRequest"
   "$BIN" check -c "$WORK/portcullis.yaml" >"$WORK/logs/check.log" 2>&1 \
     || { cat "$WORK/logs/check.log" >&2; die "portcullis check rejected the benchmark config"; }
   haproxy -c -q -f "$WORK/haproxy.cfg" >"$WORK/logs/haproxy-check.log" 2>&1 \
@@ -414,6 +427,15 @@ setup_stack() { # N_TOKENS
   wait_http "http://127.0.0.1:$P_HAP/" 200 10 -H "Authorization: Bearer $RS_ONE" || die "haproxy did not start"
   start_portcullis pc "$WORK/portcullis.yaml" "$P_PCA"
   start_portcullis pcs "$WORK/portcullis-tls.yaml" "$P_PCSA"
+  start_portcullis az "$WORK/portcullis-authz.yaml" "$P_AZA"
+}
+
+# forward-auth: nginx auth_request's description of the request, with the token.
+FA_HEADERS=(-H "X-Forwarded-Method: GET" -H "X-Forwarded-Uri: /api/orders/42" -H "X-Forwarded-Host: api.example")
+# One Check over HTTP/2 as Envoy sends it; the CheckResponse (protobuf) on stdout.
+grpc_check_once() { # BODY_FILE
+  curl -s --max-time 5 --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary "@$1" "http://127.0.0.1:$P_AZG/envoy.service.auth.v3.Authorization/Check"
 }
 
 # Each server answers as it must before any load: a wrong answer here fails the run.
@@ -439,6 +461,13 @@ sanity_checks() {
   expect 401 "http://127.0.0.1:$P_PC/api/orders/42"
   expect 200 "https://127.0.0.1:$P_NGXS/api/orders/42"
   expect 200 "https://127.0.0.1:$P_PCS/api/orders/42" -H "$rs"
+  expect 200 "http://127.0.0.1:$P_AZ/.portcullis/authz" "${FA_HEADERS[@]}" -H "$rs"
+  expect 401 "http://127.0.0.1:$P_AZ/.portcullis/authz" "${FA_HEADERS[@]}"
+  h=$(curl -s -D - -o /dev/null --max-time 5 "${FA_HEADERS[@]}" -H "$rs" "http://127.0.0.1:$P_AZ/.portcullis/authz" | tr -d '\r')
+  grep -qi '^x-auth-request-user: bench-user$' <<<"$h" || { log "sanity: forward-auth did not answer with the identity"; ok=0; }
+  # An allowed CheckResponse carries the identity headers for Envoy to set.
+  grpc_check_once "$WORK/check_rs256.bin" | grep -qa 'bench-user' \
+    || { log "sanity: the ext_authz Check was not allowed with the identity"; ok=0; }
   # The full path really propagates: the upstream saw the subject and an assertion.
   h=$(curl -s -D - -o /dev/null --max-time 5 -H "$rs" "http://127.0.0.1:$P_PC/api/orders/42" | tr -d '\r')
   grep -qi '^x-seen-user: bench-user$' <<<"$h" || { log "sanity: upstream did not see X-Auth-Request-User"; ok=0; }

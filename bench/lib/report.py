@@ -29,6 +29,8 @@ SCEN = {
     "pc_unique_es256": ("Portcullis full path, a new ES256 token per request", "nginx", "haproxy_es256_unique"),
     "pc_reject_badsig": ("Portcullis refusing bad RS256 signatures (401)", "nginx", "haproxy_reject_badsig"),
     "pc_reject_notoken": ("Portcullis refusing a request without token (401)", "nginx", None),
+    "fa_rs256": ("Portcullis forward-auth `/.portcullis/authz`, RS256 token (cached), no upstream hop", "nginx", None),
+    "grpc_check_rs256": ("Portcullis ext_authz gRPC `Check` (h2load, 8 conns × 8 streams), RS256 token (cached)", "nginx", None),
     "nginx_tls": ("nginx reverse proxy over TLS", None, None),
     "pc_tls_full_rs256": ("Portcullis full path RS256 over TLS", "nginx_tls", None),
     "paced_direct": ("paced ~6k req/s: upstream direct", None, None),
@@ -49,6 +51,8 @@ def parse_wrk(path):
     r = {"rps": None, "p50": None, "p99": None, "requests": 0, "non2xx": 0, "errors": 0}
     with open(path) as f:
         text = f.read()
+    if text.startswith("starting benchmark...") or "\nfinished in " in text:
+        return parse_h2load(text)
     if m := re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M):
         r["rps"] = float(m.group(1))
     if m := re.search(r"^\s+50%\s+(\S+)", text, re.M):
@@ -61,6 +65,19 @@ def parse_wrk(path):
         r["non2xx"] = int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
         r["errors"] = sum(int(x) for x in m.groups())
+    return r
+
+
+def parse_h2load(text):
+    """h2load's summary: req/s, answers, HTTP 2xx; it reports no percentiles."""
+    r = {"rps": None, "p50": None, "p99": None, "requests": 0, "non2xx": 0, "errors": 0}
+    if m := re.search(r"^finished in \S+, ([0-9.]+) req/s", text, re.M):
+        r["rps"] = float(m.group(1))
+    if m := re.search(r"^requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text, re.M):
+        r["requests"] = int(m.group(1))
+        r["errors"] = sum(int(x) for x in m.groups()[1:])
+    if m := re.search(r"^status codes: (\d+) 2xx", text, re.M):
+        r["non2xx"] = r["requests"] - int(m.group(1))
     return r
 
 
@@ -142,7 +159,7 @@ def main():
     lines = []
     out = lines.append
     out(f"Date {meta['date']}; `{meta['command']}`; portcullis {meta['portcullis_rev']}; "
-        f"nginx {meta['nginx']}, HAProxy {meta['haproxy']}, wrk {meta['wrk']}.")
+        f"nginx {meta['nginx']}, HAProxy {meta['haproxy']}, wrk {meta['wrk']}, h2load {meta.get('h2load', '—')}.")
     out(f"Machine: {meta['nproc']} × {meta['cpu_model']}, kernel {meta['kernel']}. "
         f"Proxy on CPU {meta['proxy_cpu']}, wrk and the upstream on CPU {meta['load_cpu']} (nice {meta['nice']}).")
     out(f"`wrk -t1 -c{meta['connections']} -d{meta['duration_s']}s --latency`, {meta['reps']} run(s) per scenario "
@@ -219,6 +236,10 @@ def main():
     target("unique RS256 tokens vs HAProxy unique RS256 (by CPU)", cpu_ratio("pc_unique_rs256", "haproxy_rs256_unique"), 1.2)
     target("unique ES256 tokens vs HAProxy unique ES256 (req/s)", ratio("pc_unique_es256", "haproxy_es256_unique"), 1.2)
     target("unique ES256 tokens vs HAProxy unique ES256 (by CPU)", cpu_ratio("pc_unique_es256", "haproxy_es256_unique"), 1.2)
+    target("forward-auth vs nginx plain proxy (req/s)", ratio("fa_rs256", "nginx"), 1.0)
+    target("forward-auth vs nginx plain proxy (by CPU)", cpu_ratio("fa_rs256", "nginx"), 1.0)
+    target("gRPC Check vs forward-auth (req/s)", ratio("grpc_check_rs256", "fa_rs256"), 0.8)
+    target("gRPC Check vs forward-auth (by CPU)", cpu_ratio("grpc_check_rs256", "fa_rs256"), 0.8)
     added = None
     if "paced_pc_full_rs256" in res and "paced_direct" in res:
         added = res["paced_pc_full_rs256"]["p99_ms"] - res["paced_direct"]["p99_ms"]
