@@ -77,7 +77,7 @@ def parse_h2load(text):
         r["requests"] = int(m.group(1))
         r["errors"] = sum(int(x) for x in m.groups()[1:])
     if m := re.search(r"^status codes: (\d+) 2xx", text, re.M):
-        r["non2xx"] = r["requests"] - int(m.group(1))
+        r["non2xx"] = max(0, r["requests"] - int(m.group(1)))  # in-flight calls count too
     return r
 
 
