@@ -812,6 +812,25 @@ pub struct RouteConfig {
     /// Outbound credential sent upstream instead of the caller's (SPEC §9).
     #[serde(default)]
     pub upstream_auth: Option<UpstreamAuthConfig>,
+    /// The upstream is a Model Context Protocol server (SPEC §10).
+    #[serde(default)]
+    pub mcp: Option<McpConfig>,
+}
+
+/// `routes[].mcp`: the route fronts an MCP server over the streamable HTTP
+/// transport; `mcp: {}` takes every default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// The largest JSON-RPC message the proxy reads: a request body, a JSON
+    /// `tools/list` answer, one SSE event it filters (default 4MiB). Larger
+    /// requests get 413; a larger answer it must filter is not passed on.
+    #[serde(default = "default_mcp_max_message")]
+    pub max_message_bytes: ByteSize,
+}
+
+fn default_mcp_max_message() -> ByteSize {
+    ByteSize(4 * 1024 * 1024)
 }
 
 fn default_upgrades() -> Vec<String> {
@@ -971,6 +990,11 @@ pub struct RuleConfig {
     /// `true`: any authenticated caller.
     #[serde(default)]
     pub authenticated: Option<bool>,
+    /// Any of these MCP tool names (globs); only on `mcp` routes (SPEC §10): the
+    /// rule then matches only `tools/call` of those tools, and other JSON-RPC
+    /// methods are judged with this condition set aside.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
 }
 
 /// A claim condition value: one string or a list (any-of).

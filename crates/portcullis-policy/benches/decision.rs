@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
         method: "GET",
         host: "api.example.com",
         path: &path,
+        tool: None,
     };
     assert!(table.decide(&id, &allowed).is_allowed());
     c.bench_function("allow_last_rule", |b| {

@@ -26,6 +26,9 @@ pub struct RequestFacts<'a> {
     pub host: &'a str,
     /// The path after [`normalize`](crate::normalize).
     pub path: &'a NormalizedPath,
+    /// The tool named by an MCP `tools/call` (SPEC §10); `None` for every other
+    /// request, for which `tools` conditions are set aside.
+    pub tool: Option<&'a str>,
 }
 
 /// Allow or deny, as evaluated (see [`Decision::permits`] for audit mode).
@@ -325,6 +328,42 @@ impl CompiledRoute {
     }
 }
 
+impl CompiledRoute {
+    /// Whether this route lets the request through — allowed, or denied under
+    /// `mode: audit` — by the boolean pass alone: no [`Decision`] and no
+    /// explanation are built. For judging many requests that differ in one fact
+    /// at once, such as every tool of an MCP `tools/list` answer (SPEC §10).
+    pub fn permits(&self, identity: &Identity, facts: &RequestFacts<'_>) -> bool {
+        if self.mode() != PolicyMode::Enforce {
+            return true;
+        }
+        match self.policy() {
+            None => self.auth() != AuthMode::Required,
+            Some(policy) => matches!(
+                deciding_rule(policy, identity, facts),
+                Some((RuleList::Allow, _))
+            ),
+        }
+    }
+}
+
+/// The fast pass: booleans only, stopping at the first deciding rule (deny rules
+/// first). `None`: no rule matched.
+fn deciding_rule(
+    policy: &CompiledPolicy,
+    identity: &Identity,
+    facts: &RequestFacts<'_>,
+) -> Option<(RuleList, usize)> {
+    if let Some(i) = policy.deny().iter().position(|r| r.holds(identity, facts)) {
+        return Some((RuleList::Deny, i));
+    }
+    policy
+        .allow()
+        .iter()
+        .position(|r| r.holds(identity, facts))
+        .map(|i| (RuleList::Allow, i))
+}
+
 fn evaluate_policy(
     route: &CompiledRoute,
     policy: &CompiledPolicy,
@@ -332,8 +371,8 @@ fn evaluate_policy(
     facts: &RequestFacts<'_>,
     explain: bool,
 ) -> Decision {
-    // Fast pass: booleans only, stopping at the first deciding rule.
-    if let Some(i) = policy.deny().iter().position(|r| r.holds(identity, facts)) {
+    let deciding = deciding_rule(policy, identity, facts);
+    if let Some((RuleList::Deny, i)) = deciding {
         let mut d = base(route, Outcome::Deny, Reason::Forbidden, Basis::DenyRule);
         d.rule = policy.deny().get(i).map(CompiledRule::rule_ref);
         d.rules = Some(trace_rules(
@@ -343,7 +382,7 @@ fn evaluate_policy(
         ));
         return d;
     }
-    if let Some(i) = policy.allow().iter().position(|r| r.holds(identity, facts)) {
+    if let Some((RuleList::Allow, i)) = deciding {
         let mut d = base(route, Outcome::Allow, Reason::Allowed, Basis::AllowRule);
         d.rule = policy.allow().get(i).map(CompiledRule::rule_ref);
         if explain {
@@ -404,3 +443,6 @@ fn only_scopes_missing(trace: &RuleTrace) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tools_tests;

@@ -19,7 +19,11 @@
 //!   array claim must contain one, numbers and booleans compare by their JSON text,
 //!   an absent claim, an object or `null` fails;
 //! - `authenticated: true` needs a verified caller, `authenticated: false` needs an
-//!   anonymous one.
+//!   anonymous one;
+//! - `tools` (MCP, SPEC §10) are globs over the tool a `tools/call` names. Any
+//!   other request has no tool, and the condition is set aside: it holds in an
+//!   allow rule (a caller allowed some tools can initialize and list) and fails
+//!   in a deny rule (a deny rule about tools never denies anything but calls).
 
 use crate::claim_path::{display_values, lookup, value_matches};
 use crate::decision::{Combine, ConditionTrace, RequestFacts, RuleList, RuleRef, RuleTrace};
@@ -51,6 +55,12 @@ enum Test {
         accepted: Vec<String>,
     },
     Authenticated(bool),
+    /// `in_deny`: the rule is a deny rule, where a request without a tool fails
+    /// the condition instead of passing it.
+    Tools {
+        globs: Vec<Glob>,
+        in_deny: bool,
+    },
 }
 
 /// A verified email, unless the token says outright that it is not verified.
@@ -97,6 +107,7 @@ impl Test {
             Test::Providers(_) => "providers".into(),
             Test::Claim { path, .. } => format!("claims.{path}"),
             Test::Authenticated(_) => "authenticated".into(),
+            Test::Tools { .. } => "tools".into(),
         }
     }
 
@@ -104,7 +115,7 @@ impl Test {
     fn is_about_caller(&self) -> bool {
         !matches!(
             self,
-            Test::Methods(_) | Test::Paths(_) | Test::Authenticated(_)
+            Test::Methods(_) | Test::Paths(_) | Test::Authenticated(_) | Test::Tools { .. }
         )
     }
 
@@ -117,7 +128,7 @@ impl Test {
             Test::Scopes(_) => 2,
             Test::Emails(_) | Test::EmailDomains(_) => 3,
             Test::Claim { .. } => 4,
-            Test::Paths(_) | Test::Workloads(_) => 5,
+            Test::Paths(_) | Test::Workloads(_) | Test::Tools { .. } => 5,
         }
     }
 
@@ -132,7 +143,7 @@ impl Test {
             | Test::Roles(v)
             | Test::Clients(v)
             | Test::Providers(v) => v.is_empty(),
-            Test::Paths(v) | Test::Workloads(v) => v.is_empty(),
+            Test::Paths(v) | Test::Workloads(v) | Test::Tools { globs: v, .. } => v.is_empty(),
             Test::Claim { accepted, .. } => accepted.is_empty(),
             Test::Scopes(_) | Test::Authenticated(_) => false,
         }
@@ -170,6 +181,10 @@ impl Test {
                 lookup(&id.claims, keys).is_some_and(|val| value_matches(val, accepted))
             }
             Test::Authenticated(want) => id.is_authenticated() == *want,
+            Test::Tools { globs, in_deny } => match facts.tool {
+                Some(tool) => globs.iter().any(|g| g.matches(tool)),
+                None => !in_deny,
+            },
         }
     }
 
@@ -185,7 +200,7 @@ impl Test {
             | Test::Scopes(v)
             | Test::Clients(v)
             | Test::Providers(v) => v.clone(),
-            Test::Paths(g) | Test::Workloads(g) => {
+            Test::Paths(g) | Test::Workloads(g) | Test::Tools { globs: g, .. } => {
                 g.iter().map(|g| g.as_str().to_string()).collect()
             }
             Test::Claim { accepted, .. } => accepted.clone(),
@@ -217,6 +232,9 @@ impl Test {
             Test::Providers(_) => opt_vec(id.provider.as_deref()),
             Test::Claim { keys, .. } => display_values(lookup(&id.claims, keys)),
             Test::Authenticated(_) => vec![id.is_authenticated().to_string()],
+            // Nothing to show for a request that calls no tool: the condition was
+            // set aside (see the module docs).
+            Test::Tools { .. } => opt_vec(facts.tool),
         }
     }
 }
@@ -356,7 +374,7 @@ impl CompiledPolicy {
                     index,
                     name: rule.name.as_deref().map(Arc::from),
                 };
-                match compile_conditions(rule, case_sensitive_paths) {
+                match compile_conditions(rule, list, case_sensitive_paths) {
                     Ok(conditions) => {
                         let mut fast = conditions.clone();
                         fast.sort_by_key(|c| c.test.cost());
@@ -467,6 +485,7 @@ fn non_empty(v: &str) -> Result<String, String> {
 
 fn compile_conditions(
     rule: &RuleConfig,
+    list: RuleList,
     case_sensitive_paths: bool,
 ) -> Result<Vec<Condition>, Vec<String>> {
     let mut errors = Vec::new();
@@ -551,6 +570,18 @@ fn compile_conditions(
     }
     if let Some(want) = rule.authenticated {
         conds.push(Test::Authenticated(want));
+    }
+    if let Some(globs) = compile_list("tools", &rule.tools, e, |t| {
+        if t.is_empty() {
+            Err("empty tool name".to_string())
+        } else {
+            Glob::new(t)
+        }
+    }) {
+        conds.push(Test::Tools {
+            globs,
+            in_deny: list == RuleList::Deny,
+        });
     }
     if errors.is_empty() {
         Ok(conds.into_iter().map(Condition::new).collect())

@@ -252,6 +252,20 @@ pub struct AuditRecord {
     /// The front end that judged the request: `proxy`, `forward_auth`,
     /// `ext_authz` (SPEC §4).
     pub frontend: &'static str,
+    /// On MCP routes, the JSON-RPC message the request carried (SPEC §7, §10).
+    pub mcp: Option<AuditMcp>,
+}
+
+/// The audit line's `mcp` object.
+#[derive(Debug, Clone, Default)]
+pub struct AuditMcp {
+    /// The JSON-RPC method; `null` for a response the client sent the server.
+    pub method: Option<String>,
+    /// For `tools/call`: the tool.
+    pub tool: Option<String>,
+    /// The JSON-RPC id as JSON text (a string or a number, at most 256 bytes:
+    /// the parser refused anything else); `null` for a notification.
+    pub id: Option<String>,
 }
 
 /// `decision` for a request that was (or, in audit mode, would be) allowed.
@@ -1059,6 +1073,7 @@ mod tests {
             bytes_out: 512,
             credential: None,
             frontend: "proxy",
+            mcp: None,
         }
     }
 

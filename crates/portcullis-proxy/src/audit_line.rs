@@ -51,6 +51,20 @@ pub fn write_record(rec: &AuditRecord, out: &mut Vec<u8>) {
     opt_string(out, rec.credential.as_deref());
     out.extend_from_slice(b",\"frontend\":");
     string(out, rec.frontend);
+    out.extend_from_slice(b",\"mcp\":");
+    match &rec.mcp {
+        None => out.extend_from_slice(b"null"),
+        Some(m) => {
+            out.extend_from_slice(b"{\"method\":");
+            opt_string(out, m.method.as_deref());
+            out.extend_from_slice(b",\"tool\":");
+            opt_string(out, m.tool.as_deref());
+            out.extend_from_slice(b",\"id\":");
+            // Already JSON (checked by the MCP parser): copied as the client sent it.
+            out.extend_from_slice(m.id.as_deref().unwrap_or("null").as_bytes());
+            out.push(b'}');
+        }
+    }
     out.push(b'}');
 }
 

@@ -50,6 +50,10 @@ where
 {
     use crate::login::flow;
     let matching = path.matching();
+    if let Some(index) = crate::mcp::metadata::lookup(rt, matching) {
+        ex.path = path.as_str().to_string();
+        return Some(crate::mcp::metadata::serve(req.method(), rt, index));
+    }
     if !is_reserved(matching) {
         return None;
     }

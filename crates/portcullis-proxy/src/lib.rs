@@ -22,6 +22,7 @@ pub mod forward_auth;
 pub mod judge;
 pub mod listener;
 pub mod login;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod propagate;

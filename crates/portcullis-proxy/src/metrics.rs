@@ -19,6 +19,14 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// `portcullis_mcp_calls_total` (SPEC §8): one per judged `tools/call`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpCallLabels {
+    pub route: String,
+    pub tool: String,
+    pub decision: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: String,
@@ -79,6 +87,7 @@ pub struct Metrics {
     /// without Redis does not report it as down.
     shared_state_up: Gauge,
     shared_state_registered: Arc<std::sync::Once>,
+    pub mcp_calls: Family<McpCallLabels, Counter>,
     pub registry: Arc<std::sync::Mutex<Registry>>,
 }
 
@@ -95,6 +104,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         let sessions = Gauge::default();
         let shared_state_up = Gauge::default();
+        let mcp_calls = Family::<McpCallLabels, Counter>::default();
 
         // Full names, no registry prefix: the identity crate registers its own
         // `portcullis_*` series into the same registry.
@@ -144,7 +154,13 @@ impl Metrics {
             "Browser sessions held by this replica's session store",
             sessions.clone(),
         );
+        registry.register(
+            "portcullis_mcp_calls",
+            "MCP tools/call messages judged, by route, tool and decision",
+            mcp_calls.clone(),
+        );
         Metrics {
+            mcp_calls,
             requests,
             request_duration,
             upstream_duration,

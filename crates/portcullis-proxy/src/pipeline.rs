@@ -9,12 +9,13 @@
 
 use crate::audit::{millis, AuditTime};
 use crate::authority;
-use crate::body::{Counted, ProxyBody};
+use crate::body::{without_trailers, Counted, ProxyBody};
 use crate::endpoints;
 use crate::forward;
 use crate::forward::headers::{self, names};
 use crate::judge::{self, Frontend, RequestFacts};
 use crate::listener::h1_guard::{Refusal as GuardRefusal, REJECTED_PATH};
+use crate::mcp;
 use crate::request_meta::request_id;
 use crate::respond::{error_response, wants_html, Refusal};
 use crate::runtime::Runtime;
@@ -71,6 +72,7 @@ pub async fn handle(
         refused: None,
         frontend: Frontend::Proxy,
         span,
+        mcp: None,
     };
     // The HTTP/1 guard stops inspecting a connection once a request asks for an
     // upgrade; if no upgrade happens, the connection must not carry more requests.
@@ -79,7 +81,7 @@ pub async fn handle(
     // Boxed: hyper keeps room for this future in every connection for its whole
     // life, idle or not; the pipeline's state lives in the heap only while a
     // request is in flight.
-    let result = Box::pin(run(req, &conn, &rt, peer_trusted, &mut ex)).await;
+    let result = Box::pin(run(req, &conn, &rt, &shared, peer_trusted, &mut ex)).await;
     let mut response = match result {
         Ok(resp) => resp,
         Err(refusal) => {
@@ -99,6 +101,7 @@ async fn run(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
     rt: &Arc<Runtime>,
+    shared: &Shared,
     peer_trusted: bool,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -164,7 +167,10 @@ async fn run(
 
     // Only the upgrades this route allows are tunnelled (never h2c); any other is
     // forwarded as a plain request, and the connection closes after it.
-    let upgrade = upgrade.filter(|proto| headers::upgrade_allowed(proto, &route_cfg.upgrades));
+    // None on MCP routes: inside a tunnel, messages would pass unjudged.
+    let upgrade = upgrade.filter(|proto| {
+        route_cfg.mcp.is_none() && headers::upgrade_allowed(proto, &route_cfg.upgrades)
+    });
 
     let Some(pool) = rt.pools[index].clone() else {
         return Err(Refusal::with_message(
@@ -212,6 +218,14 @@ async fn run(
         .timeout
         .unwrap_or(rt.config.server.request_timeout)
         .get();
+    // MCP routes: each JSON-RPC message is judged, and answers filtered (SPEC §10).
+    let (req, mcp_after) = match route_cfg.mcp {
+        None => (req.map(without_trailers), None),
+        Some(_) => match mcp::before(req, index, rt, shared, ex, &judged.name, &path).await? {
+            mcp::Step::Forward(req, after) => (req, Some(after)),
+            mcp::Step::Answer(resp) => return Ok(resp),
+        },
+    };
     let upstream_started = Instant::now();
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_elapsed = upstream_started.elapsed();
@@ -228,6 +242,9 @@ async fn run(
         .upstream_duration
         .observe(upstream_elapsed.as_secs_f64());
     let mut resp = result?;
+    if let Some(after) = mcp_after {
+        resp = mcp::after(after, resp, shared).await?;
+    }
     if let Some(id) = request_id {
         resp.headers_mut().insert(names::X_REQUEST_ID, id);
     }

@@ -48,6 +48,8 @@ pub struct Exchange {
     pub frontend: Frontend,
     /// The request's trace spans, when traces are exported and it is sampled.
     pub span: Option<RequestSpan>,
+    /// On an MCP route, the JSON-RPC message (the audit line's `mcp`).
+    pub mcp: Option<crate::audit::AuditMcp>,
 }
 
 impl Exchange {
@@ -177,6 +179,7 @@ pub fn finish(
         )
         .filter(|_| ex.frontend == Frontend::Proxy),
         frontend: ex.frontend.as_str(),
+        mcp: ex.mcp,
     };
     let started = ex.started;
     let span = ex.span;

@@ -30,6 +30,8 @@ pub struct Refusal {
     /// A status other than the reason's own (431 for oversized heads, whose code is
     /// still `bad_request`).
     pub status: Option<StatusCode>,
+    /// For a 401 on an MCP route: the RFC 9728 metadata URL its challenge names.
+    pub resource_metadata: Option<String>,
     /// The core's word that a browser should be sent to sign in (a `login: true`
     /// route, no live session, a page navigation): each front end decides how
     /// (the proxy redirects to the provider, forward-auth with `?redirect=true`
@@ -92,6 +94,7 @@ impl Refusal {
             html: None,
             close: false,
             status: None,
+            resource_metadata: None,
             sign_in: false,
             redirect: None,
             provider: None,
@@ -217,6 +220,10 @@ fn www_authenticate(refusal: &Refusal) -> Option<HeaderValue> {
             quote_safe(&refusal.needed_scopes.join(" "))
         ),
         _ => return None,
+    };
+    let text = match (&refusal.resource_metadata, refusal.reason.status()) {
+        (Some(url), 401) => format!(r#"{text}, resource_metadata="{}""#, quote_safe(url)),
+        _ => text,
     };
     HeaderValue::from_str(&text).ok()
 }

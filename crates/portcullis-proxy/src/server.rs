@@ -89,6 +89,7 @@ impl Server {
             fetch,
             audit,
             telemetry,
+            mcp: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let state = |state| {

@@ -19,4 +19,6 @@ pub struct Shared {
     pub audit: AuditLog,
     /// The trace exporter, when `telemetry` was configured at startup.
     pub telemetry: Option<Telemetry>,
+    /// MCP session bindings and metric labels (SPEC §10).
+    pub mcp: crate::mcp::McpState,
 }

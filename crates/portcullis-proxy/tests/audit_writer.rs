@@ -37,6 +37,7 @@ fn record(id: String) -> AuditRecord {
         bytes_out: 1234,
         credential: None,
         frontend: "proxy",
+        mcp: None,
     }
 }
 
@@ -135,6 +136,7 @@ fn one_line_has_exactly_the_spec_fields() {
         "bytes_out",
         "credential",
         "frontend",
+        "mcp",
     ]
     .into_iter()
     .collect();
@@ -158,6 +160,7 @@ fn one_line_has_exactly_the_spec_fields() {
     assert_eq!(v["upstream_ms"], Value::Null);
     assert_eq!(v["bytes_out"], 1234);
     assert_eq!(v["credential"], Value::Null);
+    assert_eq!(v["mcp"], Value::Null);
     assert_eq!(
         v["identity"],
         serde_json::json!({

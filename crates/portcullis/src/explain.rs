@@ -71,6 +71,10 @@ pub struct ExplainArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Explain an MCP `tools/call` of this tool (SPEC §10): the policy's `tools`
+    /// conditions judge it. Without it, they are set aside as for every other method.
+    #[arg(long, value_name = "NAME")]
+    mcp_tool: Option<String>,
 }
 
 /// How long each key or introspection fetch may take: explain is interactive.
@@ -133,6 +137,7 @@ async fn explain(
 ) -> (Verdict, Identity, String) {
     let offline = Offline {
         claims: request.claims.clone(),
+        mcp_tool: request.mcp_tool.clone(),
     };
     let facts = RequestFacts {
         frontend: Frontend::Proxy,

@@ -30,6 +30,7 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         matcher(&r.matcher, &config.server, &at.key("match"), report);
         upstream(r, &at, report);
         settings(config, r, &at, report);
+        mcp(r, &at, report);
         if let Some(policy) = &r.policy {
             rules::validate(config, policy, &at.key("policy"), report);
         }
@@ -192,3 +193,53 @@ fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<
         }
     }
 }
+
+/// `mcp` routes (SPEC §10), and `tools` conditions, which only they can use.
+fn mcp(r: &RouteConfig, at: &KeyPath, report: &mut Report<'_>) {
+    let Some(mcp) = &r.mcp else {
+        let Some(policy) = &r.policy else { return };
+        for (list, rules) in [("deny", &policy.deny), ("allow", &policy.allow)] {
+            for (i, rule) in rules.iter().enumerate() {
+                if rule.tools.is_some() {
+                    report.error(
+                        &at.key("policy").key(list).index(i).key("tools"),
+                        "`tools` names MCP tools: it only applies on a route with `mcp: {}`",
+                    );
+                }
+            }
+        }
+        return;
+    };
+    let mcp_at = at.key("mcp");
+    if r.forward_token {
+        // MCP's authorization spec forbids token passthrough: a token the server
+        // accepted as sent could be replayed by it against any other service that
+        // trusts the same issuer (the confused-deputy problem).
+        report.error(
+            &at.key("forward_token"),
+            "an MCP server must never receive the caller's token (MCP authorization forbids \
+             token passthrough: the server could replay it elsewhere); use upstream_auth \
+             for the server's own credentials",
+        );
+    }
+    if r.upstream.is_none() {
+        report.error(&mcp_at, "an MCP route needs an `upstream`: the MCP server");
+    }
+    let max = mcp.max_message_bytes.0;
+    if max == 0 || max > MAX_MCP_MESSAGE {
+        report.error(
+            &mcp_at.key("max_message_bytes"),
+            "must be between 1 byte and 64MiB",
+        );
+    }
+    if r.matcher.path_regex.is_some() {
+        report.warn(
+            &mcp_at,
+            "with path_regex the route has no one path, so no protected resource metadata \
+             (/.well-known/oauth-protected-resource/...) is served for it: use path or path_prefix",
+        );
+    }
+}
+
+/// Every message of an MCP route may be held in memory once: keep that bounded.
+const MAX_MCP_MESSAGE: u64 = 64 * 1024 * 1024;

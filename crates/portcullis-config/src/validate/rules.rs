@@ -19,7 +19,7 @@ pub(super) fn validate(
 }
 
 /// Each list-valued condition with its key, for the checks common to all of them.
-fn lists(rule: &RuleConfig) -> [(&'static str, Option<&Vec<String>>); 11] {
+fn lists(rule: &RuleConfig) -> [(&'static str, Option<&Vec<String>>); 12] {
     [
         ("methods", rule.methods.as_ref()),
         ("paths", rule.paths.as_ref()),
@@ -32,6 +32,7 @@ fn lists(rule: &RuleConfig) -> [(&'static str, Option<&Vec<String>>); 11] {
         ("clients", rule.clients.as_ref()),
         ("workloads", rule.workloads.as_ref()),
         ("providers", rule.providers.as_ref()),
+        ("tools", rule.tools.as_ref()),
     ]
 }
 
@@ -121,6 +122,12 @@ fn condition_value(config: &Config, key: &str, value: &str) -> Result<(), String
             }
         }
         "workloads" => workload_glob(value),
+        "tools"
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Err(format!("`{value}` is not an MCP tool name pattern"))
+        }
+        "tools" => checks::glob(value),
         "providers" if !config.providers.iter().any(|p| p.name == value) => {
             let known: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
             Err(format!(

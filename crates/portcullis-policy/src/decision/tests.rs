@@ -12,6 +12,7 @@ fn decide(t: &RouteTable, id: &Identity, method: &str, p: &str) -> Decision {
             method,
             host: "h.example",
             path: &np,
+            tool: None,
         },
     )
 }
@@ -176,6 +177,7 @@ fn explanation_built_on_demand() {
         method: "GET",
         host: "h",
         path: &np,
+        tool: None,
     };
     let route = &t.routes()[0];
     assert!(route.evaluate(&alice, &facts).rules.is_none());
@@ -289,7 +291,7 @@ proptest! {
         let t = table(json!([{"policy": {"deny": deny, "allow": allow}}]));
         let id = if anonymous { Identity::anonymous() } else { user("u", &groups, &[]) };
         let np = path(p);
-        let facts = RequestFacts { method, host: "h", path: &np };
+        let facts = RequestFacts { method, host: "h", path: &np, tool: None };
         let d = t.decide(&id, &facts);
         let route = &t.routes()[0];
         let policy = route.policy().unwrap();
@@ -323,7 +325,7 @@ proptest! {
         let raw: String = segs.iter().map(|s| format!("/{s}")).collect();
         let np = path(&raw);
         let id = if admin { user("root", &["admins"], &[]) } else { Identity::anonymous() };
-        let facts = RequestFacts { method, host, path: &np };
+        let facts = RequestFacts { method, host, path: &np, tool: None };
         let d = t.decide(&id, &facts);
         if t.find(host, method, &np).is_none() {
             prop_assert_eq!(d.reason, Reason::NoRoute);

@@ -33,6 +33,7 @@ fn decide(id: &Identity, method: &str, p: &str, explain: bool) -> Decision {
             method,
             host: "shop.example",
             path: &np,
+            tool: None,
         },
         explain,
     )

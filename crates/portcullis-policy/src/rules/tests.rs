@@ -43,6 +43,7 @@ fn holds(rule: &serde_json::Value, id: &Identity, method: &str, p: &str) -> bool
         method,
         host: "h",
         path: &np,
+        tool: None,
     };
     let fast = rule.holds(id, &facts);
     let traced = rule.trace(id, &facts);
@@ -450,6 +451,7 @@ fn scope_trace_lists_missing_scopes() {
         method: "GET",
         host: "h",
         path: &np,
+        tool: None,
     };
     let t = rule.trace(&alice(), &facts);
     assert!(!t.matched);

@@ -85,6 +85,7 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
         refused: None,
         frontend: Frontend::ExtAuthz,
         span,
+        mcp: None,
     };
     let principal = PeerIdentity {
         source: WorkloadSource::Xfcc,

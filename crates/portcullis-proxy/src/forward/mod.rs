@@ -6,7 +6,7 @@ pub mod client;
 pub mod headers;
 pub mod upstreams;
 
-use crate::body::{boxed, empty, without_trailers, ProxyBody};
+use crate::body::{boxed, empty, ProxyBody};
 use crate::respond::Refusal;
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -21,10 +21,10 @@ use upstreams::{Endpoint, UpstreamPool};
 /// Sends `req` to one of the pool's endpoints, with the already-normalized `path`.
 /// `upgrade` is the protocol the client asked to switch to, already checked against
 /// the route's `upgrades` (its hop-by-hop headers were removed by the pipeline).
-/// The headers are sent as the pipeline left them (`Host` included); request
-/// trailers are dropped.
+/// The headers are sent as the pipeline left them (`Host` included); the body
+/// comes with its trailers already dropped ([`crate::body::without_trailers`]).
 pub async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<ProxyBody>,
     upgrade: Option<HeaderValue>,
     pool: &UpstreamPool,
     path: &NormalizedPath,
@@ -42,7 +42,7 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
     let replayable = body.is_end_stream() && is_idempotent(&parts.method) && upgrade.is_none();
-    let mut body = Some(without_trailers(body));
+    let mut body = Some(body);
     let attempts = if replayable { retries + 1 } else { 1 };
 
     let mut last_refusal = Refusal::new(Reason::UpstreamUnavailable);

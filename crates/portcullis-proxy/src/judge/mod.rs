@@ -93,6 +93,8 @@ pub struct Offline {
     /// under the same `auth` rules, mapped by the authenticator as the issuer's
     /// provider maps a verified token's claims.
     pub claims: Option<serde_json::Value>,
+    /// `--mcp-tool`: judge the request as an MCP `tools/call` of this tool (SPEC §10).
+    pub mcp_tool: Option<String>,
 }
 
 /// What the core decided about one request. Every front end records the audit
@@ -163,6 +165,10 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     };
     if let Err(mut refusal) = decide(rt, facts, &path, &mut j).await {
         refusal.sign_in = wants_sign_in(rt, facts, &j, &refusal);
+        // MCP clients find the authorization server from the 401 (SPEC §10).
+        if refusal.reason.status() == 401 {
+            refusal.resource_metadata = j.route.and_then(|i| crate::mcp::metadata::url_for(rt, i));
+        }
         j.refusal = Some(refusal);
     }
     j.path = Some(path);
@@ -192,7 +198,9 @@ async fn decide(
     path: &NormalizedPath,
     j: &mut Judgment,
 ) -> Result<(), Refusal> {
-    if crate::endpoints::is_reserved(path.matching()) {
+    if crate::endpoints::is_reserved(path.matching())
+        || crate::mcp::metadata::lookup(rt, path.matching()).is_some()
+    {
         j.reserved = true;
         return Ok(());
     }
@@ -217,22 +225,25 @@ async fn decide(
     j.session = caller.session;
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
+    // (On an MCP route this is the judgment of every JSON-RPC method but
+    // `tools/call`, whose tool `judge_call` judges.)
     let policy_facts = portcullis_policy::RequestFacts {
         method: facts.method,
         host: &facts.host.name,
         path,
+        // `portcullis explain --mcp-tool` asks about a tools/call; a request
+        // itself never carries one (the MCP front end asks `judge_call`).
+        tool: facts.offline.and_then(|o| o.mcp_tool.as_deref()),
     };
-    let decision = route.evaluate_with(&j.identity, &policy_facts, facts.offline.is_some());
-    let permitted = decision.permits();
-    // A caller who brought no credential at all is asked for one (401), not told
-    // that someone unknown is forbidden (SPEC §6).
-    let denial = (!permitted).then(|| {
-        if j.identity.is_authenticated() {
-            authz_refusal(&decision, &j.identity, j.session.as_ref(), facts)
-        } else {
-            Refusal::new(Reason::MissingToken)
-        }
-    });
+    let (decision, denial) = authorize(
+        route,
+        &j.identity,
+        &policy_facts,
+        j.session.as_ref(),
+        facts.html,
+        facts.request_id,
+        facts.offline.is_some(),
+    );
     j.decision = Some(decision);
     if let Some(refusal) = denial {
         return Err(refusal);
@@ -288,7 +299,10 @@ async fn decide(
     );
     // The caller's token stays with the proxy unless the route forwards it (and
     // never when the proxy sends its own credential instead).
-    let keep_token = route_cfg.forward_token && route_cfg.upstream_auth.is_none();
+    // An MCP server never gets it, whatever the config says (MCP authorization
+    // forbids token passthrough; `check` refuses `forward_token` there too).
+    let keep_token =
+        route_cfg.forward_token && route_cfg.upstream_auth.is_none() && route_cfg.mcp.is_none();
     if !keep_token && facts.headers.contains_key(http::header::AUTHORIZATION) {
         j.remove.push(http::header::AUTHORIZATION);
     }
@@ -383,18 +397,83 @@ pub async fn identify_caller(
     Ok(Caller { identity, session })
 }
 
+/// The policy's word on one request, and the refusal when it does not permit
+/// it. A caller who brought no credential at all is asked for one (401), not
+/// told that someone unknown is forbidden (SPEC §6).
+fn authorize(
+    route: &portcullis_policy::CompiledRoute,
+    identity: &Identity,
+    facts: &portcullis_policy::RequestFacts<'_>,
+    session: Option<&ActiveSession>,
+    html: bool,
+    request_id: &str,
+    explain: bool,
+) -> (Decision, Option<Refusal>) {
+    let decision = route.evaluate_with(identity, facts, explain);
+    let denial = (!decision.permits()).then(|| {
+        if identity.is_authenticated() {
+            authz_refusal(&decision, identity, session, html, request_id)
+        } else {
+            Refusal::new(Reason::MissingToken)
+        }
+    });
+    (decision, denial)
+}
+
+/// Judges one MCP `tools/call` (`facts.tool`) of a request the core already
+/// judged on route `index` (SPEC §10): the same policy, for the same caller.
+/// Only the policy runs again: the caller was authenticated and rate-limited
+/// once, by [`judge`]. `None` when there is no such route.
+pub fn judge_call(
+    rt: &Runtime,
+    index: usize,
+    identity: &Identity,
+    facts: &portcullis_policy::RequestFacts<'_>,
+    html: bool,
+    request_id: &str,
+) -> Option<(Decision, Option<Refusal>)> {
+    let route = rt.routes.routes().get(index)?;
+    Some(authorize(
+        route, identity, facts, None, html, request_id, false,
+    ))
+}
+
+/// Whether `identity` may call `tool` on route `index`, by the policy's boolean
+/// pass alone: for showing each caller only its own tools in a `tools/list`
+/// answer (SPEC §10), where hundreds of tools are judged at once.
+pub fn call_permitted(
+    rt: &Runtime,
+    index: usize,
+    identity: &Identity,
+    host: &str,
+    path: &NormalizedPath,
+    tool: &str,
+) -> bool {
+    let Some(route) = rt.routes.routes().get(index) else {
+        return false;
+    };
+    let facts = portcullis_policy::RequestFacts {
+        method: "POST",
+        host,
+        path,
+        tool: Some(tool),
+    };
+    route.permits(identity, &facts)
+}
+
 /// The 403 for a policy denial, with as much explanation as the route allows.
 fn authz_refusal(
     decision: &Decision,
     identity: &Identity,
     session: Option<&ActiveSession>,
-    facts: &RequestFacts<'_>,
+    html: bool,
+    request_id: &str,
 ) -> Refusal {
     let level = decision.explain_to_caller;
     let mut r = Refusal::with_message(decision.reason, decision.caller_message(level));
     r.needed_scopes = decision.missing_scopes.clone();
-    if facts.html {
-        let mut page = decision.html_page(identity, facts.request_id, level);
+    if html {
+        let mut page = decision.html_page(identity, request_id, level);
         // A signed-in person may want to try as someone else.
         if let Some(s) = session {
             let form = crate::login::flow::signout_form(&s.session.csrf);

@@ -29,6 +29,8 @@ pub struct Request {
     pub workload: Option<PeerIdentity>,
     /// Sidecar identity headers were given.
     pub sidecar_headers: bool,
+    /// `--mcp-tool`: the request is an MCP `tools/call` of this tool.
+    pub mcp_tool: Option<String>,
 }
 
 pub fn parse(
@@ -146,6 +148,7 @@ pub fn parse(
         claims: claims.map(Value::Object),
         workload,
         sidecar_headers,
+        mcp_tool: args.mcp_tool.clone(),
     })
 }
 

@@ -1,0 +1,426 @@
+//! The MCP front end (SPEC §10): what the reverse proxy does on a route with
+//! `mcp: {}` between the core's judgment of the HTTP request and forwarding it,
+//! and again with the server's answer.
+//!
+//! - Before: the session the request names must be its caller's
+//!   ([`sessions`]); a POST body is read (bounded by `max_message_bytes`) as one
+//!   JSON-RPC message ([`jsonrpc`]), and a `tools/call` is judged by the core
+//!   for its tool ([`crate::judge::judge_call`]). A denied call is answered here
+//!   with a JSON-RPC error and never reaches the server.
+//! - After: a session the server issued is bound to the caller, a `tools/list`
+//!   answer (JSON, or SSE through [`sse`]) and the GET event stream are filtered
+//!   to the tools the caller may call.
+//!
+//! The decision itself is the core's: methods other than `tools/call` were
+//! already judged with the policy's `tools` conditions set aside (a caller the
+//! policy allows nothing at all gets the ordinary 401/403 before any body is
+//! read), and the caller's `Authorization` was already removed by the core.
+
+pub mod jsonrpc;
+pub mod metadata;
+pub mod sessions;
+pub mod sse;
+
+use crate::audit::AuditMcp;
+use crate::body::{full, ProxyBody};
+use crate::metrics::McpCallLabels;
+use crate::record::Exchange;
+use crate::respond::Refusal;
+use crate::runtime::Runtime;
+use crate::state::Shared;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use portcullis_core::{Identity, Reason};
+use portcullis_policy::NormalizedPath;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The streamable HTTP transport's session header.
+pub const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// Distinct `tool` label values of `portcullis_mcp_calls_total` before further
+/// tools count as `_other`: a caller may name any tool, and every name would
+/// otherwise be a new series.
+const MAX_TOOL_LABELS: usize = 1000;
+
+/// What MCP routes keep across requests and config reloads.
+#[derive(Default)]
+pub struct McpState {
+    pub sessions: sessions::Sessions,
+    tool_labels: Mutex<HashSet<(String, String)>>,
+}
+
+impl McpState {
+    fn tool_label(&self, route: &str, tool: &str) -> String {
+        let mut seen = self.tool_labels.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (route.to_string(), tool.to_string());
+        if seen.contains(&key) {
+            return tool.to_string();
+        }
+        if seen.len() >= MAX_TOOL_LABELS || tool.len() > 128 {
+            return "_other".to_string();
+        }
+        seen.insert(key);
+        tool.to_string()
+    }
+}
+
+/// What the front end does next.
+pub enum Step<B> {
+    /// Forward this request, then hand the answer to [`after`].
+    Forward(Request<B>, Box<After>),
+    /// Answer the client with this; nothing is forwarded.
+    Answer(Response<ProxyBody>),
+}
+
+/// What to do with the server's answer.
+pub struct After {
+    route: String,
+    owner: String,
+    /// The session the request named (already checked to be the caller's).
+    session: Option<String>,
+    deleting: bool,
+    filter: Option<ToolFilter>,
+    max: usize,
+}
+
+/// Everything needed to judge, for each tool of a list, whether this caller may
+/// call it: owned, because an SSE stream outlives the request's borrows.
+struct ToolFilter {
+    rt: Arc<Runtime>,
+    index: usize,
+    identity: Identity,
+    host: String,
+    path: NormalizedPath,
+    /// Only `tools/list` answers: a POST of `tools/list`, or the GET stream
+    /// (where a resumed stream can replay an earlier answer).
+    stream_only: bool,
+}
+
+impl ToolFilter {
+    fn permits(self) -> sse::Permits {
+        Box::new(move |tool: &str| {
+            crate::judge::call_permitted(
+                &self.rt,
+                self.index,
+                &self.identity,
+                &self.host,
+                &self.path,
+                tool,
+            )
+        })
+    }
+}
+
+/// The request's side. `host` and `path` are the judged ones; `ex` carries the
+/// core's judgment (identity, decision) and receives the message's audit facts.
+pub async fn before(
+    req: Request<Incoming>,
+    index: usize,
+    rt: &Arc<Runtime>,
+    shared: &Shared,
+    ex: &mut Exchange,
+    host: &str,
+    path: &NormalizedPath,
+) -> Result<Step<ProxyBody>, Refusal> {
+    let max = rt.config.routes[index]
+        .mcp
+        .as_ref()
+        .map_or(usize::MAX, |m| {
+            usize::try_from(m.max_message_bytes.0).unwrap_or(usize::MAX)
+        });
+    let route = ex.route.clone().unwrap_or_default();
+    let owner = sessions::owner_of(&ex.identity);
+    let session = session_of(&req)?;
+    if let Some(id) = &session {
+        if shared
+            .mcp
+            .sessions
+            .check(&route, id, &owner, Instant::now())
+            != sessions::Check::Owned
+        {
+            // One answer for "someone else's" and "unknown": no oracle for ids.
+            return Err(Refusal::with_message(
+                Reason::NoRoute,
+                "unknown MCP session (or another caller's): start a new session",
+            ));
+        }
+    }
+    let filter = |stream_only| ToolFilter {
+        rt: Arc::clone(rt),
+        index,
+        identity: ex.identity.clone(),
+        host: host.to_string(),
+        path: path.clone(),
+        stream_only,
+    };
+    let mut after = After {
+        route,
+        owner,
+        session,
+        deleting: req.method() == Method::DELETE,
+        filter: None,
+        max,
+    };
+    if req.method() == Method::GET {
+        after.filter = Some(filter(true));
+    }
+    if req.method() != Method::POST {
+        return Ok(Step::Forward(
+            req.map(crate::body::without_trailers),
+            Box::new(after),
+        ));
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Ok(Step::Answer(too_large(max, &ex.request_id)));
+    }
+    let timeout = rt.config.routes[index]
+        .timeout
+        .unwrap_or(rt.config.server.request_timeout)
+        .get();
+    let bytes = match tokio::time::timeout(timeout, read_limited(body, max)).await {
+        Err(_) => {
+            return Err(Refusal::with_message(
+                Reason::BadRequest,
+                "the request body did not arrive in time",
+            ))
+        }
+        Ok(Err(Read::TooLarge)) => return Ok(Step::Answer(too_large(max, &ex.request_id))),
+        Ok(Err(Read::Failed)) => {
+            return Err(Refusal::with_message(
+                Reason::BadRequest,
+                "cannot read the request body",
+            ))
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let message = match jsonrpc::parse(&bytes) {
+        Ok(m) => m,
+        Err(invalid) => {
+            ex.refused = Some(Reason::BadRequest);
+            let body = jsonrpc::error_answer(
+                None,
+                invalid.code,
+                &invalid.message,
+                "bad_request",
+                &ex.request_id,
+            );
+            return Ok(Step::Answer(json_answer(
+                StatusCode::BAD_REQUEST,
+                body,
+                &ex.request_id,
+            )));
+        }
+    };
+    ex.mcp = Some(AuditMcp {
+        method: message.method.as_deref().map(str::to_string),
+        tool: message.tool.as_deref().map(str::to_string),
+        id: message.id.map(|id| id.get().to_string()),
+    });
+    if let Some(tool) = message.tool.as_deref() {
+        let facts = portcullis_policy::RequestFacts {
+            method: &ex.method,
+            host,
+            path,
+            tool: Some(tool),
+        };
+        let judged =
+            crate::judge::judge_call(rt, index, &ex.identity, &facts, ex.html, &ex.request_id);
+        let Some((decision, refusal)) = judged else {
+            return Err(Refusal::new(Reason::NoRoute));
+        };
+        let word = if decision.is_allowed() {
+            "allow"
+        } else {
+            "deny"
+        };
+        shared
+            .metrics
+            .mcp_calls
+            .get_or_create(&McpCallLabels {
+                route: after.route.clone(),
+                tool: shared.mcp.tool_label(&after.route, tool),
+                decision: word,
+            })
+            .inc();
+        ex.decision = Some(decision);
+        if let Some(refusal) = refusal {
+            let Some(id) = message.id.filter(|_| refusal.reason.status() == 403) else {
+                // A notification has no id to answer, and a 401 stays a 401.
+                return Err(refusal);
+            };
+            ex.refused = Some(refusal.reason);
+            let body = jsonrpc::error_answer(
+                Some(id),
+                jsonrpc::DENIED,
+                &refusal.message,
+                refusal.reason.as_str(),
+                &ex.request_id,
+            );
+            return Ok(Step::Answer(json_answer(
+                StatusCode::OK,
+                body,
+                &ex.request_id,
+            )));
+        }
+    }
+    if message.method.as_deref() == Some(jsonrpc::TOOLS_LIST) {
+        after.filter = Some(filter(false));
+    }
+    // The server reads exactly the bytes that were judged.
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(Step::Forward(
+        Request::from_parts(parts, full(bytes)),
+        Box::new(after),
+    ))
+}
+
+/// The one `Mcp-Session-Id` of a request, if any; several are refused.
+fn session_of<B>(req: &Request<B>) -> Result<Option<String>, Refusal> {
+    let mut values = req.headers().get_all(SESSION).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "more than one Mcp-Session-Id",
+        ));
+    }
+    match first.to_str() {
+        Ok(id) if !id.is_empty() => Ok(Some(id.to_string())),
+        _ => Err(Refusal::with_message(
+            Reason::BadRequest,
+            "invalid Mcp-Session-Id",
+        )),
+    }
+}
+
+/// The answer's side: bind a new session, forget a deleted one, filter tool lists.
+pub async fn after(
+    after: Box<After>,
+    mut resp: Response<ProxyBody>,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let ok = resp.status().is_success();
+    match (
+        &after.session,
+        resp.headers().get(SESSION).and_then(|v| v.to_str().ok()),
+    ) {
+        (None, Some(issued)) if ok => {
+            shared
+                .mcp
+                .sessions
+                .bind(&after.route, issued, &after.owner, Instant::now());
+        }
+        (Some(id), _) if ok && after.deleting => shared.mcp.sessions.end(&after.route, id),
+        _ => {}
+    }
+    let Some(filter) = after.filter.filter(|_| ok) else {
+        return Ok(resp);
+    };
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("text/event-stream") {
+        let parser = sse::SseFilter::new(after.max, filter.permits());
+        resp.headers_mut().remove(CONTENT_LENGTH);
+        return Ok(resp.map(|body| crate::body::boxed(sse::Filtered::new(body, parser))));
+    }
+    if filter.stream_only {
+        return Ok(resp);
+    }
+    if !content_type.starts_with("application/json") {
+        return Err(cannot("neither JSON nor an event stream"));
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = read_limited(body, after.max)
+        .await
+        .map_err(|_| cannot("unreadable or larger than max_message_bytes"))?;
+    let permits = filter.permits();
+    let body = match jsonrpc::filter_tools(&bytes, &*permits) {
+        Ok(Some(filtered)) => Bytes::from(filtered),
+        Ok(None) => bytes,
+        Err(e) => return Err(cannot(&e)),
+    };
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(Response::from_parts(parts, full(body)))
+}
+
+enum Read {
+    TooLarge,
+    Failed,
+}
+
+/// A whole body, unless it is larger than `max`: read frame by frame, so that
+/// no more than `max` bytes (and one frame) are ever held.
+async fn read_limited<B: http_body::Body<Data = Bytes> + Unpin>(
+    mut body: B,
+    max: usize,
+) -> Result<Bytes, Read> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Read::Failed)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(Read::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// A `tools/list` answer that cannot be filtered is not passed on.
+fn cannot(why: &str) -> Refusal {
+    tracing::warn!(
+        why,
+        "an MCP tools/list answer could not be filtered: not passed on"
+    );
+    Refusal::with_message(
+        Reason::UpstreamUnavailable,
+        "the MCP server's tools/list answer could not be filtered",
+    )
+}
+
+fn too_large(max: usize, request_id: &str) -> Response<ProxyBody> {
+    let body = jsonrpc::error_answer(
+        None,
+        jsonrpc::INVALID_REQUEST,
+        &format!("the message is larger than this route's limit of {max} bytes"),
+        "bad_request",
+        request_id,
+    );
+    json_answer(StatusCode::PAYLOAD_TOO_LARGE, body, request_id)
+}
+
+fn json_answer(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut()
+            .insert(crate::forward::headers::names::X_REQUEST_ID, v);
+    }
+    resp
+}

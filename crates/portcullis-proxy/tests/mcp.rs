@@ -1,0 +1,148 @@
+//! The MCP front end's guards against a real echo upstream (which records what
+//! reached it) and a real development issuer: each test fails when its guard
+//! is removed. The full protocol, with the official SDK on both sides, is
+//! e2e/test_10_mcp.py.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{client, config, wait_ready};
+use http_body_util::{BodyExt, Full};
+use portcullis_proxy::Server;
+use portcullis_testkit::{DevIssuer, EchoUpstream};
+use serde_json::{json, Value};
+
+struct Stack {
+    server: Server,
+    echo: EchoUpstream,
+    idp: DevIssuer,
+}
+
+/// One MCP route; `forward_token: true` is set behind `check`'s back, to show
+/// that the core removes the caller's token on MCP routes anyway.
+async fn stack() -> Stack {
+    let idp = DevIssuer::start().await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\
+         routes:\n  - name: mcp\n    match: {{ path_prefix: /mcp }}\n    upstream: {}\n    mcp: {{}}\n\
+         \x20   policy:\n      allow:\n        - groups: [agents]\n          tools: [get_*]\n",
+        idp.issuer(),
+        echo.url()
+    );
+    let mut cfg = config(&yaml);
+    cfg.routes[0].forward_token = true;
+    let server = Server::start(cfg, None).await.unwrap();
+    wait_ready(server.admin_addr()).await;
+    Stack { server, echo, idp }
+}
+
+impl Stack {
+    fn token(&self) -> String {
+        self.idp
+            .token("bot", "orders-api", 300, json!({"groups": ["agents"]}))
+            .unwrap()
+    }
+
+    async fn send(&self, method: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}/mcp", self.server.local_addr()))
+            .header("authorization", format!("Bearer {}", self.token()))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = client()
+            .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn call(tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool}}).to_string()
+}
+
+#[tokio::test]
+async fn the_token_never_reaches_the_server() {
+    let s = stack().await;
+    let (status, _) = s.send("POST", &[], &call("get_weather")).await;
+    assert_eq!(status, 200);
+    let seen = s.echo.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        !seen[0].headers.contains_key("authorization"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert!(seen[0].headers.contains_key("x-portcullis-assertion"));
+}
+
+#[tokio::test]
+async fn a_denied_call_is_a_json_rpc_error_and_is_not_forwarded() {
+    let s = stack().await;
+    let (status, body) = s.send("POST", &[], &call("rm_rf")).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["error"]["code"], -32003);
+    assert_eq!(v["error"]["data"]["error"], "forbidden");
+    assert!(s.echo.seen().is_empty());
+    // A non-call method is judged with `tools` set aside: it passes.
+    let (status, _) = s
+        .send("POST", &[], r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(s.echo.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn upgrades_are_not_tunnelled_on_mcp_routes() {
+    // Inside a WebSocket tunnel, messages would pass unjudged.
+    let s = stack().await;
+    let (status, _) = s
+        .send(
+            "GET",
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+            "",
+        )
+        .await;
+    assert_ne!(status, 101);
+    let seen = s.echo.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].headers.contains_key("upgrade"));
+}
+
+#[tokio::test]
+async fn oversized_and_unknown_sessions_are_refused_before_the_server() {
+    let s = stack().await;
+    // Refused from its Content-Length, before a byte of it is read.
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        s.token(),
+        5 << 20
+    );
+    let answer = common::raw(
+        s.server.local_addr(),
+        head.as_bytes(),
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("-32600"), "{answer}");
+    let (status, _) = s
+        .send(
+            "POST",
+            &[("mcp-session-id", "never-issued")],
+            &call("get_x"),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(s.echo.seen().is_empty());
+}
