@@ -58,6 +58,7 @@ fn record(trace_id: &str) -> AuditRecord {
         bytes_out: 10,
         credential: None,
         frontend: "proxy",
+        mcp: None,
     }
 }
 
