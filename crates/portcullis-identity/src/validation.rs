@@ -82,7 +82,10 @@ pub(crate) fn check_typ(typ: Option<&str>, rules: &Rules) -> Result<(), AuthErro
 }
 
 /// A NumericDate: a non-negative JSON number (fractions allowed, floored).
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthError> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<u64>, AuthError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -103,7 +106,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
     }
 }
 
-fn optional_str<'a>(
+pub(crate) fn optional_str<'a>(
     claims: &'a Map<String, Value>,
     name: &str,
 ) -> Result<Option<&'a str>, AuthError> {

@@ -16,7 +16,7 @@ use crate::error::AuthError;
 use crate::jose::compact::{self, Compact};
 use crate::provider::Provider;
 use crate::util::{now_unix, quote};
-use crate::validation::normalize_typ;
+use crate::validation::{normalize_typ, numeric_date as date, optional_str as string};
 use portcullis_core::{Identity, IdentityKind, Reason};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -82,7 +82,12 @@ impl Authenticator {
             return Err(AuthError::invalid("ID token's `azp` is another client"));
         }
         match (nonce, string(&claims, "nonce")?) {
-            (Some(want), Some(got)) if constant_time_eq(want, got) => {}
+            (Some(want), Some(got))
+                if aws_lc_rs::constant_time::verify_slices_are_equal(
+                    want.as_bytes(),
+                    got.as_bytes(),
+                )
+                .is_ok() => {}
             (Some(_), _) => return Err(AuthError::invalid("ID token's `nonce` does not match")),
             (None, _) => {}
         }
@@ -205,42 +210,6 @@ fn common_claims(
             "token is not meant for the login client",
         ))
     }
-}
-
-fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, AuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(AuthError::invalid(format!(
-            "claim `{name}` is not a string"
-        ))),
-    }
-}
-
-fn date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite() && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .map(Some)
-            .ok_or_else(|| AuthError::invalid(format!("claim `{name}` is not a valid date"))),
-        Some(_) => Err(AuthError::invalid(format!(
-            "claim `{name}` is not a number"
-        ))),
-    }
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]

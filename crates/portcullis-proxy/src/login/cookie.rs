@@ -58,13 +58,11 @@ impl Cookies {
     }
 
     fn verify(&self, label: &str, data: &[u8], mac: &str) -> bool {
-        let want = self.mac(label, data);
-        want.len() == mac.len()
-            && want
-                .bytes()
-                .zip(mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            self.mac(label, data).as_bytes(),
+            mac.as_bytes(),
+        )
+        .is_ok()
     }
 
     /// A new session id and its cookie value.

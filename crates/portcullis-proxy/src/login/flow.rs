@@ -151,8 +151,13 @@ pub async fn logout(
         .get(ORIGIN)
         .and_then(|o| o.to_str().ok())
         .is_some_and(|o| o.eq_ignore_ascii_case(&login.public_origin));
-    let token_ok =
-        form_value(form, "csrf").is_some_and(|t| constant_time_eq(&t, &active.session.csrf));
+    let token_ok = form_value(form, "csrf").is_some_and(|t| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            t.as_bytes(),
+            active.session.csrf.as_bytes(),
+        )
+        .is_ok()
+    });
     if !same_origin && !token_ok {
         return Err(Refusal::with_message(
             Reason::Forbidden,
@@ -289,14 +294,6 @@ pub(super) fn percent_decode(text: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]
