@@ -346,7 +346,9 @@ def launch(binary: str, idp: Idp, workdir: Path, config: str = CONFIG, tag: str 
     up_sock.listen(64)
     upstream = f"http://127.0.0.1:{up_sock.getsockname()[1]}"
     up_log = workdir / f"upstream{tag}.log"
-    up_env = os.environ | {"PORTCULLIS_URL": proxy_url, "ASSERTION_AUDIENCE": upstream,
+    # Replicas behind one address share a `public_url` (the assertions' issuer).
+    up_env = os.environ | {"PORTCULLIS_URL": fields.get("public_url", proxy_url),
+                           "ASSERTION_AUDIENCE": upstream,
                            "UPSTREAM_FD": str(up_sock.fileno())}
     upstream_proc = start([sys.executable, str(E2E / "upstream" / "app.py")], up_log,
                           stdout=subprocess.DEVNULL, env=up_env, pass_fds=[up_sock.fileno()])

@@ -1,6 +1,6 @@
 """Cluster-wide rate limits (SPEC §2 `shared_state`, `rate_limit`; §6 429; §8
-`portcullis_shared_state_up`): a real Debian `redis-server` (ACL user and
-password, database 2, no persistence) shared by four replicas of the real
+`portcullis_shared_state_up`): a real Debian `redis-server` (the ACL user of
+docs/operations.md with a password, database 2, no persistence) shared by four replicas of the real
 binary — three with `on_redis_down: local`, one with `deny`.
 
 - a limit of N/s per identity holds across three replicas within ±10% over 10 s
@@ -77,6 +77,15 @@ routes:
 """
 
 
+def documented_acl() -> list[str]:
+    """The ACL rules docs/operations.md gives Portcullis's Redis user: the
+    tests run with exactly those, so the documented list cannot fall behind
+    the commands Portcullis sends."""
+    doc = (E2E.parent / "docs" / "operations.md").read_text()
+    (line,) = [l for l in doc.splitlines() if l.strip().startswith("user portcullis on >PASSWORD")]
+    return line.split()[4:]
+
+
 @dataclass
 class Redis:
     port: int
@@ -92,7 +101,9 @@ class Redis:
                            "--save", "", "--appendonly", "no",
                            "--user", "default", "off",
                            "--user", "portcullis", "on", f">{self.password}",
-                           "~portcullis:*", "+@all"],
+                           *documented_acl(),
+                           # The tests' own look at the keys (SCAN is not Portcullis's).
+                           "--user", "inspector", "on", f">{self.password}", "~*", "+@all"],
                           self.log, stdout=subprocess.DEVNULL)
         wait_until("redis-server", lambda: port_open(self.port), self.proc, self.log)
 
@@ -102,11 +113,15 @@ class Redis:
             self.proc.wait(10)
 
     def keys(self, pattern: str) -> list[str]:
-        out = subprocess.run(["redis-cli", "-p", str(self.port), "--user", "portcullis",
-                              "-n", "2", "--scan", "--pattern", pattern],
+        return self.cli("--scan", "--pattern", pattern).split()
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--user", "inspector",
+                              "-n", "2", *args],
                              env={"REDISCLI_AUTH": self.password, "PATH": "/usr/bin:/bin"},
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.split()
+                             capture_output=True, text=True, errors="replace", timeout=10,
+                             check=True)
+        return out.stdout
 
 
 @dataclass

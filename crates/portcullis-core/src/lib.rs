@@ -5,11 +5,11 @@
 //! I/O crates (identity, proxy) agree on these types without depending on each other.
 #![forbid(unsafe_code)]
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// What kind of caller an [`Identity`] describes, as written in the audit line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IdentityKind {
     /// A person, signed in through an OpenID provider.
@@ -36,8 +36,9 @@ impl IdentityKind {
 }
 
 /// A verified caller. Built only by the identity crate from checked credentials;
-/// policy and propagation read it, never the raw token.
-#[derive(Debug, Clone, Default, Serialize)]
+/// policy and propagation read it, never the raw token. (`Deserialize` is for
+/// the proxy's own session store, which reads back only what it sealed.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Identity {
     pub kind: IdentityKind,
     /// Subject (`sub`, or the configured claim). Empty for a pure workload or anonymous caller.

@@ -96,7 +96,7 @@ where
 }
 
 /// A form body of at most [`crate::login::flow::MAX_FORM_BYTES`].
-async fn read_form<B>(body: B) -> Result<bytes::Bytes, Refusal>
+pub(crate) async fn read_form<B>(body: B) -> Result<bytes::Bytes, Refusal>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

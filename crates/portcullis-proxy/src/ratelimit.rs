@@ -62,7 +62,7 @@ impl RouteLimiter {
         let Some(shared) = shared else {
             return self.check_local(key);
         };
-        let redis_key = limiter::key(&self.prefix, key);
+        let redis_key = crate::shared_state::key(&self.prefix, key);
         match limiter::take(&shared.redis, &redis_key, self.budget).await {
             Ok(taken) if taken.allowed => Ok(()),
             Ok(taken) => Err(self.refusal(taken.retry_after, taken.reset)),

@@ -231,7 +231,8 @@ impl Runtime {
             .previous
             .and_then(|p| p.login.as_ref())
             .map(|l| l.store.clone());
-        let login = crate::login::Login::compile(&config, &public_url, carried.fetch, store)
+        let redis = shared_state.as_ref().map(|s| &s.redis);
+        let login = crate::login::Login::compile(&config, &public_url, carried.fetch, store, redis)
             .map_err(|e| vec![e])?
             .map(Arc::new);
         Ok(Runtime {

@@ -36,13 +36,10 @@ pub const CALLBACK_PATH: &str = "/.portcullis/callback";
 
 impl Cookies {
     pub fn new(name: &str, secret: &str, domain: Option<&str>, secure: bool, max_age: u64) -> Self {
-        // The configured secret is a passphrase of 32+ bytes; one HMAC under a
-        // fixed label turns it into this process's MAC key.
-        let root = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-        let derived = hmac::sign(&root, b"portcullis login cookie key v1");
+        let derived = derive_key(secret, b"portcullis login cookie key v1");
         Cookies {
             name: name.to_string(),
-            key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+            key: hmac::Key::new(hmac::HMAC_SHA256, &derived),
             domain: domain.map(str::to_string),
             secure,
             max_age,
@@ -209,6 +206,16 @@ pub fn random_token() -> Option<String> {
     let mut bytes = [0u8; RANDOM_BYTES];
     aws_lc_rs::rand::fill(&mut bytes).ok()?;
     Some(b64_encode(&bytes))
+}
+
+/// A 256-bit key for one purpose (`label`) from `login.cookie.secret`, a
+/// passphrase of 32+ bytes: one HMAC under a fixed label, so that the cookie
+/// MAC key and the session store's sealing key never coincide.
+pub fn derive_key(secret: &str, label: &[u8]) -> [u8; 32] {
+    let root = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(hmac::sign(&root, label).as_ref());
+    key
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).

@@ -164,13 +164,11 @@ pub async fn logout(
             "sign-out needs the form of a page this proxy served (CSRF token) or a same-origin request",
         ));
     }
-    login.store.remove(&active.key).await.map_err(|e| {
-        tracing::warn!(error = %e.0, "cannot end a session");
-        Refusal::with_message(
-            Reason::UpstreamUnavailable,
-            "the session store is unavailable",
-        )
-    })?;
+    login
+        .store
+        .remove(&active.key)
+        .await
+        .map_err(super::store_unavailable)?;
     let rd = form_value(form, "rd").and_then(|rd| login.safe_target(&rd));
     match login
         .rp
@@ -222,13 +220,7 @@ pub async fn backchannel(body: &Bytes, rt: &Runtime) -> Result<Response<ProxyBod
         .store
         .remove_matching(&login.provider, who.sid.as_deref(), who.sub.as_deref())
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e.0, "cannot end sessions for a back-channel logout");
-            Refusal::with_message(
-                Reason::UpstreamUnavailable,
-                "the session store is unavailable",
-            )
-        })?;
+        .map_err(super::store_unavailable)?;
     tracing::info!(sessions = ended, "back-channel logout");
     let mut resp = Response::new(full(""));
     resp.headers_mut()

@@ -12,6 +12,7 @@
 pub mod cookie;
 pub mod flow;
 pub mod redirect;
+pub mod redis_store;
 pub mod session;
 
 use crate::respond::Refusal;
@@ -61,13 +62,16 @@ pub struct ActiveSession {
 }
 
 impl Login {
-    /// Compiles `config.login` (if any). `store` is the previous runtime's
-    /// store on reload, so sessions survive it.
+    /// Compiles `config.login` (if any). Sessions live in Redis when
+    /// `shared_state` gave a handle (`redis`); else in this process, in
+    /// `previous` (the store of the runtime before a reload) when there is one,
+    /// so that sessions survive the reload.
     pub fn compile(
         config: &Config,
         public_url: &str,
         fetch: &Arc<dyn Fetch>,
-        store: Option<Arc<dyn SessionStore>>,
+        previous: Option<Arc<dyn SessionStore>>,
+        redis: Option<&crate::shared_state::Redis>,
     ) -> Result<Option<Login>, String> {
         let Some(cfg) = &config.login else {
             return Ok(None);
@@ -86,6 +90,14 @@ impl Login {
             return Err(format!("server.public_url `{base}` is not an absolute URL"));
         };
         let secure = scheme == "https";
+        let store: Arc<dyn SessionStore> = match (redis, previous) {
+            (Some(redis), _) => Arc::new(redis_store::RedisStore::new(
+                redis.clone(),
+                &cfg.cookie.secret,
+            )?),
+            (None, Some(previous)) if !previous.shared() => previous,
+            (None, _) => Arc::new(MemoryStore::default()),
+        };
         Ok(Some(Login {
             provider: cfg.provider.clone(),
             rp,
@@ -103,7 +115,7 @@ impl Login {
             callback_url: format!("{base}{}", cookie::CALLBACK_PATH),
             public_origin: format!("{scheme}://{authority}"),
             public_host: authority.host().to_string(),
-            store: store.unwrap_or_else(|| Arc::new(MemoryStore::default())),
+            store,
         }))
     }
 
@@ -150,20 +162,13 @@ impl Login {
         key: String,
         auth: &Authenticator,
     ) -> Result<Option<ActiveSession>, Refusal> {
-        let store_down = |e: session::StoreError| {
-            tracing::warn!(error = %e.0, "session store unavailable");
-            Refusal::with_message(
-                Reason::UpstreamUnavailable,
-                "the session store is unavailable",
-            )
-        };
-        let Some(mut session) = self.store.get(&key).await.map_err(store_down)? else {
+        let Some(mut session) = self.store.get(&key).await.map_err(store_unavailable)? else {
             return Ok(None);
         };
         let now = now();
         let idle_since = session.last_seen.load(std::sync::atomic::Ordering::Relaxed);
         if now >= session.expires_at || now >= idle_since.saturating_add(self.idle_timeout) {
-            self.store.remove(&key).await.map_err(store_down)?;
+            self.store.remove(&key).await.map_err(store_unavailable)?;
             return Ok(None);
         }
         if session.tokens.access_expires_at <= now + REFRESH_MARGIN_SECS
@@ -177,21 +182,26 @@ impl Login {
         self.store
             .touch(&key, &session, now)
             .await
-            .map_err(store_down)?;
+            .map_err(store_unavailable)?;
         Ok(Some(ActiveSession { key, session }))
     }
 
-    /// One refresh per session however many requests wait: the first takes
-    /// the session's lock and refreshes; the others find a newer generation
-    /// in the store when they get the lock. `None`: the session ended.
+    /// One refresh per session however many requests wait, on however many
+    /// replicas: the first to get the store's turn refreshes; the others find
+    /// a newer generation in the store when their turn comes. `None`: the
+    /// session ended.
     async fn refresh(
         &self,
         key: &str,
         session: Arc<Session>,
         auth: &Authenticator,
     ) -> Result<Option<Arc<Session>>, Refusal> {
-        let turn = session.refreshing.lock().await;
-        let latest = self.store.get(key).await.ok().flatten();
+        let turn = self
+            .store
+            .refresh_turn(key, &session)
+            .await
+            .map_err(store_unavailable)?;
+        let latest = self.store.get(key).await.map_err(store_unavailable)?;
         match latest {
             None => return Ok(None),
             Some(l) if l.generation != session.generation => return Ok(Some(l)),
@@ -250,14 +260,19 @@ impl Login {
             },
             generation: session.generation + 1,
             last_seen: AtomicU64::new(now),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: session.refreshing.clone(),
         });
-        if let Err(e) = self.store.put(key, fresh.clone()).await {
-            tracing::warn!(error = %e.0, "cannot store the refreshed session");
-        }
-        tracing::debug!("session refreshed");
+        let stored = self.store.update(key, fresh.clone()).await;
         drop(turn);
-        Ok(Some(fresh))
+        match stored {
+            Ok(true) => {
+                tracing::debug!("session refreshed");
+                Ok(Some(fresh))
+            }
+            // Logged out (or revoked) while the refresh was under way.
+            Ok(false) => Ok(None),
+            Err(e) => Err(store_unavailable(e)),
+        }
     }
 
     /// Starts a new session for a verified ID token; returns the `Set-Cookie`.
@@ -292,12 +307,12 @@ impl Login {
             },
             generation: 0,
             last_seen: AtomicU64::new(now),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: Arc::default(),
         });
-        self.store.put(&id.key(), session).await.map_err(|e| {
-            tracing::warn!(error = %e.0, "cannot store a new session");
-            unavailable()
-        })?;
+        self.store
+            .put(&id.key(), session)
+            .await
+            .map_err(store_unavailable)?;
         Ok(self.cookies.session_cookie(&value))
     }
 
@@ -379,6 +394,21 @@ impl Login {
             rd: v.get("r")?.as_str()?.to_string(),
         })
     }
+}
+
+/// The refusal for a request whose session cannot be looked up: a shared
+/// store that is down fails closed (nobody's session can be checked). 503, as
+/// for rate limits that cannot be checked: the proxy, not an upstream, is
+/// what cannot answer now.
+pub(crate) fn store_unavailable(e: session::StoreError) -> Refusal {
+    tracing::warn!(error = %e.0, "session store unavailable");
+    let mut r = Refusal::with_message(
+        Reason::UpstreamUnavailable,
+        "the session store is unavailable; try again shortly",
+    );
+    r.status = Some(http::StatusCode::SERVICE_UNAVAILABLE);
+    r.retry_after = Some(1);
+    r
 }
 
 /// A sign-in in progress, as its cookie remembers it.

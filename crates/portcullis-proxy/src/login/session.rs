@@ -2,8 +2,9 @@
 //! by the proxy and found by the store key of the cookie's session id.
 //!
 //! [`SessionStore`] is the one interface: [`MemoryStore`] keeps sessions in
-//! this process (the default); a shared store (Redis, `shared_state`) makes
-//! every replica know every session. Tokens live only here, never in a cookie.
+//! this process (the default); [`super::redis_store::RedisStore`] (with
+//! `shared_state`) makes every replica know every session. Tokens live only
+//! here, never in a cookie.
 
 use portcullis_core::Identity;
 use std::collections::HashMap;
@@ -47,9 +48,18 @@ pub struct Session {
     pub generation: u64,
     /// Last request (Unix seconds), for `idle_timeout`.
     pub last_seen: AtomicU64,
-    /// Held while the session is refreshed: one refresh however many requests
-    /// of the session arrive at once.
-    pub refreshing: tokio::sync::Mutex<()>,
+    /// Held while the session is refreshed by this process: one refresh however
+    /// many requests of the session arrive at once (see [`SessionStore::refresh_turn`]).
+    pub refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The right to refresh one session, until dropped.
+pub struct Turn(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Turn {
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Turn(Box::new(held))
+    }
 }
 
 /// Why the store could not answer (a shared store that is down).
@@ -59,12 +69,27 @@ pub struct StoreError(pub String);
 /// Where sessions live. Keys are [`super::cookie::SessionId::key`] values.
 pub trait SessionStore: Send + Sync {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Arc<Session>>, StoreError>>;
-    /// Stores (or replaces) a session until `expires_at`.
+    /// Stores a new session until its `expires_at`.
     fn put<'a>(
         &'a self,
         key: &'a str,
         session: Arc<Session>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Replaces a session that still exists (a refresh), never bringing back
+    /// one that a logout or revocation ended meanwhile. False: it was gone.
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        session: Arc<Session>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Waits until the caller may refresh the session under `key`: one
+    /// refresh at a time per session, for everyone sharing the store (a
+    /// refresh token may be single-use). The turn lasts until it is dropped.
+    fn refresh_turn<'a>(
+        &'a self,
+        key: &'a str,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<Turn, StoreError>>;
     /// Records a request at `now` (for `idle_timeout`).
     fn touch<'a>(
         &'a self,
@@ -81,8 +106,14 @@ pub trait SessionStore: Send + Sync {
         sid: Option<&'a str>,
         sub: Option<&'a str>,
     ) -> BoxFuture<'a, Result<usize, StoreError>>;
-    /// Sessions held (the `portcullis_sessions` gauge).
-    fn held(&self) -> usize;
+    /// Sessions held (the `portcullis_sessions` gauge): by this process, or by
+    /// the shared store for the whole cluster.
+    fn held(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+    /// Whether every replica sees these sessions (a reload keeps a
+    /// process-local store; a shared one is reopened from the config).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Sessions in this process. Expired ones are dropped when met and swept
@@ -120,6 +151,34 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        session: Arc<Session>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut map = self.map();
+            match map.get_mut(key) {
+                Some(slot) => {
+                    *slot = session;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn refresh_turn<'a>(
+        &'a self,
+        _key: &'a str,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<Turn, StoreError>> {
+        // Every request of a session held here shares its `Arc<Session>`, so
+        // its mutex is the whole process's.
+        let lock = session.refreshing.clone();
+        Box::pin(async move { Ok(Turn::new(lock.lock_owned().await)) })
+    }
+
     fn touch<'a>(
         &'a self,
         _key: &'a str,
@@ -151,8 +210,8 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    fn held(&self) -> usize {
-        self.map().len()
+    fn held(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move { Ok(self.map().len()) })
     }
 }
 

@@ -37,10 +37,6 @@ return {1, 0, math.floor((now - allow_at) / interval), new_tat - now}
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
 
-/// Keys longer than this are hashed: a subject is the caller's (verified, but
-/// unbounded) and Redis keeps every key in memory.
-const MAX_KEY: usize = 200;
-
 /// One route's budget: `burst` requests at once, then one every `interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -58,23 +54,6 @@ pub struct Taken {
     pub remaining: u64,
     /// When the caller's whole burst is available again.
     pub reset: Duration,
-}
-
-/// The Redis key of `caller` on the route whose prefix is `prefix`
-/// (`portcullis:rl:ROUTE:`).
-pub fn key(prefix: &str, caller: &str) -> String {
-    if caller.len() <= MAX_KEY {
-        return format!("{prefix}{caller}");
-    }
-    use std::fmt::Write as _;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, caller.as_bytes());
-    let mut key = String::with_capacity(prefix.len() + 7 + 64);
-    key.push_str(prefix);
-    key.push_str("sha256:");
-    for b in digest.as_ref() {
-        let _ = write!(key, "{b:02x}");
-    }
-    key
 }
 
 /// Takes one request from `key`'s budget: one `EVALSHA` (the script is loaded
@@ -100,22 +79,4 @@ pub async fn take(redis: &Redis, key: &str, budget: Budget) -> Result<Taken, Una
         remaining: u64::try_from(remaining).unwrap_or(0),
         reset: micros(reset_us),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn long_keys_are_hashed_short_ones_kept() {
-        assert_eq!(
-            super::key("portcullis:rl:r:", "sub:alice"),
-            "portcullis:rl:r:sub:alice"
-        );
-        let long = format!("sub:{}", "x".repeat(300));
-        let k = super::key("portcullis:rl:r:", &long);
-        assert!(
-            k.starts_with("portcullis:rl:r:sha256:") && k.len() == 16 + 7 + 64,
-            "{k}"
-        );
-        assert_ne!(k, super::key("portcullis:rl:r:", &format!("{long}y")));
-    }
 }

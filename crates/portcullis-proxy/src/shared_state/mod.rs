@@ -337,6 +337,27 @@ fn client(cfg: &SharedStateConfig) -> Result<redis::Client, String> {
     }
 }
 
+/// Keys longer than this are hashed: a subject is the caller's (verified, but
+/// unbounded) and Redis keeps every key in memory.
+const MAX_KEY: usize = 200;
+
+/// The Redis key `prefix` + `caller` (e.g. `portcullis:rl:ROUTE:` + the
+/// caller's key), hashed when `caller` is long.
+pub fn key(prefix: &str, caller: &str) -> String {
+    if caller.len() <= MAX_KEY {
+        return format!("{prefix}{caller}");
+    }
+    use std::fmt::Write as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, caller.as_bytes());
+    let mut key = String::with_capacity(prefix.len() + 7 + 64);
+    key.push_str(prefix);
+    key.push_str("sha256:");
+    for b in digest.as_ref() {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
+}
+
 /// The password part of a URL's userinfo, as written.
 fn password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;

@@ -35,6 +35,21 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+#[test]
+fn long_keys_are_hashed_short_ones_kept() {
+    assert_eq!(
+        key("portcullis:rl:r:", "sub:alice"),
+        "portcullis:rl:r:sub:alice"
+    );
+    let long = format!("sub:{}", "x".repeat(300));
+    let k = key("portcullis:rl:r:", &long);
+    assert!(
+        k.starts_with("portcullis:rl:r:sha256:") && k.len() == 16 + 7 + 64,
+        "{k}"
+    );
+    assert_ne!(k, key("portcullis:rl:r:", &format!("{long}y")));
+}
+
 const BUDGET: Budget = Budget {
     interval: Duration::from_millis(500),
     burst: 3,
