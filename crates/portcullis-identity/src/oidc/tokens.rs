@@ -13,7 +13,7 @@
 use crate::authenticator::Authenticator;
 use crate::claims::Source;
 use crate::error::AuthError;
-use crate::jose::compact::{self, Compact};
+use crate::jose::compact;
 use crate::provider::Provider;
 use crate::util::{now_unix, quote};
 use crate::validation::{normalize_typ, numeric_date as date, optional_str as string};
@@ -23,6 +23,11 @@ use std::sync::Arc;
 
 /// The event a logout token must carry.
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// `typ` values an ID token may carry (normalized: lowercase, no
+/// `application/`); an access token's `at+jwt` is not among them.
+const ID_TOKEN_TYPES: &[&str] = &["jwt", "id_token", "id+jwt"];
+/// `typ` values a logout token may carry (Back-Channel Logout §2.4).
+const LOGOUT_TOKEN_TYPES: &[&str] = &["logout+jwt", "jwt"];
 /// A logout token issued longer ago than this is refused (the spec lets the
 /// receiver choose; it is delivered at once).
 const MAX_LOGOUT_TOKEN_AGE: u64 = 300;
@@ -46,22 +51,11 @@ impl Authenticator {
         client_id: &str,
         nonce: Option<&str>,
     ) -> Result<Identity, AuthError> {
-        let (p, parsed) = self.login_token(provider, token)?;
-        match parsed.header.typ.as_deref().map(normalize_typ).as_deref() {
-            None | Some("jwt") | Some("id_token") | Some("id+jwt") => {}
-            Some(other) => {
-                return Err(AuthError::invalid(format!(
-                    "token type {} is not an ID token",
-                    quote(other)
-                )))
-            }
-        }
-        let alg = p.allowed_alg(&parsed)?;
-        p.verify_signature(alg, &parsed).await?;
-        let claims = parsed.claims;
+        let (p, claims) = self
+            .login_token(provider, token, client_id, ID_TOKEN_TYPES, "an ID token")
+            .await?;
         let now = now_unix();
         let skew = p.rules.skew;
-        common_claims(&claims, &p.issuer, client_id)?;
         let exp = date(&claims, "exp")?.ok_or_else(|| AuthError::invalid("no `exp`"))?;
         if now > exp.saturating_add(skew) {
             return Err(AuthError::new(Reason::TokenExpired, "ID token has expired"));
@@ -111,22 +105,17 @@ impl Authenticator {
         token: &str,
         client_id: &str,
     ) -> Result<LogoutToken, AuthError> {
-        let (p, parsed) = self.login_token(provider, token)?;
-        match parsed.header.typ.as_deref().map(normalize_typ).as_deref() {
-            None | Some("logout+jwt") | Some("jwt") => {}
-            Some(other) => {
-                return Err(AuthError::invalid(format!(
-                    "token type {} is not a logout token",
-                    quote(other)
-                )))
-            }
-        }
-        let alg = p.allowed_alg(&parsed)?;
-        p.verify_signature(alg, &parsed).await?;
-        let claims = parsed.claims;
+        let (p, claims) = self
+            .login_token(
+                provider,
+                token,
+                client_id,
+                LOGOUT_TOKEN_TYPES,
+                "a logout token",
+            )
+            .await?;
         let now = now_unix();
         let skew = p.rules.skew;
-        common_claims(&claims, &p.issuer, client_id)?;
         let iat = date(&claims, "iat")?.ok_or_else(|| AuthError::invalid("no `iat`"))?;
         if iat > now.saturating_add(skew) || now > iat.saturating_add(MAX_LOGOUT_TOKEN_AGE + skew) {
             return Err(AuthError::invalid("logout token's `iat` is not recent"));
@@ -161,18 +150,36 @@ impl Authenticator {
         Ok(LogoutToken { sid, sub })
     }
 
-    /// The provider named `provider` and the parsed token; the token's `iss`
-    /// does not choose the provider here (the login flow knows whom it asked).
-    fn login_token<'t>(
+    /// The steps both tokens share: the provider named `provider` (the
+    /// token's `iss` does not choose it here: the login flow knows whom it
+    /// asked), strict parsing, a `typ` among `types` (absent is fine), an
+    /// allowed algorithm, the signature, `iss` and `aud`. Returns the provider
+    /// and the verified claims.
+    async fn login_token(
         &self,
         provider: &str,
-        token: &'t str,
-    ) -> Result<(&Provider, Compact<'t>), AuthError> {
+        token: &str,
+        client_id: &str,
+        types: &[&str],
+        what: &str,
+    ) -> Result<(&Provider, Map<String, Value>), AuthError> {
         let p = self
             .provider_named(provider)
             .ok_or_else(|| AuthError::invalid(format!("unknown provider {}", quote(provider))))?;
         let parsed = compact::parse(token).map_err(|e| e.with_provider(&p.name))?;
-        Ok((p, parsed))
+        if let Some(typ) = parsed.header.typ.as_deref().map(normalize_typ) {
+            if !types.contains(&typ.as_str()) {
+                return Err(AuthError::invalid(format!(
+                    "token type {} is not {what}",
+                    quote(&typ)
+                )));
+            }
+        }
+        let alg = p.allowed_alg(&parsed)?;
+        p.verify_signature(alg, &parsed).await?;
+        let claims = parsed.claims;
+        common_claims(&claims, &p.issuer, client_id)?;
+        Ok((p, claims))
     }
 }
 
