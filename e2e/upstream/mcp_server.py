@@ -1,4 +1,4 @@
-"""An MCP server behind Portcullis for test_10_mcp: the official Python SDK's
+"""An MCP server behind Portcullis for test_14_mcp: the official Python SDK's
 FastMCP over the streamable HTTP transport, answering in JSON
 (`json_response=True`) or in SSE, with sessions (stateful).
 

@@ -1,7 +1,7 @@
 //! The MCP front end's guards against a real echo upstream (which records what
 //! reached it) and a real development issuer: each test fails when its guard
 //! is removed. The full protocol, with the official SDK on both sides, is
-//! e2e/test_10_mcp.py.
+//! e2e/test_14_mcp.py.
 #![allow(clippy::unwrap_used)]
 
 mod common;
