@@ -14,6 +14,7 @@ import json
 import struct
 import subprocess
 import warnings
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -38,6 +39,7 @@ OK, PERMISSION_DENIED, UNAUTHENTICATED = 0, 7, 16
 CONFIG = """\
 server:
   listen: 127.0.0.1:{port}
+  public_url: http://127.0.0.1:{port}
 admin:
   listen: 127.0.0.1:{admin_port}
 ext_authz:
@@ -50,6 +52,13 @@ providers:
     issuer: {issuer}
     audiences: [orders-api]
     algorithms: [RS256, ES256, PS256]
+    # For `login` (browsers are only sent to it here; test_10 signs in).
+    client_id: portal
+    client_secret: not-used-in-this-module
+login:
+  provider: oidc-provider
+  cookie:
+    secret: ext-authz-module-cookie-secret-of-32-bytes
 audit:
   sink: "file:{audit_log}"
 routes:
@@ -62,6 +71,12 @@ routes:
           methods: [GET]
         - name: checkout
           workloads: [spiffe://cluster.local/ns/shop/sa/checkout]
+  - name: app
+    match: {{ path_prefix: /app }}
+    login: true
+    policy:
+      allow:
+        - authenticated: true
 """
 
 
@@ -169,6 +184,26 @@ def test_source_principal_is_the_workload(authorizer):
     outside = call(authorizer, envoy_check("POST", "/api/orders", {},
                                            principal="spiffe://elsewhere/ns/shop/sa/checkout"))
     assert outside.status.code == UNAUTHENTICATED
+
+
+def test_a_browser_that_should_sign_in_is_sent_to_the_login(authorizer):
+    """Envoy hands the denial to the browser as it is (as Traefik and Caddy do
+    with forward-auth's `?redirect=true`): a page request to a `login: true`
+    route without a session is a 302 to Portcullis's login, which brings the
+    browser back to the URL it asked for."""
+    resp = call(authorizer, envoy_check("GET", "/app/page?x=1", {"accept": "text/html"}))
+    assert resp.status.code == UNAUTHENTICATED
+    denied = resp.denied_response
+    assert denied.status.code == 302
+    location = headers_of(denied.headers)["location"]
+    url = urlsplit(location)
+    assert (url.scheme, url.hostname, url.path) == ("http", "127.0.0.1", "/.portcullis/login")
+    assert parse_qs(url.query)["rd"] == ["https://orders.example.com/app/page?x=1"]
+    # API clients, and routes without `login: true`, get the 401.
+    api = call(authorizer, envoy_check("GET", "/app/page", {"accept": "application/json"}))
+    assert api.status.code == UNAUTHENTICATED and api.denied_response.status.code == 401
+    other = call(authorizer, envoy_check("GET", "/api/orders/1", {"accept": "text/html"}))
+    assert other.denied_response.status.code == 401
 
 
 def test_every_check_is_one_audit_line(authorizer):

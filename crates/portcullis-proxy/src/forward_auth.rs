@@ -115,22 +115,14 @@ pub async fn authz(
         // turns the 401 into its own redirect (`error_page 401`).
         Err(mut refusal) => {
             let wants_redirect = query.and_then(|q| crate::login::flow::form_value(q, "redirect"));
-            if let (true, Some("true")) = (refusal.sign_in, wants_redirect.as_deref()) {
+            if wants_redirect.as_deref() == Some("true") {
                 let authority = host
                     .authority
                     .as_ref()
                     .and_then(|a| a.to_str().ok())
                     .unwrap_or("");
                 let original = format!("{scheme}://{authority}{uri}");
-                refusal.redirect = Some(Box::new(crate::respond::Redirect {
-                    location: format!(
-                        "{}{}?rd={}",
-                        rt.public_url,
-                        crate::login::flow::LOGIN_PATH,
-                        portcullis_identity::fetch::form_encode(&original)
-                    ),
-                    set_cookies: Vec::new(),
-                }));
+                crate::login::flow::send_to_login(&mut refusal, &rt.public_url, &original);
             }
             return Err(refusal);
         }

@@ -100,7 +100,16 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
     };
     let (answer, status) = match result {
         Ok(ok) => (allowed(ok), StatusCode::OK),
-        Err(refusal) => {
+        Err(mut refusal) => {
+            // Envoy hands a denial to the browser as it is: one that should
+            // sign in is sent to the proxy's login and back.
+            let scheme = if http.scheme.is_empty() {
+                "https"
+            } else {
+                http.scheme.as_str()
+            };
+            let original = format!("{scheme}://{}{}", http.host, http.path);
+            crate::login::flow::send_to_login(&mut refusal, &rt.public_url, &original);
             ex.refused = Some(refusal.reason);
             denied(&refusal, &ex).await
         }
@@ -267,7 +276,8 @@ async fn denied(refusal: &Refusal, ex: &Exchange) -> (CheckResponse, StatusCode)
         .map(|(name, value)| overwrite(name, value))
         .collect();
     let grpc_code = match parts.status.as_u16() {
-        401 => code::UNAUTHENTICATED,
+        // 302: a browser sent to sign in.
+        401 | 302 => code::UNAUTHENTICATED,
         400 => code::INVALID_ARGUMENT,
         404 => code::NOT_FOUND,
         500..=599 => code::UNAVAILABLE,

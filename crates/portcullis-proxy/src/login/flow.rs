@@ -20,6 +20,24 @@ pub const BACKCHANNEL_PATH: &str = "/.portcullis/backchannel-logout";
 /// Largest form body read by `logout` and `backchannel-logout`.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
+/// For a front end whose answer reaches the browser (forward-auth with
+/// `?redirect=true`, Envoy's ext_authz): a refusal that asks a browser to sign
+/// in becomes a 302 to the proxy's own login, which comes back to `original`
+/// (the URL the browser asked for) if it is an allowed target. Other refusals
+/// stay as they are.
+pub fn send_to_login(refusal: &mut Refusal, public_url: &str, original: &str) {
+    if !refusal.sign_in {
+        return;
+    }
+    refusal.redirect = Some(Box::new(crate::respond::Redirect {
+        location: format!(
+            "{public_url}{LOGIN_PATH}?rd={}",
+            portcullis_identity::fetch::form_encode(original)
+        ),
+        set_cookies: Vec::new(),
+    }));
+}
+
 fn login_of(rt: &Runtime) -> Result<&Login, Refusal> {
     rt.login
         .as_deref()
