@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -343,3 +344,62 @@ def test_every_call_has_one_audit_line_and_a_metric(mcp_stack):
     for mode in MODES:
         assert re.search(rf'portcullis_mcp_calls_total\{{route="{mode}",tool="delete_records",decision="deny"\}} [1-9]', metrics), metrics
         assert re.search(rf'portcullis_mcp_calls_total\{{route="{mode}",tool="get_weather",decision="allow"\}} [1-9]', metrics)
+
+
+@pytest.fixture(scope="module")
+def mcp_pair(mcp_stack):
+    """Two more replicas in front of the same JSON MCP server, sharing one real
+    redis-server (`shared_state`) and the first stack's `public_url` (so the
+    same tokens serve), as replicas behind one load balancer would."""
+    from test_11_redis import Redis
+    redis = Redis(free_port(), "pw-" + secrets.token_urlsafe(12), mcp_stack.workdir / "redis.log")
+    redis.start()
+    route = ROUTE.format(mode="json", upstream_port=mcp_stack.upstreams["json"].rsplit(":", 1)[1])
+    procs, urls = [], []
+    try:
+        for i in range(2):
+            port, admin_port = free_port(), free_port()
+            config = mcp_stack.workdir / f"pair{i}.yaml"
+            config.write_text(CONFIG.format(
+                port=port, url=mcp_stack.url, admin_port=admin_port, issuer=ISSUER,
+                jwks=mcp_stack.keys / "jwks.json", audit_log=mcp_stack.workdir / f"pair{i}.audit",
+                routes=route) + "shared_state:\n"
+                f"  redis: redis://portcullis:{redis.password}@127.0.0.1:{redis.port}/2\n")
+            log = mcp_stack.workdir / f"pair{i}.stderr"
+            procs.append(start([mcp_stack.binary, "serve", "-c", str(config)], log,
+                               stdout=subprocess.DEVNULL))
+            wait_until("Portcullis /readyz",
+                       lambda: httpx.get(f"http://127.0.0.1:{admin_port}/readyz").status_code == 200,
+                       procs[-1], log)
+            urls.append(f"http://127.0.0.1:{port}/json/mcp")
+        yield urls, redis
+    finally:
+        for p in procs:
+            stop(p)
+        redis.kill()
+
+
+def test_a_session_made_on_one_replica_is_its_creators_on_every_replica(mcp_stack, mcp_pair):
+    (one, two), redis = mcp_pair
+    owner = mcp_stack.token("agent-roaming", "agents")
+    thief = mcp_stack.token("ops-thief-2", "admins")
+    r = initialize(one, owner)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    post(two, owner, {"jsonrpc": "2.0", "method": "notifications/initialized"}, {"Mcp-Session-Id": sid})
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    r = post(two, owner, listing, {"Mcp-Session-Id": sid})
+    assert r.status_code == 200, r.text
+    assert "get_weather" in r.text
+    # Still nobody else's, on either replica.
+    for url in (one, two):
+        assert post(url, thief, listing, {"Mcp-Session-Id": sid}).status_code == 404
+    # Redis holds the binding under a digest of the owner, nothing readable.
+    (key,) = redis.keys("portcullis:mcp-session:*")
+    assert "agent-roaming" not in redis.cli("GET", key)
+    # Deleted on one replica: gone on the other.
+    with httpx.Client(timeout=30) as c:
+        d = c.delete(one, headers={"Authorization": f"Bearer {owner}", "Mcp-Session-Id": sid,
+                                   "MCP-Protocol-Version": "2025-06-18"})
+    assert d.status_code in (200, 202, 204), d.text
+    assert post(two, owner, listing, {"Mcp-Session-Id": sid}).status_code == 404

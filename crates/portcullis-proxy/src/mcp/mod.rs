@@ -19,6 +19,7 @@
 pub mod jsonrpc;
 pub mod metadata;
 pub mod sessions;
+mod shared_bindings;
 pub mod sse;
 
 use crate::audit::AuditMcp;
@@ -37,7 +38,6 @@ use portcullis_core::{Identity, Reason};
 use portcullis_policy::NormalizedPath;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// The streamable HTTP transport's session header.
 pub const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -86,6 +86,8 @@ pub struct After {
     deleting: bool,
     filter: Option<ToolFilter>,
     max: usize,
+    /// Where bindings are shared, when `shared_state` is set.
+    redis: Option<crate::shared_state::Redis>,
 }
 
 /// Everything needed to judge, for each tool of a list, whether this caller may
@@ -136,11 +138,10 @@ pub async fn before(
     let route = ex.route.clone().unwrap_or_default();
     let owner = sessions::owner_of(&ex.identity);
     let session = session_of(&req)?;
+    let redis = rt.shared_state.as_ref().map(|s| s.redis.clone());
     if let Some(id) = &session {
-        if shared
-            .mcp
-            .sessions
-            .check(&route, id, &owner, Instant::now())
+        let local = &shared.mcp.sessions;
+        if shared_bindings::check(redis.as_ref(), local, &route, id, &owner).await
             != sessions::Check::Owned
         {
             // One answer for "someone else's" and "unknown": no oracle for ids.
@@ -165,6 +166,7 @@ pub async fn before(
         deleting: req.method() == Method::DELETE,
         filter: None,
         max,
+        redis,
     };
     if req.method() == Method::GET {
         after.filter = Some(filter(true));
@@ -322,12 +324,20 @@ pub async fn after(
         resp.headers().get(SESSION).and_then(|v| v.to_str().ok()),
     ) {
         (None, Some(issued)) if ok => {
-            shared
-                .mcp
-                .sessions
-                .bind(&after.route, issued, &after.owner, Instant::now());
+            let local = &shared.mcp.sessions;
+            shared_bindings::bind(
+                after.redis.as_ref(),
+                local,
+                &after.route,
+                issued,
+                &after.owner,
+            )
+            .await;
         }
-        (Some(id), _) if ok && after.deleting => shared.mcp.sessions.end(&after.route, id),
+        (Some(id), _) if ok && after.deleting => {
+            let local = &shared.mcp.sessions;
+            shared_bindings::end(after.redis.as_ref(), local, &after.route, id).await;
+        }
         _ => {}
     }
     let Some(filter) = after.filter.filter(|_| ok) else {

@@ -4,10 +4,11 @@
 //! anyone else — and anyone presenting an id the proxy never saw the server
 //! issue — gets 404, which MCP clients answer by starting a new session.
 //!
-//! In memory, per process: bindings survive config reloads but not restarts,
-//! and replicas do not share them (a client sent to another replica gets 404
-//! and starts over). Bounded: at most [`MAX_SESSIONS`], idle ones expire after
-//! [`IDLE`], and when full the least recently used goes.
+//! Here in memory, per process: bindings survive config reloads but not
+//! restarts. With `shared_state` they live in Redis instead
+//! ([`super::shared_bindings`]), and these serve only while Redis is down.
+//! Bounded: at most [`MAX_SESSIONS`], idle ones expire after [`IDLE`], and
+//! when full the least recently used goes.
 
 use portcullis_core::Identity;
 use std::collections::HashMap;

@@ -1,0 +1,195 @@
+//! `Mcp-Session-Id` bindings shared by every replica through Redis (with
+//! `shared_state`), so an MCP client whose requests a load balancer spreads
+//! over replicas keeps its session on all of them.
+//!
+//! One key per binding, `portcullis:mcp-session:ROUTE:ID` (the id hashed when
+//! long), holding a SHA-256 of the owner (no identity is stored in the clear)
+//! and expiring after [`super::sessions::IDLE`] without use. A check is one
+//! `GETEX` (read and renew), a binding one `SET NX` (the first stands).
+//!
+//! Redis down: this replica's own bindings ([`Sessions`]) answer instead. That
+//! fails closed: a session bound in Redis is unknown here (404, and the client
+//! starts a new one, which binds locally); nothing unknown is ever let through.
+
+use super::sessions::{Check, Sessions, IDLE};
+use crate::shared_state::{key, Redis};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+fn binding_key(route: &str, id: &str) -> String {
+    key(&format!("portcullis:mcp-session:{route}:"), id)
+}
+
+/// The owner as stored: a digest, so Redis holds no subject or issuer.
+fn owner_digest(owner: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, owner.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// May `owner` use session `id` on `route`? In Redis when there is one that
+/// answers, else in `local`.
+pub async fn check(
+    redis: Option<&Redis>,
+    local: &Sessions,
+    route: &str,
+    id: &str,
+    owner: &str,
+) -> Check {
+    let Some(redis) = redis else {
+        return local.check(route, id, owner, Instant::now());
+    };
+    let k = binding_key(route, id);
+    let stored: Result<Option<String>, _> = redis
+        .run(|mut conn| {
+            let mut cmd = redis::cmd("GETEX");
+            cmd.arg(&k).arg("EX").arg(IDLE.as_secs());
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await;
+    match stored {
+        Ok(Some(stored)) if stored == owner_digest(owner) => Check::Owned,
+        Ok(_) => Check::Refused,
+        Err(e) => {
+            tracing::debug!(error = %e.0, "MCP session bindings: Redis unavailable; this replica's own answer");
+            local.check(route, id, owner, Instant::now())
+        }
+    }
+}
+
+/// The server issued session `id` in answer to `owner`: bind it, unless it is
+/// already bound (the first binding stands).
+pub async fn bind(redis: Option<&Redis>, local: &Sessions, route: &str, id: &str, owner: &str) {
+    let Some(redis) = redis else {
+        return local.bind(route, id, owner, Instant::now());
+    };
+    let (k, digest) = (binding_key(route, id), owner_digest(owner));
+    let stored: Result<Option<String>, _> = redis
+        .run(|mut conn| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&k)
+                .arg(&digest)
+                .arg("NX")
+                .arg("EX")
+                .arg(IDLE.as_secs());
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::debug!(error = %e.0, "MCP session bindings: Redis unavailable; bound on this replica only");
+        local.bind(route, id, owner, Instant::now());
+    }
+}
+
+/// The session ended (its owner deleted it): everywhere it may be bound.
+pub async fn end(redis: Option<&Redis>, local: &Sessions, route: &str, id: &str) {
+    local.end(route, id);
+    if let Some(redis) = redis {
+        let k = binding_key(route, id);
+        let _ = redis
+            .run(|mut conn| {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(&k);
+                async move { cmd.query_async::<i64>(&mut conn).await }
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::shared_state::SharedState;
+    use portcullis_testkit::RedisServer;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    fn redis(server: &RedisServer) -> Redis {
+        let yaml = format!(
+            "shared_state: {{redis: '{}', timeout: 1s}}\n",
+            server.url("", 5)
+        );
+        let cfg = portcullis_config::load_str(&yaml, "t.yaml", &|_| None)
+            .unwrap()
+            .config
+            .shared_state
+            .unwrap();
+        SharedState::start(&cfg, Gauge::default()).unwrap().redis
+    }
+
+    #[tokio::test]
+    async fn a_binding_made_on_one_replica_holds_on_another() {
+        let server = RedisServer::start(&[]).unwrap();
+        let (r1, r2) = (redis(&server), redis(&server));
+        let (l1, l2) = (Sessions::default(), Sessions::default());
+        bind(Some(&r1), &l1, "mcp", "abc", "alice").await;
+        assert_eq!(
+            check(Some(&r2), &l2, "mcp", "abc", "alice").await,
+            Check::Owned
+        );
+        assert_eq!(
+            check(Some(&r2), &l2, "mcp", "abc", "mallory").await,
+            Check::Refused
+        );
+        assert_eq!(
+            check(Some(&r2), &l2, "other", "abc", "alice").await,
+            Check::Refused
+        );
+        assert_eq!(
+            check(Some(&r2), &l2, "mcp", "never-issued", "alice").await,
+            Check::Refused
+        );
+        // The first binding stands, on any replica.
+        bind(Some(&r2), &l2, "mcp", "abc", "mallory").await;
+        assert_eq!(
+            check(Some(&r1), &l1, "mcp", "abc", "mallory").await,
+            Check::Refused
+        );
+        // Nothing about the owner is readable in Redis.
+        let mut conn = redis::Client::open(server.url("", 5))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let stored: String = redis::cmd("GET")
+            .arg("portcullis:mcp-session:mcp:abc")
+            .query(&mut conn)
+            .unwrap();
+        assert!(!stored.contains("alice") && stored.len() == 64);
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("portcullis:mcp-session:mcp:abc")
+            .query(&mut conn)
+            .unwrap();
+        assert!(ttl > 0 && ttl <= i64::try_from(IDLE.as_secs()).unwrap());
+        end(Some(&r2), &l2, "mcp", "abc").await;
+        assert_eq!(
+            check(Some(&r1), &l1, "mcp", "abc", "alice").await,
+            Check::Refused
+        );
+    }
+
+    #[tokio::test]
+    async fn redis_gone_falls_back_to_this_replica_and_stays_closed() {
+        let mut server = RedisServer::start(&[]).unwrap();
+        let r = redis(&server);
+        let local = Sessions::default();
+        bind(Some(&r), &local, "mcp", "in-redis", "alice").await;
+        server.kill();
+        // Bound in Redis only: unknown here, refused (the client starts over).
+        assert_eq!(
+            check(Some(&r), &local, "mcp", "in-redis", "alice").await,
+            Check::Refused
+        );
+        bind(Some(&r), &local, "mcp", "local", "alice").await;
+        assert_eq!(
+            check(Some(&r), &local, "mcp", "local", "alice").await,
+            Check::Owned
+        );
+        assert_eq!(
+            check(Some(&r), &local, "mcp", "local", "mallory").await,
+            Check::Refused
+        );
+    }
+}
