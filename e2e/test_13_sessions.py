@@ -177,6 +177,11 @@ def test_revoke_by_sub_ends_every_session_of_that_person_on_every_replica_within
     assert httpx.post(f"{three.admin}/sessions/revoke", content=b"{not json",
                       headers={"Content-Type": "application/json"}).status_code == 400
     assert httpx.get(f"{three.admin}/sessions/revoke").status_code == 405
+    # Not a form (a cross-site page could send one), not from a browser page.
+    assert httpx.post(f"{three.admin}/sessions/revoke", data={"sub": "dave"}).status_code == 415
+    assert httpx.post(f"{three.admin}/sessions/revoke", json={"sub": "dave"},
+                      headers={"Origin": "https://evil.example"}).status_code == 403
+    assert subject(get(one, "/app/x", dave)) == "dave"
     assert revoke(three, sub="nobody").json() == {"revoked": 0}
 
 

@@ -186,7 +186,7 @@ def test_list_and_calls_follow_the_policy(mcp_stack, mode):
         assert error.code == -32003, (tool, error)
         assert error.data["error"] == "forbidden"
         assert re.fullmatch(r"[0-9a-f-]{16,}", error.data["request_id"]), error.data
-    assert "agents-never-delete" in denied["delete_records"].message or denied["delete_records"].message
+    assert "agents-never-delete" in denied["delete_records"].message, denied["delete_records"].message
 
     async def admin_work(session, _):
         tools = await session.list_tools()
@@ -402,4 +402,7 @@ def test_a_session_made_on_one_replica_is_its_creators_on_every_replica(mcp_stac
         d = c.delete(one, headers={"Authorization": f"Bearer {owner}", "Mcp-Session-Id": sid,
                                    "MCP-Protocol-Version": "2025-06-18"})
     assert d.status_code in (200, 202, 204), d.text
+    # The binding went with it (the server too would 404 a deleted session, so
+    # look at Redis itself).
+    assert redis.keys("portcullis:mcp-session:*") == []
     assert post(two, owner, listing, {"Mcp-Session-Id": sid}).status_code == 404

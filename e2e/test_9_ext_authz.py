@@ -44,6 +44,7 @@ admin:
   listen: 127.0.0.1:{admin_port}
 ext_authz:
   grpc_listen: 127.0.0.1:{grpc_port}
+  login_redirect: true   # browsers on `login: true` routes get the 302 to sign in
 workload_identity:
   trust_domain: cluster.local
   accept: [xfcc]

@@ -647,6 +647,11 @@ pub struct ExtAuthzConfig {
     /// Serve it over TLS (and require Envoy's client certificate with `client_ca_file`).
     #[serde(default)]
     pub tls: Option<ExtAuthzTlsConfig>,
+    /// Answer a browser that should sign in (a `login: true` route) with a 302
+    /// to `/.portcullis/login` instead of the 401, as forward-auth's
+    /// `?redirect=true` does: Envoy hands the denial to the browser as it is.
+    #[serde(default)]
+    pub login_redirect: bool,
 }
 
 /// `ext_authz.tls`.

@@ -1,7 +1,12 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §2 `admin`),
 //! and `POST /sessions/revoke`, which ends login sessions by `sub` or `sid`
-//! (cluster-wide when they live in Redis). The listener is for operators
-//! (loopback by default): it has no authentication of its own.
+//! (cluster-wide when they live in Redis).
+//!
+//! The listener has no authentication of its own, and manifests often bind it
+//! to every interface for the metrics scraper; so revocation, the one action
+//! here, answers only loopback peers (`kubectl exec` or `port-forward` reach
+//! it as loopback), only JSON bodies, and never a request that carries an
+//! `Origin` (a web page in an operator's browser cannot post there).
 
 use crate::body::{full, ProxyBody};
 use crate::state::Shared;
@@ -19,7 +24,7 @@ use tokio::sync::watch;
 /// Serves the admin endpoints until `stop` turns true.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             res = listener.accept() => match res {
                 Ok(pair) => pair,
                 Err(_) => continue,
@@ -28,7 +33,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Re
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, shared.clone()));
+            let service = service_fn(move |req| answer(req, peer, shared.clone()));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
@@ -38,12 +43,13 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Re
 
 async fn answer(
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => readiness(&shared),
-        "/sessions/revoke" => revoke(req, &shared).await,
+        "/sessions/revoke" => revoke(req, peer, &shared).await,
         "/metrics" => {
             let login = shared.runtime.load().login.clone();
             if let Some(login) = login {
@@ -78,16 +84,27 @@ async fn answer(
     Ok(resp)
 }
 
-/// `POST /sessions/revoke` with `sub` or `sid` (or both: then both must
-/// match), as a JSON object or a form: ends every matching session of the
-/// login provider. Answers `{"revoked": N}`.
-async fn revoke(req: Request<Incoming>, shared: &Shared) -> (StatusCode, &'static str, String) {
+/// `POST /sessions/revoke` with a JSON object naming `sub` or `sid` (or both:
+/// then both must match): ends every matching session of the login provider.
+/// Answers `{"revoked": N}`.
+async fn revoke(
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    shared: &Shared,
+) -> (StatusCode, &'static str, String) {
     let error = |status: StatusCode, code: &str, message: &str| {
         let body = serde_json::json!({"error": code, "message": message});
         (status, "application/json", body.to_string())
     };
     if req.method() != http::Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "bad_request", "use POST");
+    }
+    if !peer.ip().to_canonical().is_loopback() || req.headers().contains_key(http::header::ORIGIN) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "sessions are revoked from the host itself (loopback), not from a browser",
+        );
     }
     let Some(login) = shared.runtime.load().login.clone() else {
         return error(
@@ -100,7 +117,15 @@ async fn revoke(req: Request<Incoming>, shared: &Shared) -> (StatusCode, &'stati
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_request",
+            "send a JSON object (Content-Type: application/json)",
+        );
+    }
     let Ok(body) = crate::endpoints::read_form(req.into_body()).await else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -108,11 +133,11 @@ async fn revoke(req: Request<Incoming>, shared: &Shared) -> (StatusCode, &'stati
             "the body is too large or incomplete",
         );
     };
-    let Some((sub, sid)) = revocation(&body, json) else {
+    let Some((sub, sid)) = revocation(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "give `sub` or `sid`, as JSON or a form",
+            "give `sub` or `sid` as strings",
         );
     };
     match login
@@ -144,23 +169,16 @@ async fn revoke(req: Request<Incoming>, shared: &Shared) -> (StatusCode, &'stati
     }
 }
 
-/// The `sub` and `sid` a revocation names; `None` unless at least one is a
-/// non-empty string.
-fn revocation(body: &[u8], json: bool) -> Option<(Option<String>, Option<String>)> {
-    let (sub, sid) = if json {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let field = |name: &str| match v.get(name) {
-            None | Some(serde_json::Value::Null) => Some(None),
-            Some(serde_json::Value::String(s)) => Some(Some(s.clone())),
-            Some(_) => None,
-        };
-        (field("sub")?, field("sid")?)
-    } else {
-        let form = std::str::from_utf8(body).ok()?;
-        let field = |name| crate::login::flow::form_value(form, name);
-        (field("sub"), field("sid"))
+/// The `sub` and `sid` a revocation's JSON names; `None` unless at least one
+/// is a non-empty string (and neither is anything but a string or null).
+fn revocation(body: &[u8]) -> Option<(Option<String>, Option<String>)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let field = |name: &str| match v.get(name) {
+        None | Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(s)) => Some(Some(s.clone()).filter(|s| !s.is_empty())),
+        Some(_) => None,
     };
-    let (sub, sid) = (sub.filter(|s| !s.is_empty()), sid.filter(|s| !s.is_empty()));
+    let (sub, sid) = (field("sub")?, field("sid")?);
     (sub.is_some() || sid.is_some()).then_some((sub, sid))
 }
 
@@ -199,34 +217,29 @@ mod tests {
     }
 
     #[test]
-    fn a_revocation_names_a_sub_or_a_sid_as_json_or_a_form() {
+    fn a_revocation_names_a_sub_or_a_sid() {
+        assert_eq!(revocation(br#"{"sub":"alice"}"#), some(Some("alice"), None));
         assert_eq!(
-            revocation(br#"{"sub":"alice"}"#, true),
-            some(Some("alice"), None)
-        );
-        assert_eq!(
-            revocation(br#"{"sub":"alice","sid":"s1"}"#, true),
+            revocation(br#"{"sub":"alice","sid":"s1"}"#),
             some(Some("alice"), Some("s1"))
         );
-        assert_eq!(revocation(b"sid=s%201", false), some(None, Some("s 1")));
+        assert_eq!(
+            revocation(br#"{"sid":"s1","sub":null}"#),
+            some(None, Some("s1"))
+        );
         // Nothing to match is refused, never "revoke everything".
-        for (body, json) in [
-            (&b"{}"[..], true),
-            (br#"{"sub":""}"#, true),
-            (br#"{"sub":null}"#, true),
-            (br#"{"sub":42}"#, true),
-            (br#"["alice"]"#, true),
-            (b"{not json", true),
-            (b"", false),
-            (b"sub=", false),
-            (b"sub=%zz", false),
+        for body in [
+            &b"{}"[..],
+            br#"{"sub":""}"#,
+            br#"{"sub":null}"#,
+            br#"{"sub":42}"#,
+            br#"{"sub":"alice","sid":7}"#,
+            br#"["alice"]"#,
+            b"{not json",
+            b"sub=alice",
+            b"",
         ] {
-            assert_eq!(
-                revocation(body, json),
-                None,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(revocation(body), None, "{}", String::from_utf8_lossy(body));
         }
     }
 }

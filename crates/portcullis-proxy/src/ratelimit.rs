@@ -67,18 +67,9 @@ impl RouteLimiter {
             Ok(taken) if taken.allowed => Ok(()),
             Ok(taken) => Err(self.refusal(taken.retry_after, taken.reset)),
             Err(_) if shared.on_down == OnRedisDown::Local => self.check_local(key),
-            Err(_) => {
-                // SPEC §6 has no code for "a dependency of the proxy is down"; the
-                // closest is the one for an unavailable service, answered 503 (not
-                // 502: no upstream failed) with a hint to come back soon.
-                let mut r = Refusal::with_message(
-                    Reason::UpstreamUnavailable,
-                    "rate limits cannot be checked right now (shared state unavailable); try again shortly",
-                );
-                r.status = Some(http::StatusCode::SERVICE_UNAVAILABLE);
-                r.retry_after = Some(1);
-                Err(r)
-            }
+            Err(_) => Err(Refusal::dependency_unavailable(
+                "rate limits cannot be checked right now (shared state unavailable); try again shortly",
+            )),
         }
     }
 

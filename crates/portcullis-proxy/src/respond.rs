@@ -83,6 +83,18 @@ impl Refusal {
         Refusal::with_message(reason, default_message(reason))
     }
 
+    /// Something the proxy itself needs to decide (Redis for shared rate
+    /// limits or sessions) cannot answer now: 503 with `Retry-After: 1`.
+    /// SPEC §6 has no code for "a dependency of the proxy is down"; the
+    /// closest is the one for an unavailable service, answered 503 (not 502:
+    /// no upstream failed).
+    pub fn dependency_unavailable(message: impl Into<String>) -> Self {
+        let mut r = Refusal::with_message(Reason::UpstreamUnavailable, message);
+        r.status = Some(http::StatusCode::SERVICE_UNAVAILABLE);
+        r.retry_after = Some(1);
+        r
+    }
+
     /// A refusal with a specific message.
     pub fn with_message(reason: Reason, message: impl Into<String>) -> Self {
         Refusal {

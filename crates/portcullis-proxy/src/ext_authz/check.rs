@@ -101,15 +101,18 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
     let (answer, status) = match result {
         Ok(ok) => (allowed(ok), StatusCode::OK),
         Err(mut refusal) => {
-            // Envoy hands a denial to the browser as it is: one that should
-            // sign in is sent to the proxy's login and back.
-            let scheme = if http.scheme.is_empty() {
-                "https"
-            } else {
-                http.scheme.as_str()
-            };
-            let original = format!("{scheme}://{}{}", http.host, http.path);
-            crate::login::flow::send_to_login(&mut refusal, &rt.public_url, &original);
+            // Envoy hands a denial to the browser as it is: with
+            // `ext_authz.login_redirect`, one that should sign in is sent to
+            // the proxy's login and back (else the 401 of SPEC §4).
+            if rt
+                .config
+                .ext_authz
+                .as_ref()
+                .is_some_and(|e| e.login_redirect)
+            {
+                let original = format!("{}://{}{}", scheme_of(&http), http.host, http.path);
+                crate::login::flow::send_to_login(&mut refusal, &rt.public_url, &original);
+            }
             ex.refused = Some(refusal.reason);
             denied(&refusal, &ex).await
         }
@@ -119,6 +122,15 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
     *record.status_mut() = status;
     drop(record::finish(ex, record, shared, &rt));
     answer
+}
+
+/// The scheme Envoy saw: `https` when it says so, else `http`.
+fn scheme_of(http: &HttpRequest) -> &'static str {
+    if http.scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// Judges the described request; the headers to set and to remove when allowed.
@@ -133,16 +145,11 @@ async fn judge_check(
     let host = judged_host(http, headers)?;
     ex.host.clone_from(&host.name);
     let (raw_path, _query) = split_query(&http.path);
-    let scheme = if http.scheme.eq_ignore_ascii_case("https") {
-        "https"
-    } else {
-        "http"
-    };
     let facts = RequestFacts {
         frontend: Frontend::ExtAuthz,
         method: &http.method,
         host: &host,
-        scheme,
+        scheme: scheme_of(http),
         raw_path,
         headers,
         peer_trusted,
@@ -192,12 +199,7 @@ fn judged_host(http: &HttpRequest, headers: &HeaderMap) -> Result<JudgedHost, Re
     let target = if http.host.is_empty() {
         http::Uri::from_static("/")
     } else {
-        let scheme = if http.scheme.eq_ignore_ascii_case("https") {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}/", http.host)
+        format!("{}://{}/", scheme_of(http), http.host)
             .parse::<http::Uri>()
             .map_err(|_| bad("invalid host"))?
     };

@@ -13,6 +13,7 @@ pub mod cookie;
 pub mod flow;
 pub mod redirect;
 pub mod redis_store;
+mod refresh;
 pub mod session;
 
 use crate::respond::Refusal;
@@ -40,7 +41,7 @@ pub(crate) fn now() -> u64 {
 /// `login`, compiled. Rebuilt on reload; the session store carries over.
 pub struct Login {
     pub provider: String,
-    pub rp: RelyingParty,
+    pub rp: Arc<RelyingParty>,
     pub cookies: Cookies,
     allowed_hosts: Vec<String>,
     scopes: String,
@@ -81,7 +82,9 @@ impl Login {
             .iter()
             .find(|p| p.name == cfg.provider)
             .ok_or_else(|| format!("login.provider: unknown provider `{}`", cfg.provider))?;
-        let rp = RelyingParty::for_provider(provider, fetch).map_err(|e| format!("login: {e}"))?;
+        let rp = RelyingParty::for_provider(provider, fetch)
+            .map(Arc::new)
+            .map_err(|e| format!("login: {e}"))?;
         let base = public_url.trim_end_matches('/');
         let uri: http::Uri = base
             .parse()
@@ -94,6 +97,7 @@ impl Login {
             (Some(redis), _) => Arc::new(redis_store::RedisStore::new(
                 redis.clone(),
                 &cfg.cookie.secret,
+                cfg.idle_timeout.get().as_secs(),
             )?),
             (None, Some(previous)) if !previous.shared() => previous,
             (None, _) => Arc::new(MemoryStore::default()),
@@ -130,7 +134,7 @@ impl Login {
     pub async fn session(
         &self,
         headers: &HeaderMap,
-        auth: &Authenticator,
+        auth: &Arc<Authenticator>,
     ) -> Result<Option<ActiveSession>, Refusal> {
         if !self.cookies.has_session_cookie(headers) {
             return Ok(None);
@@ -160,7 +164,7 @@ impl Login {
     async fn live(
         &self,
         key: String,
-        auth: &Authenticator,
+        auth: &Arc<Authenticator>,
     ) -> Result<Option<ActiveSession>, Refusal> {
         let Some(mut session) = self.store.get(&key).await.map_err(store_unavailable)? else {
             return Ok(None);
@@ -187,14 +191,14 @@ impl Login {
     }
 
     /// One refresh per session however many requests wait, on however many
-    /// replicas: the first to get the store's turn refreshes; the others find
-    /// a newer generation in the store when their turn comes. `None`: the
-    /// session ended.
+    /// replicas: the first to get the store's turn refreshes (see
+    /// [`refresh`]); the others find a newer generation in the store when
+    /// their turn comes. `None`: the session ended.
     async fn refresh(
         &self,
         key: &str,
         session: Arc<Session>,
-        auth: &Authenticator,
+        auth: &Arc<Authenticator>,
     ) -> Result<Option<Arc<Session>>, Refusal> {
         let turn = self
             .store
@@ -207,71 +211,20 @@ impl Login {
             Some(l) if l.generation != session.generation => return Ok(Some(l)),
             Some(_) => {}
         }
-        let Some(refresh_token) = session.tokens.refresh_token.as_deref() else {
-            drop(turn);
-            return Ok(Some(session));
+        let job = refresh::Job {
+            rp: self.rp.clone(),
+            store: self.store.clone(),
+            auth: auth.clone(),
+            provider: self.provider.clone(),
+            key: key.to_string(),
+            session,
+            turn,
         };
-        let outcome = match self.rp.refresh(refresh_token).await {
-            Ok(set) => {
-                let identity = match &set.id_token {
-                    Some(id_token) => auth
-                        .verify_id_token(&self.provider, id_token, self.rp.client_id(), None)
-                        .await
-                        .map_err(|e| e.description)
-                        .and_then(|id| {
-                            // A refresh may update what is known of the person,
-                            // never turn the session into someone else's.
-                            if id.subject == session.identity.subject {
-                                Ok(id)
-                            } else {
-                                Err("the refreshed ID token names another subject".to_string())
-                            }
-                        }),
-                    None => Ok(session.identity.clone()),
-                };
-                identity.map(|identity| (identity, set))
-            }
-            Err(e) => Err(e),
-        };
-        let (identity, set) = match outcome {
-            Ok(v) => v,
-            Err(why) => {
-                tracing::info!(reason = %why, "session refresh failed; the session ends");
-                let _ = self.store.remove(key).await;
-                return Ok(None);
-            }
-        };
-        let now = now();
-        let fresh = Arc::new(Session {
-            identity,
-            sid: session.sid.clone(),
-            csrf: session.csrf.clone(),
-            created_at: session.created_at,
-            expires_at: session.expires_at,
-            tokens: Tokens {
-                id_token: set
-                    .id_token
-                    .unwrap_or_else(|| session.tokens.id_token.clone()),
-                // A provider may rotate the refresh token or keep the old one valid.
-                refresh_token: set
-                    .refresh_token
-                    .or_else(|| session.tokens.refresh_token.clone()),
-                access_expires_at: now + set.expires_in.as_secs(),
-            },
-            generation: session.generation + 1,
-            last_seen: AtomicU64::new(now),
-            refreshing: session.refreshing.clone(),
-        });
-        let stored = self.store.update(key, fresh.clone()).await;
-        drop(turn);
-        match stored {
-            Ok(true) => {
-                tracing::debug!("session refreshed");
-                Ok(Some(fresh))
-            }
-            // Logged out (or revoked) while the refresh was under way.
-            Ok(false) => Ok(None),
-            Err(e) => Err(store_unavailable(e)),
+        match tokio::spawn(job.run()).await {
+            Ok(outcome) => outcome.map_err(store_unavailable),
+            Err(e) => Err(store_unavailable(session::StoreError(format!(
+                "the refresh task failed: {e}"
+            )))),
         }
     }
 
@@ -397,18 +350,10 @@ impl Login {
 }
 
 /// The refusal for a request whose session cannot be looked up: a shared
-/// store that is down fails closed (nobody's session can be checked). 503, as
-/// for rate limits that cannot be checked: the proxy, not an upstream, is
-/// what cannot answer now.
+/// store that is down fails closed (nobody's session can be checked).
 pub(crate) fn store_unavailable(e: session::StoreError) -> Refusal {
     tracing::warn!(error = %e.0, "session store unavailable");
-    let mut r = Refusal::with_message(
-        Reason::UpstreamUnavailable,
-        "the session store is unavailable; try again shortly",
-    );
-    r.status = Some(http::StatusCode::SERVICE_UNAVAILABLE);
-    r.retry_after = Some(1);
-    r
+    Refusal::dependency_unavailable("the session store is unavailable; try again shortly")
 }
 
 /// A sign-in in progress, as its cookie remembers it.

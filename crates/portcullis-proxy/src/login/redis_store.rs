@@ -5,15 +5,19 @@
 //! from Redis (one `HMGET`).
 //!
 //! Layout, in the database of `shared_state.redis`:
-//! - `portcullis:session:KEY`: a hash of `d`, the sealed session, and `s`,
-//!   when it was last used (Unix seconds, written at most every
-//!   [`TOUCH_EVERY`]). Its TTL is the session's expiry.
+//! - `portcullis:session:KEY`: a hash of `d`, the sealed session; `s`, when
+//!   it was last used (Unix seconds, written at most every [`TOUCH_EVERY`]);
+//!   `i`, the index sets that name it (below), so that removing it removes it
+//!   from them. It expires when the session does: at `session_ttl` after
+//!   sign-in, or `idle_timeout` after its last use, whichever comes first
+//!   (renewed by each write of `s`).
 //! - `portcullis:session-sub:PROVIDER:SUB`, `portcullis:session-sid:PROVIDER:SID`:
 //!   the KEYs of a person's sessions and of a provider session's, for
 //!   back-channel logout and revocation. Each expires with its last session;
-//!   a member whose session is gone is dropped when met.
-//! - `portcullis:sessions`: every KEY scored by its expiry, for the cluster-wide
-//!   `portcullis_sessions` gauge.
+//!   a session removed is removed from them, one that expired is dropped when
+//!   met.
+//! - `portcullis:sessions`: every KEY scored by when it expires, for the
+//!   cluster-wide `portcullis_sessions` gauge.
 //! - `portcullis:session-lock:KEY`: held, with a TTL, while one replica
 //!   refreshes the session's tokens.
 //!
@@ -23,7 +27,9 @@
 //! associated data. Whoever can read Redis learns no token; whoever can write
 //! it cannot forge a session, nor move one under another cookie's key (a
 //! record that does not open is no session). KEY is a hash of the cookie's
-//! session id, so nothing in Redis works as a cookie either.
+//! session id, so nothing in Redis works as a cookie either. (Whoever can
+//! write Redis can still put back a record it copied earlier, undoing a
+//! logout until that session's end: keep Redis writable by Portcullis only.)
 //!
 //! Redis down: a lookup fails and the request is refused with 503 (nobody's
 //! session can be checked), whatever `on_redis_down` says for rate limits.
@@ -45,7 +51,7 @@ pub const TOUCH_EVERY: u64 = 10;
 /// How long one replica may hold a session's refresh before another may take
 /// it (a refresh is one token request; a replica that died holding it must
 /// not block the session for longer).
-const LOCK_TTL: Duration = Duration::from_secs(10);
+pub const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How often a request waiting for another's refresh asks again.
 const LOCK_POLL: Duration = Duration::from_millis(25);
 /// The first byte of a sealed record: its format.
@@ -69,19 +75,25 @@ fn sid_index(provider: &str, sid: &str) -> String {
     redis_key(&format!("portcullis:session-sid:{provider}:"), sid)
 }
 
-/// KEYS: the session's hash, [`ALL`], then its index sets. ARGV: the sealed
-/// record, last seen, expiry (Unix seconds), the store key, and `1` to only
-/// replace a session that still exists. Returns 1 when stored.
+/// KEYS: the session's hash, [`ALL`], the refresh lock, then the index sets.
+/// ARGV: the sealed record, last seen, when the key expires (Unix seconds),
+/// the store key, `1` to only replace a session that still exists, the lock
+/// token that must still hold the lock (empty: none), the index sets as a
+/// JSON array, and when the session itself ends (the index sets' expiry).
+/// Returns 1 when stored.
 static PUT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 redis.replicate_commands()
+local now = tonumber(redis.call('TIME')[1])
+if tonumber(ARGV[3]) <= now then return 0 end
 if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', ARGV[2])
+if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[6] then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', ARGV[2], 'i', ARGV[7])
 redis.call('EXPIREAT', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-local ttl = tonumber(ARGV[3]) - tonumber(redis.call('TIME')[1])
-for i = 3, #KEYS do
+local ttl = tonumber(ARGV[8]) - now
+for i = 4, #KEYS do
   redis.call('SADD', KEYS[i], ARGV[4])
   if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
 end
@@ -90,12 +102,37 @@ return 1
     )
 });
 
+/// KEYS: the session's hash, [`ALL`]. ARGV: the store key. Removes the session
+/// and its entries in the index sets its `i` field names.
+static REMOVE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local ok, indexes = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'i') or '[]')
+if ok and type(indexes) == 'table' then
+  for _, index in ipairs(indexes) do
+    if type(index) == 'string' and string.sub(index, 1, 19) == 'portcullis:session-' then
+      redis.call('SREM', index, ARGV[1])
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 0
+",
+    )
+});
+
 /// Records a use of a session that still exists (never recreates one that
-/// was just ended).
+/// was just ended) and moves its expiry. KEYS: the session's hash, [`ALL`].
+/// ARGV: now, the new expiry, the store key.
 static TOUCH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 's', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 's', ARGV[1])
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
+end
 return 0
 ",
     )
@@ -172,17 +209,28 @@ impl Record {
 pub struct RedisStore {
     redis: Redis,
     key: LessSafeKey,
+    /// `login.idle_timeout` in seconds: an unused session's key expires then.
+    idle_timeout: u64,
 }
 
 impl RedisStore {
-    pub fn new(redis: Redis, cookie_secret: &str) -> Result<RedisStore, String> {
+    pub fn new(redis: Redis, cookie_secret: &str, idle_timeout: u64) -> Result<RedisStore, String> {
         let bytes = derive_key(cookie_secret, b"portcullis session store key v1");
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| "login: cannot make the session store's key".to_string())?;
         Ok(RedisStore {
             redis,
             key: LessSafeKey::new(key),
+            idle_timeout,
         })
+    }
+
+    /// When the key of a session last used at `seen` expires: at its end, or
+    /// when it has been idle too long (with room for the touch interval;
+    /// [`super::Login`] judges idleness to the second).
+    fn expiry(&self, session: &Session, seen: u64) -> u64 {
+        let idle_end = seen.saturating_add(self.idle_timeout.saturating_add(TOUCH_EVERY));
+        session.expires_at.min(idle_end)
     }
 
     fn seal(&self, key: &str, session: &Session) -> Result<Vec<u8>, StoreError> {
@@ -231,15 +279,20 @@ impl RedisStore {
         key: &str,
         session: &Session,
         must_exist: bool,
+        proof: Option<&str>,
     ) -> Result<bool, StoreError> {
         let sealed = self.seal(key, session)?;
         let provider = session.identity.provider.as_deref().unwrap_or("");
-        let mut keys = vec![session_key(key), ALL.to_string()];
-        keys.push(sub_index(provider, &session.identity.subject));
+        let mut indexes = vec![sub_index(provider, &session.identity.subject)];
         if let Some(sid) = &session.sid {
-            keys.push(sid_index(provider, sid));
+            indexes.push(sid_index(provider, sid));
         }
+        let listed = serde_json::to_string(&indexes)
+            .map_err(|e| StoreError(format!("cannot list a session's indexes: {e}")))?;
+        let mut keys = vec![session_key(key), ALL.to_string(), lock_key(key)];
+        keys.extend(indexes);
         let seen = session.last_seen.load(Ordering::Relaxed);
+        let expiry = self.expiry(session, seen);
         let stored: i64 = self
             .redis
             .run(|mut conn| {
@@ -249,9 +302,12 @@ impl RedisStore {
                 }
                 call.arg(&sealed[..])
                     .arg(seen)
-                    .arg(session.expires_at)
+                    .arg(expiry)
                     .arg(key)
-                    .arg(u8::from(must_exist));
+                    .arg(u8::from(must_exist))
+                    .arg(proof.unwrap_or(""))
+                    .arg(&listed)
+                    .arg(session.expires_at);
                 async move { call.invoke_async(&mut conn).await }
             })
             .await
@@ -304,15 +360,16 @@ impl SessionStore for RedisStore {
         key: &'a str,
         session: Arc<Session>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.store(key, &session, false).await.map(drop) })
+        Box::pin(async move { self.store(key, &session, false, None).await.map(drop) })
     }
 
     fn update<'a>(
         &'a self,
         key: &'a str,
         session: Arc<Session>,
+        turn: &'a Turn,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move { self.store(key, &session, true).await })
+        Box::pin(async move { self.store(key, &session, true, turn.proof.as_deref()).await })
     }
 
     fn refresh_turn<'a>(
@@ -337,11 +394,14 @@ impl SessionStore for RedisStore {
                     .await
                     .map_err(down)?;
                 if taken.is_some() {
-                    return Ok(Turn::new(Held {
-                        redis: self.redis.clone(),
-                        lock,
-                        token,
-                    }));
+                    return Ok(Turn::new(
+                        Some(token.clone()),
+                        Held {
+                            redis: self.redis.clone(),
+                            lock,
+                            token,
+                        },
+                    ));
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(StoreError(
@@ -360,14 +420,15 @@ impl SessionStore for RedisStore {
         now: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            if now < session.last_seen.load(Ordering::Relaxed) + TOUCH_EVERY {
+            let seen = session.last_seen.load(Ordering::Relaxed);
+            if now < seen.saturating_add(TOUCH_EVERY) {
                 return Ok(());
             }
-            let hash = session_key(key);
+            let (hash, expiry) = (session_key(key), self.expiry(session, now));
             self.redis
                 .run(|mut conn| {
                     let mut call = TOUCH.prepare_invoke();
-                    call.key(&hash).arg(now);
+                    call.key(&hash).key(ALL).arg(now).arg(expiry).arg(key);
                     async move { call.invoke_async::<i64>(&mut conn).await }
                 })
                 .await
@@ -378,14 +439,15 @@ impl SessionStore for RedisStore {
 
     fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            let hash = session_key(key);
             self.redis
                 .run(|mut conn| {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL").arg(session_key(key)).ignore();
-                    pipe.cmd("ZREM").arg(ALL).arg(key).ignore();
-                    async move { pipe.query_async::<()>(&mut conn).await }
+                    let mut call = REMOVE.prepare_invoke();
+                    call.key(&hash).key(ALL).arg(key);
+                    async move { call.invoke_async::<i64>(&mut conn).await }
                 })
                 .await
+                .map(drop)
                 .map_err(down)
         })
     }
@@ -434,25 +496,23 @@ impl SessionStore for RedisStore {
                     None => gone.push(key),
                 }
             }
-            if ended.is_empty() && gone.is_empty() {
-                return Ok(0);
+            for key in &ended {
+                self.remove(key).await?;
             }
-            self.redis
-                .run(|mut conn| {
-                    let mut pipe = redis::pipe();
-                    for key in &ended {
-                        pipe.cmd("DEL").arg(session_key(key)).ignore();
-                        pipe.cmd("ZREM").arg(ALL).arg(*key).ignore();
-                    }
-                    for index in &indexes {
-                        for key in ended.iter().chain(&gone) {
-                            pipe.cmd("SREM").arg(index).arg(*key).ignore();
+            if !gone.is_empty() {
+                self.redis
+                    .run(|mut conn| {
+                        let mut pipe = redis::pipe();
+                        for index in &indexes {
+                            for key in &gone {
+                                pipe.cmd("SREM").arg(index).arg(*key).ignore();
+                            }
                         }
-                    }
-                    async move { pipe.query_async::<()>(&mut conn).await }
-                })
-                .await
-                .map_err(down)?;
+                        async move { pipe.query_async::<()>(&mut conn).await }
+                    })
+                    .await
+                    .map_err(down)?;
+            }
             Ok(ended.len())
         })
     }

@@ -54,11 +54,19 @@ pub struct Session {
 }
 
 /// The right to refresh one session, until dropped.
-pub struct Turn(#[allow(dead_code)] Box<dyn Send + Sync>);
+pub struct Turn {
+    /// What proves the turn to the store when the refresh is written (the
+    /// Redis lock's random token); `None` for a process-local store.
+    pub proof: Option<String>,
+    _held: Box<dyn Send + Sync>,
+}
 
 impl Turn {
-    pub fn new(held: impl Send + Sync + 'static) -> Self {
-        Turn(Box::new(held))
+    pub fn new(proof: Option<String>, held: impl Send + Sync + 'static) -> Self {
+        Turn {
+            proof,
+            _held: Box::new(held),
+        }
     }
 }
 
@@ -75,12 +83,14 @@ pub trait SessionStore: Send + Sync {
         key: &'a str,
         session: Arc<Session>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Replaces a session that still exists (a refresh), never bringing back
-    /// one that a logout or revocation ended meanwhile. False: it was gone.
+    /// Replaces a session that still exists (a refresh) while `turn` is still
+    /// the refresh's, never bringing back one that a logout or revocation
+    /// ended meanwhile. False: it was gone, or the turn had passed on.
     fn update<'a>(
         &'a self,
         key: &'a str,
         session: Arc<Session>,
+        turn: &'a Turn,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Waits until the caller may refresh the session under `key`: one
     /// refresh at a time per session, for everyone sharing the store (a
@@ -155,7 +165,9 @@ impl SessionStore for MemoryStore {
         &'a self,
         key: &'a str,
         session: Arc<Session>,
+        _turn: &'a Turn,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        // The turn is this process's mutex, held by the caller: it cannot pass on.
         Box::pin(async move {
             let mut map = self.map();
             match map.get_mut(key) {
@@ -176,7 +188,7 @@ impl SessionStore for MemoryStore {
         // Every request of a session held here shares its `Arc<Session>`, so
         // its mutex is the whole process's.
         let lock = session.refreshing.clone();
-        Box::pin(async move { Ok(Turn::new(lock.lock_owned().await)) })
+        Box::pin(async move { Ok(Turn::new(None, lock.lock_owned().await)) })
     }
 
     fn touch<'a>(

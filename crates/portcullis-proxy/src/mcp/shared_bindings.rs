@@ -5,16 +5,32 @@
 //! One key per binding, `portcullis:mcp-session:ROUTE:ID` (the id hashed when
 //! long), holding a SHA-256 of the owner (no identity is stored in the clear)
 //! and expiring after [`super::sessions::IDLE`] without use. A check is one
-//! `GETEX` (read and renew), a binding one `SET NX` (the first stands).
+//! script call (compare, and renew only for the owner: another caller's
+//! probes never keep a binding alive), a binding one `SET NX` (the first
+//! stands).
 //!
 //! Redis down: this replica's own bindings ([`Sessions`]) answer instead. That
 //! fails closed: a session bound in Redis is unknown here (404, and the client
 //! starts a new one, which binds locally); nothing unknown is ever let through.
 
 use super::sessions::{Check, Sessions, IDLE};
-use crate::shared_state::{key, Redis};
-use std::fmt::Write as _;
+use crate::shared_state::{key, sha256_hex, Redis};
+use std::sync::LazyLock;
 use std::time::Instant;
+
+/// KEYS[1]: the binding. ARGV: the caller's owner digest, the idle TTL.
+/// Returns 1 (and renews the binding) when the caller owns it.
+static CHECK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
 
 fn binding_key(route: &str, id: &str) -> String {
     key(&format!("portcullis:mcp-session:{route}:"), id)
@@ -22,12 +38,7 @@ fn binding_key(route: &str, id: &str) -> String {
 
 /// The owner as stored: a digest, so Redis holds no subject or issuer.
 fn owner_digest(owner: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, owner.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for b in digest.as_ref() {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    sha256_hex(owner.as_bytes())
 }
 
 /// May `owner` use session `id` on `route`? In Redis when there is one that
@@ -42,16 +53,16 @@ pub async fn check(
     let Some(redis) = redis else {
         return local.check(route, id, owner, Instant::now());
     };
-    let k = binding_key(route, id);
-    let stored: Result<Option<String>, _> = redis
+    let (k, digest) = (binding_key(route, id), owner_digest(owner));
+    let owned: Result<i64, _> = redis
         .run(|mut conn| {
-            let mut cmd = redis::cmd("GETEX");
-            cmd.arg(&k).arg("EX").arg(IDLE.as_secs());
-            async move { cmd.query_async(&mut conn).await }
+            let mut call = CHECK.prepare_invoke();
+            call.key(&k).arg(&digest).arg(IDLE.as_secs());
+            async move { call.invoke_async(&mut conn).await }
         })
         .await;
-    match stored {
-        Ok(Some(stored)) if stored == owner_digest(owner) => Check::Owned,
+    match owned {
+        Ok(1) => Check::Owned,
         Ok(_) => Check::Refused,
         Err(e) => {
             tracing::debug!(error = %e.0, "MCP session bindings: Redis unavailable; this replica's own answer");
@@ -142,6 +153,26 @@ mod tests {
             check(Some(&r2), &l2, "mcp", "never-issued", "alice").await,
             Check::Refused
         );
+        // Another caller's probe does not keep the binding alive.
+        let mut conn = redis::Client::open(server.url("", 5))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let ttl_now = |conn: &mut redis::Connection| -> i64 {
+            redis::cmd("TTL")
+                .arg("portcullis:mcp-session:mcp:abc")
+                .query(conn)
+                .unwrap()
+        };
+        let _: () = redis::cmd("EXPIRE")
+            .arg("portcullis:mcp-session:mcp:abc")
+            .arg(100)
+            .query(&mut conn)
+            .unwrap();
+        check(Some(&r2), &l2, "mcp", "abc", "mallory").await;
+        assert!(ttl_now(&mut conn) <= 100);
+        check(Some(&r2), &l2, "mcp", "abc", "alice").await;
+        assert!(ttl_now(&mut conn) > 100);
         // The first binding stands, on any replica.
         bind(Some(&r2), &l2, "mcp", "abc", "mallory").await;
         assert_eq!(
@@ -149,10 +180,6 @@ mod tests {
             Check::Refused
         );
         // Nothing about the owner is readable in Redis.
-        let mut conn = redis::Client::open(server.url("", 5))
-            .unwrap()
-            .get_connection()
-            .unwrap();
         let stored: String = redis::cmd("GET")
             .arg("portcullis:mcp-session:mcp:abc")
             .query(&mut conn)

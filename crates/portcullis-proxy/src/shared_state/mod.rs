@@ -347,15 +347,19 @@ pub fn key(prefix: &str, caller: &str) -> String {
     if caller.len() <= MAX_KEY {
         return format!("{prefix}{caller}");
     }
+    format!("{prefix}sha256:{}", sha256_hex(caller.as_bytes()))
+}
+
+/// SHA-256 of `data` in lowercase hex: how values that Redis must not hold
+/// (long, or identifying) are written there.
+pub fn sha256_hex(data: &[u8]) -> String {
     use std::fmt::Write as _;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, caller.as_bytes());
-    let mut key = String::with_capacity(prefix.len() + 7 + 64);
-    key.push_str(prefix);
-    key.push_str("sha256:");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut hex = String::with_capacity(64);
     for b in digest.as_ref() {
-        let _ = write!(key, "{b:02x}");
+        let _ = write!(hex, "{b:02x}");
     }
-    key
+    hex
 }
 
 /// The password part of a URL's userinfo, as written.

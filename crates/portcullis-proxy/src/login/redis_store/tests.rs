@@ -12,6 +12,11 @@ use prometheus_client::metrics::gauge::Gauge;
 const SECRET: &str = "a-cookie-secret-of-at-least-32-bytes!!";
 
 fn replica(server: &RedisServer, secret: &str) -> RedisStore {
+    replica_idle(server, secret, 3600)
+}
+
+/// A replica whose `login.idle_timeout` is `idle` seconds.
+fn replica_idle(server: &RedisServer, secret: &str, idle: u64) -> RedisStore {
     let yaml = format!(
         "shared_state: {{redis: '{}', timeout: 1s}}\n",
         server.url("", 4)
@@ -22,7 +27,7 @@ fn replica(server: &RedisServer, secret: &str) -> RedisStore {
         .shared_state
         .unwrap();
     let state = SharedState::start(&cfg, Gauge::default()).unwrap();
-    RedisStore::new(state.redis, secret).unwrap()
+    RedisStore::new(state.redis, secret, idle).unwrap()
 }
 
 fn raw(server: &RedisServer) -> redis::Connection {
@@ -154,9 +159,10 @@ async fn a_refresh_never_brings_back_a_session_that_ended() {
     let store = replica(&server, SECRET);
     let s = session("alice", None);
     store.put("k1", s.clone()).await.unwrap();
-    assert!(store.update("k1", s.clone()).await.unwrap());
+    let turn = store.refresh_turn("k1", &s).await.unwrap();
+    assert!(store.update("k1", s.clone(), &turn).await.unwrap());
     store.remove("k1").await.unwrap();
-    assert!(!store.update("k1", s.clone()).await.unwrap());
+    assert!(!store.update("k1", s.clone(), &turn).await.unwrap());
     assert!(store.get("k1").await.unwrap().is_none());
     // Nor does a late touch recreate it.
     let stale = session("alice", None);
@@ -289,4 +295,68 @@ async fn redis_gone_is_an_error_never_a_missing_session() {
         .await
         .is_err());
     assert!(store.held().await.is_err());
+}
+
+#[tokio::test]
+async fn a_refresh_whose_turn_lapsed_is_not_written() {
+    let server = RedisServer::start(&[]).unwrap();
+    let (one, two) = (replica(&server, SECRET), replica(&server, SECRET));
+    let s = session("alice", None);
+    one.put("k1", s.clone()).await.unwrap();
+    let turn = one.refresh_turn("k1", &s).await.unwrap();
+    // The lock expires (a refresh slower than LOCK_TTL) and another replica takes it.
+    let _: () = redis::cmd("DEL")
+        .arg("portcullis:session-lock:k1")
+        .query(&mut raw(&server))
+        .unwrap();
+    let theirs = two.refresh_turn("k1", &s).await.unwrap();
+    let mut late = session("alice", None);
+    Arc::get_mut(&mut late).unwrap().generation = 7;
+    assert!(!one.update("k1", late.clone(), &turn).await.unwrap());
+    assert_eq!(one.get("k1").await.unwrap().unwrap().generation, 0);
+    assert!(two.update("k1", late, &theirs).await.unwrap());
+    assert_eq!(one.get("k1").await.unwrap().unwrap().generation, 7);
+}
+
+#[tokio::test]
+async fn ending_a_session_takes_it_out_of_its_indexes_and_idle_sessions_expire_early() {
+    let server = RedisServer::start(&[]).unwrap();
+    let store = replica(&server, SECRET);
+    store.put("k1", session("alice", Some("s1"))).await.unwrap();
+    let mut conn = raw(&server);
+    let members = |conn: &mut redis::Connection, index: &str| -> Vec<String> {
+        redis::cmd("SMEMBERS").arg(index).query(conn).unwrap()
+    };
+    assert_eq!(
+        members(&mut conn, "portcullis:session-sub:idp:alice"),
+        ["k1"]
+    );
+    assert_eq!(members(&mut conn, "portcullis:session-sid:idp:s1"), ["k1"]);
+    store.remove("k1").await.unwrap();
+    assert!(members(&mut conn, "portcullis:session-sub:idp:alice").is_empty());
+    assert!(members(&mut conn, "portcullis:session-sid:idp:s1").is_empty());
+
+    // An idle timeout shorter than the session: the key goes when idle ends.
+    let yaml_store = replica_idle(&server, SECRET, 60);
+    yaml_store.put("k2", session("bob", None)).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("portcullis:session:k2")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        (60..=60 + i64::try_from(TOUCH_EVERY).unwrap()).contains(&ttl),
+        "{ttl}"
+    );
+
+    // A session already over is not stored, and leaves no index behind.
+    let over = session("carol", None);
+    let mut over = Arc::try_unwrap(over).ok().unwrap();
+    over.expires_at = now() - 1;
+    yaml_store.put("k3", Arc::new(over)).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("portcullis:session:k3")
+        .arg("portcullis:session-sub:idp:carol")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0);
 }

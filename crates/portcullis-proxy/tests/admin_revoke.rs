@@ -1,0 +1,103 @@
+//! `POST /sessions/revoke` on the admin listener (docs/config-reference.md,
+//! login): the listener has no authentication, and deployments bind it to
+//! every interface for the metrics scraper, so revocation answers only
+//! loopback peers, only JSON, and never a request with an `Origin`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{client, config, wait_ready};
+use http_body_util::{BodyExt, Full};
+use portcullis_proxy::Server;
+use portcullis_testkit::DevIssuer;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+async fn server(admin_listen: &str) -> (Server, DevIssuer) {
+    let idp = DevIssuer::start().await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: {admin_listen}\naudit:\n  sink: none\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [portal]\n\
+         \x20   client_id: portal\n    client_secret: not-used-here\n\
+         login:\n  provider: dev\n  cookie:\n    secret: a-cookie-secret-of-at-least-32-bytes!!\n\
+         routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    auth: none\n",
+        idp.issuer()
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    wait_ready(server.admin_addr()).await;
+    (server, idp)
+}
+
+async fn post(to: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{to}/sessions/revoke"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client()
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[tokio::test]
+async fn revocation_is_for_the_host_itself_in_json_and_never_from_a_browser() {
+    let (server, _idp) = server("127.0.0.1:0").await;
+    let admin = server.admin_addr();
+    assert_eq!(
+        post(admin, &[JSON], r#"{"sub":"alice"}"#).await,
+        (200, r#"{"revoked":0}"#.into())
+    );
+    let charset = ("content-type", "Application/JSON; charset=utf-8");
+    assert_eq!(post(admin, &[charset], r#"{"sub":"alice"}"#).await.0, 200);
+    // A form is what a cross-site page can send without asking first.
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    assert_eq!(post(admin, &[form], "sub=alice").await.0, 415);
+    assert_eq!(post(admin, &[], r#"{"sub":"alice"}"#).await.0, 415);
+    let origin = ("origin", "https://evil.example");
+    assert_eq!(
+        post(admin, &[JSON, origin], r#"{"sub":"alice"}"#).await.0,
+        403
+    );
+    assert_eq!(post(admin, &[JSON], "{}").await.0, 400);
+    server.shutdown().await;
+}
+
+/// This host's address on a non-loopback interface, if it has one (no packet
+/// is sent: a UDP connect only picks the route).
+fn outward_address() -> Option<IpAddr> {
+    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn a_peer_from_the_network_cannot_revoke() {
+    let Some(ip) = outward_address() else {
+        eprintln!("skipped: this host has no non-loopback address");
+        return;
+    };
+    let (server, _idp) = server("0.0.0.0:0").await;
+    let outside = SocketAddr::new(ip, server.admin_addr().port());
+    let (status, body) = post(outside, &[JSON], r#"{"sub":"alice"}"#).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("loopback"), "{body}");
+    // The metrics scraper is still welcome from there.
+    let resp = client()
+        .request(
+            http::Request::get(format!("http://{outside}/metrics"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    server.shutdown().await;
+}
