@@ -121,7 +121,12 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<VerifyingKey, String> {
             let e = bytes("e")?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // `n` has no leading zero bytes, so its first byte has at most 7
+            // leading zero bits; an empty modulus is 0 bits (found by fuzzing:
+            // `len * 8 - 8` underflowed).
+            let bits = n
+                .first()
+                .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
             if !(2048..=8192).contains(&bits) {
                 return Err(format!("RSA modulus is {bits} bits; 2048 to 8192 required"));
             }
@@ -214,6 +219,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Found by `scripts/fuzz` (target `jwks`): an RSA key with an empty `n`
+    /// made the modulus-size check underflow (a panic with overflow checks,
+    /// a wrapped size without). The whole input is kept as the fuzz seed
+    /// `fuzz/corpus/jwks/seed-empty-rsa-modulus`.
+    #[test]
+    fn an_empty_rsa_modulus_is_refused_not_a_panic() {
+        let jwk = json!({"kty": "RSA", "n": "", "e": "AIAB"});
+        assert_eq!(
+            parse_jwk(&obj(jwk)).err().as_deref(),
+            Some("RSA modulus is 0 bits; 2048 to 8192 required")
+        );
+        let body = include_bytes!("../../../../fuzz/corpus/jwks/seed-empty-rsa-modulus");
+        let refused = crate::jwks::parse_jwks(body).unwrap_err();
+        assert!(refused.contains("no usable signing keys"), "{refused}");
     }
 
     #[test]
