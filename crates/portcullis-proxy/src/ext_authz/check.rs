@@ -243,7 +243,11 @@ fn overwrite(name: &HeaderName, value: &HeaderValue) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(PbHeader {
             key: name.as_str().to_string(),
-            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            // UTF-8 nearly always: checked whole, without the lossy walk.
+            value: std::str::from_utf8(value.as_bytes()).map_or_else(
+                |_| String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                str::to_owned,
+            ),
             raw_value: Vec::new(),
         }),
         // Both spellings, for Envoys that read only the deprecated one.

@@ -7,20 +7,21 @@
 //! the core's request facts and the judgment back into a `CheckResponse`.
 
 mod check;
+mod connection;
+mod grpc;
 pub mod proto;
 mod service;
 
+pub use connection::{MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST};
+pub use grpc::MAX_MESSAGE;
 pub use service::{CHECK_PATH, HEALTH_PATH};
 
 use crate::state::Shared;
 use crate::tls::ReloadingTls;
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_config::{ClientAuth, ExtAuthzConfig, ServerTlsConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -95,11 +96,11 @@ async fn accept_loop(
         let (shared, stop, tls) = (shared.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve(stream, peer, shared, stop).await,
+                None => connection::serve(stream, peer, shared, stop).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve(stream, peer, shared, stop).await,
+                        Ok(Ok(stream)) => connection::serve(stream, peer, shared, stop).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "ext_authz TLS handshake failed")
                         }
@@ -108,30 +109,5 @@ async fn accept_loop(
                 }
             }
         });
-    }
-}
-
-/// Serves one HTTP/2 connection; on stop, finishes the checks in flight
-/// (GOAWAY) and closes.
-async fn serve<S>(io: S, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |req| service::dispatch(req, peer, shared.clone()));
-    let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let stopping = async move {
-        // The guard `wait_for` returns is not Send: drop it before awaiting more.
-        let _ = stop.wait_for(|stopped| *stopped).await.map(|_| ());
-    };
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopping => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "ext_authz connection ended");
     }
 }

@@ -1,88 +1,85 @@
-//! The gRPC methods, wired the way tonic's generated code wires them
-//! (`tonic::server::Grpc` with prost's codec), by hand so no protoc is needed.
+//! The two unary methods, one `h2` stream each: the request is checked as a
+//! gRPC call, its message read and decoded, the method called, and the whole
+//! answer queued at once ([`grpc::send_message`]).
 
 use super::check::check;
-use super::proto::{CheckRequest, CheckResponse, HealthCheckRequest, HealthCheckResponse, SERVING};
+use super::grpc::{self, Code, Failure, Unread};
+use super::proto::{CheckRequest, HealthCheckRequest, HealthCheckResponse, SERVING};
 use crate::state::Shared;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use std::convert::Infallible;
-use std::future::Future;
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::Request;
+use prost::Message;
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use tonic::server::{Grpc, UnaryService};
-use tonic_prost::ProstCodec;
 
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 pub const HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
 const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
-/// A check request carries headers, not bodies (unless Envoy is told to send
-/// them): far below tonic's 4 MiB default.
-const MAX_MESSAGE: usize = 1 << 20;
+const NO_SUCH_METHOD: Failure = Failure::grpc(Code::Unimplemented, "no such method");
+const UNDECODABLE: Failure = Failure::grpc(Code::Internal, "request message is not valid protobuf");
 
-type Answer<T> = Pin<Box<dyn Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send>>;
-
-/// Routes one HTTP/2 request to its gRPC method.
-pub async fn dispatch(
-    req: Request<Incoming>,
+/// Answers one stream; gives up without an answer if the client resets it
+/// first (Envoy timed the check out), as hyper did for tonic.
+pub async fn serve_stream(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     shared: Arc<Shared>,
-) -> Result<Response<tonic::body::Body>, Infallible> {
-    let answer = match req.uri().path() {
+) {
+    let answer = tokio::select! {
+        // A check that needs no I/O is answered in this first poll.
+        biased;
+        answer = call(req, peer, &shared) => answer,
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let sent = match answer {
+        Ok(message) => grpc::send_message(&mut respond, message),
+        Err(Unread::Refused(failure)) => grpc::send_failure(&mut respond, &failure),
+        Err(Unread::Gone) => return,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(%peer, error = %e, "ext_authz answer not sent");
+    }
+}
+
+/// The encoded response message of the method the request names.
+async fn call(
+    req: Request<RecvStream>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<Bytes, Unread> {
+    let (parts, mut body) = req.into_parts();
+    if let Some(failure) = grpc::refuse_request(&parts) {
+        return Err(failure.into());
+    }
+    match parts.uri.path() {
         CHECK_PATH => {
-            let mut grpc = Grpc::new(ProstCodec::<CheckResponse, CheckRequest>::default())
-                .max_decoding_message_size(MAX_MESSAGE);
-            grpc.unary(Check { peer, shared }, req).await
+            let message = grpc::read_message(&mut body).await?;
+            let request = CheckRequest::decode(message).map_err(|_| UNDECODABLE)?;
+            // Boxed: the judgment's future is several KiB, and the stream's
+            // task would otherwise be copied whole as tokio spawns it.
+            let answer = Box::pin(check(request, peer, shared)).await;
+            Ok(grpc::encode(&answer)?)
         }
         HEALTH_PATH => {
-            let mut grpc =
-                Grpc::new(ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default())
-                    .max_decoding_message_size(MAX_MESSAGE);
-            grpc.unary(Health, req).await
+            let message = grpc::read_message(&mut body).await?;
+            let request = HealthCheckRequest::decode(message).map_err(|_| UNDECODABLE)?;
+            Ok(grpc::encode(&health(&request)?)?)
         }
-        _ => tonic::Status::unimplemented("no such method").into_http(),
-    };
-    Ok(answer)
-}
-
-struct Check {
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-}
-
-impl UnaryService<CheckRequest> for Check {
-    type Response = CheckResponse;
-    type Future = Answer<CheckResponse>;
-
-    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
-        let (peer, shared) = (self.peer, self.shared.clone());
-        Box::pin(async move {
-            let answer = check(request.into_inner(), peer, &shared).await;
-            Ok(tonic::Response::new(answer))
-        })
+        _ => Err(NO_SUCH_METHOD.into()),
     }
 }
 
 /// `grpc.health.v1.Health/Check`: serving whenever the listener is up; the
 /// empty name is the server as a whole.
-struct Health;
-
-impl UnaryService<HealthCheckRequest> for Health {
-    type Response = HealthCheckResponse;
-    type Future = Answer<HealthCheckResponse>;
-
-    fn call(&mut self, request: tonic::Request<HealthCheckRequest>) -> Self::Future {
-        let service = request.into_inner().service;
-        Box::pin(async move {
-            if service.is_empty() || service == AUTHORIZATION_SERVICE {
-                Ok(tonic::Response::new(HealthCheckResponse {
-                    status: SERVING,
-                }))
-            } else {
-                Err(tonic::Status::not_found("unknown service"))
-            }
-        })
+fn health(request: &HealthCheckRequest) -> Result<HealthCheckResponse, Failure> {
+    if request.service.is_empty() || request.service == AUTHORIZATION_SERVICE {
+        Ok(HealthCheckResponse { status: SERVING })
+    } else {
+        Err(Failure::grpc(Code::NotFound, "unknown service"))
     }
 }
