@@ -7,8 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{client, config, wait_ready};
-use http_body_util::{BodyExt, Full};
+use common::{client, config, get, send_body, wait_ready};
 use portcullis_proxy::Server;
 use portcullis_testkit::DevIssuer;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -29,19 +28,10 @@ async fn server(admin_listen: &str) -> (Server, DevIssuer) {
 }
 
 async fn post(to: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut req = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{to}/sessions/revoke"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client()
-        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let url = format!("http://{to}/sessions/revoke");
+    let body = Bytes::from(body.to_string());
+    let (status, _, body) = send_body(&client(), "POST", &url, headers, body).await;
+    (status, body)
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -90,14 +80,6 @@ async fn a_peer_from_the_network_cannot_revoke() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("loopback"), "{body}");
     // The metrics scraper is still welcome from there.
-    let resp = client()
-        .request(
-            http::Request::get(format!("http://{outside}/metrics"))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get(&format!("http://{outside}/metrics")).await.0, 200);
     server.shutdown().await;
 }

@@ -343,10 +343,6 @@ fn down(e: Unavailable) -> StoreError {
     StoreError(format!("Redis: {}", e.0))
 }
 
-fn now() -> u64 {
-    super::now()
-}
-
 impl SessionStore for RedisStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Arc<Session>>, StoreError>> {
         Box::pin(async move {
@@ -526,7 +522,7 @@ impl SessionStore for RedisStore {
                     pipe.cmd("ZREMRANGEBYSCORE")
                         .arg(ALL)
                         .arg("-inf")
-                        .arg(now())
+                        .arg(super::now())
                         .ignore();
                     pipe.cmd("ZCARD").arg(ALL);
                     async move { pipe.query_async(&mut conn).await }

@@ -119,15 +119,7 @@ mod tests {
     use prometheus_client::metrics::gauge::Gauge;
 
     fn redis(server: &RedisServer) -> Redis {
-        let yaml = format!(
-            "shared_state: {{redis: '{}', timeout: 1s}}\n",
-            server.url("", 5)
-        );
-        let cfg = portcullis_config::load_str(&yaml, "t.yaml", &|_| None)
-            .unwrap()
-            .config
-            .shared_state
-            .unwrap();
+        let cfg = crate::shared_state::tests::config(&server.url("", 5));
         SharedState::start(&cfg, Gauge::default()).unwrap().redis
     }
 

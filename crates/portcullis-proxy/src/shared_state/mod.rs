@@ -372,4 +372,4 @@ fn password(url: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

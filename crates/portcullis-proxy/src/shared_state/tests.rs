@@ -13,8 +13,9 @@ fn redis_server(extra: &[&str]) -> RedisServer {
 }
 
 /// `shared_state` for `url` with a 1 s timeout: generous, so that a loaded
-/// test machine does not turn a slow answer into a failure.
-fn config(url: &str) -> SharedStateConfig {
+/// test machine does not turn a slow answer into a failure. (Also the Redis
+/// of the session store's and MCP bindings' tests.)
+pub(crate) fn config(url: &str) -> SharedStateConfig {
     config_timeout(url, "1s")
 }
 

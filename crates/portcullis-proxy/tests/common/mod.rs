@@ -72,12 +72,23 @@ pub async fn send(
     url: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, String) {
+    send_body(client, method, url, headers, Bytes::new()).await
+}
+
+/// [`send`] with a request body.
+pub async fn send_body(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (u16, http::HeaderMap, String) {
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let resp = client
-        .request(req.body(Full::new(Bytes::new())).expect("request"))
+        .request(req.body(Full::new(body)).expect("request"))
         .await
         .expect("response");
     let status = resp.status().as_u16();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::login::now;
 use crate::shared_state::SharedState;
 use portcullis_core::IdentityKind;
 use portcullis_testkit::RedisServer;
@@ -17,15 +18,7 @@ fn replica(server: &RedisServer, secret: &str) -> RedisStore {
 
 /// A replica whose `login.idle_timeout` is `idle` seconds.
 fn replica_idle(server: &RedisServer, secret: &str, idle: u64) -> RedisStore {
-    let yaml = format!(
-        "shared_state: {{redis: '{}', timeout: 1s}}\n",
-        server.url("", 4)
-    );
-    let cfg = portcullis_config::load_str(&yaml, "t.yaml", &|_| None)
-        .unwrap()
-        .config
-        .shared_state
-        .unwrap();
+    let cfg = crate::shared_state::tests::config(&server.url("", 4));
     let state = SharedState::start(&cfg, Gauge::default()).unwrap();
     RedisStore::new(state.redis, secret, idle).unwrap()
 }
