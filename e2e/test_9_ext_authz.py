@@ -72,6 +72,10 @@ routes:
           methods: [GET]
         - name: checkout
           workloads: [spiffe://cluster.local/ns/shop/sa/checkout]
+  - name: limited
+    match: {{ path_prefix: /limited }}
+    auth: none
+    rate_limit: {{ requests_per_second: 0.01, burst: 1, key: ip }}
   - name: app
     match: {{ path_prefix: /app }}
     login: true
@@ -185,6 +189,35 @@ def test_source_principal_is_the_workload(authorizer):
     outside = call(authorizer, envoy_check("POST", "/api/orders", {},
                                            principal="spiffe://elsewhere/ns/shop/sa/checkout"))
     assert outside.status.code == UNAUTHENTICATED
+
+
+def test_rate_limited_is_permission_denied_429(authorizer):
+    assert call(authorizer, envoy_check("GET", "/limited", {})).status.code == OK
+    resp = call(authorizer, envoy_check("GET", "/limited", {}))
+    assert resp.status.code == PERMISSION_DENIED
+    denied = resp.denied_response
+    assert denied.status.code == 429
+    assert int(headers_of(denied.headers)["retry-after"]) >= 1
+    assert json.loads(denied.body)["error"] == "rate_limited"
+
+
+def test_path_tricks_are_judged_as_the_proxy_judges_them(authorizer, idp):
+    """The described path is normalized and refused exactly as on the listener
+    (SPEC §5): an encoded slash or dot-segment is a 400, and a dot-segment
+    walk into another route is judged on the route it lands on."""
+    token = remember(idp.token(scope="orders:read"))
+    auth = {"authorization": f"Bearer {token}"}
+    for sneaky in ["/api/orders/..%2f..%2fadmin", "/api/orders%2F1"]:
+        resp = call(authorizer, envoy_check("GET", sneaky, auth))
+        assert resp.status.code == 3, sneaky          # INVALID_ARGUMENT
+        assert resp.denied_response.status.code == 400, sneaky
+        assert json.loads(resp.denied_response.body)["error"] == "bad_request"
+    # /api/x/../orders/1 is /api/orders/1: allowed for a reader, as proxied.
+    assert call(authorizer, envoy_check("GET", "/api/x/../orders/1", auth)).status.code == OK
+    # /api/orders/../../app lands on the login route, not the orders route.
+    walked = call(authorizer, envoy_check("GET", "/api/orders/../../app/x", {}))
+    assert walked.status.code == UNAUTHENTICATED
+    assert json.loads(walked.denied_response.body)["error"] == "missing_token"
 
 
 def test_a_browser_that_should_sign_in_is_sent_to_the_login(authorizer):
