@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Portcullis patch: the read buffer is reserved at this size before a read
-/// and released when the socket has nothing more (see `poll_next`), so an
+/// and released when the connection goes idle (`release_idle_buffers`), so an
 /// idle connection holds no read buffer. tokio-util's own default is 8 KiB.
 const READ_BUFFER_CAPACITY: usize = 8 * 1024;
 
@@ -71,6 +71,16 @@ impl<T> FramedRead<T> {
 
     pub fn get_ref(&self) -> &T {
         self.inner.get_ref()
+    }
+
+    /// Portcullis patch: drops the read buffer if nothing is in it, and the
+    /// HPACK decoder's Huffman buffer; called when the connection has no open
+    /// stream. Both are allocated again by the next read or header block.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if self.inner.read_buffer().is_empty() && self.inner.read_buffer().capacity() > 0 {
+            *self.inner.read_buffer_mut() = BytesMut::new();
+        }
+        self.decoder.hpack.release_buffer();
     }
 
     pub fn get_mut(&mut self) -> &mut T {
@@ -427,15 +437,12 @@ where
         loop {
             tracing::trace!("poll");
             if self.inner.read_buffer().capacity() == 0 {
-                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+                // `with_capacity`, not `reserve`: frames are split off this
+                // buffer, and BytesMut grows back to the size it was created
+                // with; one made by `new` would reallocate for every frame.
+                *self.inner.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
             }
-            let polled = Pin::new(&mut self.inner).poll_next(cx);
-            if polled.is_pending() && self.inner.read_buffer().is_empty() {
-                // Portcullis patch: nothing buffered and nothing to read, so
-                // drop the buffer until the peer sends again.
-                *self.inner.read_buffer_mut() = BytesMut::new();
-            }
-            let bytes = match ready!(polled) {
+            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

@@ -94,8 +94,8 @@ where
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
                 // Portcullis patch: the write buffer is allocated by the first
-                // frame buffered and released once flushed (see
-                // `release_if_flushed`), so an idle connection holds none.
+                // frame buffered and released when the connection goes idle
+                // (see `release_if_flushed`), so an idle connection holds none.
                 buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
@@ -121,6 +121,12 @@ where
         }
 
         Poll::Ready(Ok(()))
+    }
+
+    /// Portcullis patch: called when the connection has no open stream and
+    /// everything is flushed; see `Codec::release_idle_buffers`.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.encoder.release_if_flushed();
     }
 
     /// Returns whether a frame can be buffered without first flushing the
@@ -175,7 +181,6 @@ where
         tracing::trace!("flushing buffer");
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-        self.encoder.release_if_flushed();
 
         Poll::Ready(Ok(()))
     }
@@ -224,7 +229,7 @@ where
         }
     }
 
-    /// Portcullis patch: drops the write buffer once everything in it has
+    /// Portcullis patch: drops the write buffer if everything in it has
     /// reached the socket, so 16 KiB is not held per idle connection.
     fn release_if_flushed(&mut self) {
         if self.next.is_none() && !self.buf.has_remaining() && self.buf.get_ref().capacity() > 0 {
@@ -237,7 +242,7 @@ where
         assert!(self.has_capacity());
         if self.buf.get_ref().capacity() == 0 {
             // Portcullis patch: allocated lazily; see `release_if_flushed`.
-            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+            self.buf = Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY));
         }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();

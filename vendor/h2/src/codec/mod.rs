@@ -131,6 +131,15 @@ where
     T: AsyncWrite + Unpin,
     B: Buf,
 {
+    /// Portcullis patch: releases the read, write and Huffman buffers that
+    /// hold nothing, so an idle connection keeps none of them. The connection
+    /// calls this when it has no open stream and has flushed; doing it per
+    /// read or flush instead cost about 6,000 instructions per request.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffers();
+        self.inner.get_mut().release_idle_buffers();
+    }
+
     /// Returns `Ready` when the codec can buffer a frame
     pub fn poll_ready(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
         self.framed_write().poll_ready(cx)

@@ -332,6 +332,12 @@ where
                                 continue;
                             }
 
+                            if !self.inner.streams.has_streams() {
+                                // Portcullis patch: idle and flushed, so let
+                                // go of the buffers until the next frame.
+                                self.codec.release_idle_buffers();
+                            }
+
                             return Poll::Pending;
                         }
                     };
