@@ -18,7 +18,7 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
-/// Portcullis patch: the read buffer is reserved at this size before a read
+/// Portcullis patch: the read buffer is allocated at this size before a read
 /// and released when the connection goes idle (`release_idle_buffers`), so an
 /// idle connection holds no read buffer. tokio-util's own default is 8 KiB.
 const READ_BUFFER_CAPACITY: usize = 8 * 1024;

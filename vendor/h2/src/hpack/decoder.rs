@@ -10,11 +10,11 @@ use std::cmp;
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::ops::ControlFlow;
-
-/// Portcullis patch: the Huffman output buffer is reserved at this size
-/// (h2's own fixed size) when a header block first needs it.
-const HUFFMAN_BUFFER_CAPACITY: usize = 4096;
 use std::str::Utf8Error;
+
+/// Portcullis patch: the Huffman output buffer is allocated at this size
+/// (h2's own fixed size) by the first header block after an idle spell.
+const HUFFMAN_BUFFER_CAPACITY: usize = 4096;
 
 /// Decodes headers using HPACK
 #[derive(Debug)]
@@ -162,9 +162,9 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            // Portcullis patch: allocated by the first Huffman-coded string
-            // and dropped when the connection goes idle (`release_buffer`),
-            // so an idle connection holds none.
+            // Portcullis patch: allocated by the first header block (see
+            // `decode`) and dropped when the connection goes idle
+            // (`release_buffer`), so an idle connection holds none.
             buffer: BytesMut::new(),
         }
     }
