@@ -242,8 +242,12 @@ async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released
         .expect("upstream connection still held 20s after the client stalled")
         .unwrap();
     let held = at - stalled;
+    // The proxy's last successful write can come a little before `stalled`:
+    // the bytes this read returned were already in the kernel's buffers (CI saw
+    // 999.92 ms). 100 ms of slack, as in the idle tests above, still fails a cut
+    // at half the timeout.
     assert!(
-        held >= Duration::from_secs(1),
+        held >= Duration::from_millis(900),
         "released before write_timeout: {held:?}"
     );
     // Backpressure held: the proxy buffered socket buffers' worth, not the download.
