@@ -56,15 +56,23 @@ install_tools() {
 }
 
 # The binary under test: $PORTCULLIS_BIN, else a release build of this checkout.
+# Beside it BARE, bench/bare-hyper (the framework floor), from this checkout; one
+# cargo invocation builds both, so their shared dependencies compile once.
 build_portcullis() {
+  BARE="$ROOT/target/release/bare-hyper"
   if [ -n "${PORTCULLIS_BIN:-}" ]; then
     BIN=$PORTCULLIS_BIN
+    if [ ! -x "$BARE" ]; then
+      log "cargo build --release -p bench-bare-hyper"
+      (cd "$ROOT" && cargo build --release -q -p bench-bare-hyper) || die "bare-hyper build failed"
+    fi
   else
-    log "cargo build --release -p portcullis"
-    (cd "$ROOT" && cargo build --release -q -p portcullis) || die "release build failed"
+    log "cargo build --release -p portcullis -p bench-bare-hyper"
+    (cd "$ROOT" && cargo build --release -q -p portcullis -p bench-bare-hyper) || die "release build failed"
     BIN="$ROOT/target/release/portcullis"
   fi
   [ -x "$BIN" ] || die "no portcullis binary at $BIN"
+  [ -x "$BARE" ] || die "no bare-hyper binary at $BARE"
   if [ -n "${PORTCULLIS_REV:-}" ]; then REV=$PORTCULLIS_REV
   else
     REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -402,7 +410,7 @@ start_portcullis() { # NAME CONFIG ADMIN_PORT
 
 # Everything needed by the scenarios: ports, tokens, certs, configs, servers.
 setup_stack() { # N_TOKENS
-  read -r P_UP P_NGX P_NGXS P_HAP P_PC P_PCA P_PCS P_PCSA P_AZ P_AZA P_AZG <<<"$(free_ports 11)"
+  read -r P_UP P_NGX P_NGXS P_HAP P_PC P_PCA P_PCS P_PCSA P_AZ P_AZA P_AZG P_BARE <<<"$(free_ports 12)"
   mkdir -p "$WORK/logs" "$BENCH/.work"
   make_tokens "$1"
   RS_ONE=$(head -1 "$TOK/rs_one.txt"); ES_ONE=$(head -1 "$TOK/es_one.txt")
@@ -422,9 +430,11 @@ setup_stack() { # N_TOKENS
   start upstream "$UP_CPU" nginx -p "$WORK/nginx-up" -c "$WORK/upstream.conf" -e "$WORK/logs/upstream-error.log"
   start nginx "$PROXY_CPU" nginx -p "$WORK/nginx-px" -c "$WORK/nginx-proxy.conf" -e "$WORK/logs/nginx-proxy-error.log"
   start haproxy "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
+  start bare "$PROXY_CPU" "$BARE" "127.0.0.1:$P_BARE" "127.0.0.1:$P_UP"
   wait_http "http://127.0.0.1:$P_UP/" 200 10 || die "upstream nginx did not start (logs/upstream.log)"
   wait_http "http://127.0.0.1:$P_NGX/" 200 10 || die "nginx proxy did not start"
   wait_http "http://127.0.0.1:$P_HAP/" 200 10 -H "Authorization: Bearer $RS_ONE" || die "haproxy did not start"
+  wait_http "http://127.0.0.1:$P_BARE/" 200 10 || die "bare-hyper did not start (logs/bare.log)"
   start_portcullis pc "$WORK/portcullis.yaml" "$P_PCA"
   start_portcullis pcs "$WORK/portcullis-tls.yaml" "$P_PCSA"
   start_portcullis az "$WORK/portcullis-authz.yaml" "$P_AZA"
@@ -451,6 +461,7 @@ sanity_checks() {
   local bad="Authorization: Bearer $(head -1 "$TOK/rs_bad.txt")"
   expect 200 "http://127.0.0.1:$P_UP/api/orders/42"
   expect 200 "http://127.0.0.1:$P_NGX/api/orders/42"
+  expect 200 "http://127.0.0.1:$P_BARE/api/orders/42"
   expect 200 "http://127.0.0.1:$P_HAP/api/orders/42" -H "$rs"
   expect 200 "http://127.0.0.1:$P_HAP/api/orders/42" -H "$es"
   expect 401 "http://127.0.0.1:$P_HAP/api/orders/42" -H "$bad"

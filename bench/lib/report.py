@@ -3,7 +3,8 @@
 
 Per scenario: the median over repetitions of requests/s, p50 and p99 (each median
 taken on its own), the server's CPU time per request, and for Portcullis rows the
-ratio to nginx plain proxy and to the matching HAProxy JWT row. Then the targets
+ratio to nginx plain proxy, to the bare hyper proxy (the framework floor) and to the
+matching HAProxy JWT row. Then the targets
 from the issue, the idle-connection memory and the criterion policy bench.
 """
 import argparse
@@ -17,6 +18,7 @@ SCEN = {
     # name: (description, nginx reference, haproxy reference)
     "direct": ("upstream nginx, direct (ceiling)", None, None),
     "nginx": ("nginx reverse proxy, upstream keep-alive (floor)", None, None),
+    "bare_hyper": ("bare hyper reverse proxy (bench/bare-hyper: one current-thread runtime, pooled client, no auth): the framework floor", "nginx", None),
     "haproxy_rs256": ("HAProxy jwt_verify RS256 + iss/aud/exp, one token", None, None),
     "haproxy_es256": ("HAProxy jwt_verify ES256 + iss/aud/exp, one token", None, None),
     "haproxy_rs256_unique": ("HAProxy jwt_verify RS256, a new token per request", None, None),
@@ -35,6 +37,7 @@ SCEN = {
     "pc_tls_full_rs256": ("Portcullis full path RS256 over TLS", "nginx_tls", None),
     "paced_direct": ("paced ~6k req/s: upstream direct", None, None),
     "paced_nginx": ("paced ~6k req/s: nginx proxy", None, None),
+    "paced_bare_hyper": ("paced ~6k req/s: bare hyper proxy", None, None),
     "paced_haproxy_rs256": ("paced ~6k req/s: HAProxy JWT RS256", None, None),
     "paced_pc_full_rs256": ("paced ~6k req/s: Portcullis full path RS256", None, None),
 }
@@ -166,8 +169,8 @@ def main():
         f"round-robin, median shown; {meta['tokens']} pre-minted tokens per algorithm for the unique-token rows.")
     out(f"Load before: `{meta['uptime_before']}`; after: `{meta['uptime_after']}`.")
     out("")
-    out("| scenario | req/s | p50 | p99 | server CPU µs/req | server CPU use (proxy core busy) | load core busy | × nginx plain | × HAProxy JWT | × nginx by CPU | × HAProxy by CPU |")
-    out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out("| scenario | req/s | p50 | p99 | server CPU µs/req | server CPU use (proxy core busy) | load core busy | × nginx plain | × bare hyper | × HAProxy JWT | × nginx by CPU | × bare hyper by CPU | × HAProxy by CPU |")
+    out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, (desc, nref, href) in SCEN.items():
         if name not in res or name.startswith("paced_"):
             continue
@@ -187,9 +190,12 @@ def main():
         if r.get("proxy_core_busy") is not None:
             util += f" ({r['proxy_core_busy'] * 100:.0f}%)"
         lbusy = f"{r['load_core_busy'] * 100:.0f}%" if r.get("load_core_busy") is not None else "—"
+        # Plain-HTTP Portcullis rows against the framework they are built on.
+        bref = "bare_hyper" if nref == "nginx" and name != "bare_hyper" else None
         out(f"| `{name}` {desc} | {rps} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | {cpu} | {util} | {lbusy} | "
-            f"{fmt_ratio(ratio(name, nref))}{' (TLS)' if nref == 'nginx_tls' else ''} | {fmt_ratio(ratio(name, href))} | "
-            f"{fmt_ratio(cpu_ratio(name, nref))} | {fmt_ratio(cpu_ratio(name, href))} |")
+            f"{fmt_ratio(ratio(name, nref))}{' (TLS)' if nref == 'nginx_tls' else ''} | {fmt_ratio(ratio(name, bref))} | "
+            f"{fmt_ratio(ratio(name, href))} | {fmt_ratio(cpu_ratio(name, nref))} | {fmt_ratio(cpu_ratio(name, bref))} | "
+            f"{fmt_ratio(cpu_ratio(name, href))} |")
     paced = [n for n in SCEN if n.startswith("paced_") and n in res]
     if paced:
         out("")
@@ -248,6 +254,18 @@ def main():
     if "pc_full_rs256" in res and "direct" in res:
         sat = res["pc_full_rs256"]["p99_ms"] - res["direct"]["p99_ms"]
     target("p99 added latency, 64 connections, saturated", sat, 0.5, higher=False, unit="ms")
+    if "bare_hyper" in res:
+        # No goal of its own: where the framework alone stands, so a missed target
+        # above reads as "hyper's floor" or "our own per-request work".
+        floor = [f"bare hyper {fmt_ratio(ratio('bare_hyper', 'nginx'))} nginx "
+                 f"({fmt_ratio(cpu_ratio('bare_hyper', 'nginx'))} by CPU)",
+                 f"full path RS256 {fmt_ratio(ratio('pc_full_rs256', 'bare_hyper'))} bare hyper "
+                 f"({fmt_ratio(cpu_ratio('pc_full_rs256', 'bare_hyper'))} by CPU)"]
+        if "paced_bare_hyper" in res and "paced_direct" in res:
+            floor.append("paced p99 added by bare hyper "
+                         + fmt_ms(res["paced_bare_hyper"]["p99_ms"] - res["paced_direct"]["p99_ms"]))
+        out("")
+        out("Framework floor: " + "; ".join(floor) + ".")
 
     # Memory.
     idle = []
