@@ -415,8 +415,8 @@ fn b64token_body_byte(b: u8) -> bool {
 ///
 /// One pass (it runs on every request, over the whole token): the body is the
 /// longest prefix of allowed bytes, which must be non-empty, and whatever
-/// follows it may only be `=`. The prefix is found 16 bytes at a time with the
-/// per-byte checks AND-ed together, one branch per block
+/// follows it may only be `=`. The prefix is found 16 bytes at a time, the
+/// per-byte checks OR-ed into one "bad" byte, one branch per block
 /// rather than per byte; the block holding the first other byte (padding or
 /// garbage) and the tail are then scanned byte by byte.
 fn is_b64token(token: &str) -> bool {
