@@ -185,6 +185,22 @@ mod tests {
     }
 
     #[test]
+    fn an_escape_anywhere_in_a_word_or_the_tail_is_found() {
+        // Every position across several 8-byte words and the byte tail, so no
+        // word test can skip a byte that needs escaping.
+        for len in 1..48 {
+            for at in 0..len {
+                for c in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                    let mut s: Vec<char> = "x".repeat(len).chars().collect();
+                    s[at] = c;
+                    let s: String = s.into_iter().collect();
+                    assert_eq!(json(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_byte_escapes_as_serde_json_does() {
         for c in (0u32..0x800).filter_map(char::from_u32) {
             for s in [

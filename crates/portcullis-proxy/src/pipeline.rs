@@ -154,11 +154,16 @@ async fn run(
     let cookie = judgment.cookie.take();
     let (path, set, remove) = match ex.absorb(judgment) {
         Ok(told) => told,
-        Err(refusal) => return Err(sign_in(refusal, rt, scheme, &judged, req.uri()).await),
+        // Boxed, as are the other branches a plain proxied request never takes:
+        // their futures would otherwise widen this one, which is moved whole
+        // into its box for every request.
+        Err(refusal) => {
+            return Err(Box::pin(sign_in(refusal, rt, scheme, &judged, req.uri())).await)
+        }
     };
     let Some(index) = ex.route_index else {
         // Reserved: the proxy's own endpoints.
-        return match endpoints::serve(req, &path, rt, ex, conn, peer_trusted).await {
+        return match Box::pin(endpoints::serve(req, &path, rt, ex, conn, peer_trusted)).await {
             Some(resp) => resp,
             None => Err(Refusal::new(Reason::NoRoute)),
         };
@@ -221,10 +226,12 @@ async fn run(
     // MCP routes: each JSON-RPC message is judged, and answers filtered (SPEC §10).
     let (req, mcp_after) = match route_cfg.mcp {
         None => (req.map(without_trailers), None),
-        Some(_) => match mcp::before(req, index, rt, shared, ex, &judged.name, &path).await? {
-            mcp::Step::Forward(req, after) => (req, Some(after)),
-            mcp::Step::Answer(resp) => return Ok(resp),
-        },
+        Some(_) => {
+            match Box::pin(mcp::before(req, index, rt, shared, ex, &judged.name, &path)).await? {
+                mcp::Step::Forward(req, after) => (req, Some(after)),
+                mcp::Step::Answer(resp) => return Ok(resp),
+            }
+        }
     };
     let upstream_started = Instant::now();
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
@@ -243,7 +250,7 @@ async fn run(
         .observe(upstream_elapsed.as_secs_f64());
     let mut resp = result?;
     if let Some(after) = mcp_after {
-        resp = mcp::after(after, resp, shared).await?;
+        resp = Box::pin(mcp::after(after, resp, shared)).await?;
     }
     if let Some(id) = request_id {
         resp.headers_mut().insert(names::X_REQUEST_ID, id);
