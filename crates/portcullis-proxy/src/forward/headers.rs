@@ -6,7 +6,10 @@
 //! Names are compared ASCII-case-insensitively with `_` equal to `-`, because CGI,
 //! WSGI, PHP and many frameworks read `X_Original_URL` as `X-Original-URL`.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use std::net::IpAddr;
 
 /// Header names the proxy reads or writes on every request. Lookups by `&str` parse
@@ -37,23 +40,36 @@ pub mod names {
 /// caller can re-add it for a WebSocket-style tunnel.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // One look at each name finds the few present (usually none in a request,
-    // `Connection` in a response), instead of nine blind removes.
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    if present.is_empty() {
+    // `Connection` in a response), as a bit set: nothing is allocated.
+    let mut present: u16 = 0;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name.as_str()) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return None;
     }
-    let named: Vec<HeaderName> = headers
+    // The names `Connection` lists. The fixed ones (an upstream's `keep-alive`)
+    // join the set; only another name is parsed into a `HeaderName`, which
+    // allocates (`keep-alive` is not one of http's standard names).
+    let mut wants_upgrade = false;
+    let mut named_others: Vec<HeaderName> = Vec::new();
+    let tokens = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    let wants_upgrade = named.contains(&UPGRADE);
+        .map(str::trim);
+    for token in tokens {
+        match hop_by_hop_index_any_case(token) {
+            Some(i) => {
+                wants_upgrade |= HOP_BY_HOP[i] == UPGRADE;
+                present |= 1 << i;
+            }
+            None => named_others.extend(HeaderName::from_bytes(token.as_bytes()).ok()),
+        }
+    }
     let upgrade = if wants_upgrade {
         headers.get(UPGRADE).cloned()
     } else {
@@ -62,8 +78,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // A client must not be able to make the proxy drop the headers it sets itself
     // (or that carry identity) by naming them in `Connection`; those are removed
     // and re-set after this anyway, so removing here is harmless and complete.
-    for name in named.iter().chain(&present) {
+    for name in &named_others {
         headers.remove(name);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     upgrade
 }
@@ -90,22 +111,53 @@ pub fn upgrade_allowed(upgrade: &HeaderValue, allowed: &[String]) -> bool {
     any
 }
 
-/// The hop-by-hop headers of RFC 9110 §7.6.1 and their common relatives.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            // Only meaningful with `Upgrade: h2c`, which is never forwarded.
-            | "http2-settings"
-    )
+/// The hop-by-hop headers of RFC 9110 §7.6.1 and their common relatives, in
+/// the order of [`hop_by_hop_index`]. A `static`: a `const` array would be
+/// built and dropped at every use.
+static HOP_BY_HOP: [HeaderName; 10] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    // Only meaningful with `Upgrade: h2c`, which is never forwarded.
+    HeaderName::from_static("http2-settings"),
+];
+
+/// The position of a lowercase name in [`HOP_BY_HOP`]: a `match` on the
+/// text, which compiles to a switch on its length and one compare, where
+/// comparing `HeaderName`s one by one costs ten.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        "http2-settings" => 9,
+        _ => return None,
+    })
+}
+
+/// [`hop_by_hop_index`] for a name in any case, as `Connection` may list it.
+fn hop_by_hop_index_any_case(name: &str) -> Option<usize> {
+    if let Some(i) = hop_by_hop_index(name) {
+        return Some(i);
+    }
+    // No hop-by-hop name is longer than 19 bytes.
+    let mut lower = [0u8; 19];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    hop_by_hop_index(std::str::from_utf8(lower).ok()?)
 }
 
 /// True for identity headers that only the proxy may set (SPEC §3), in any case and
@@ -384,6 +436,40 @@ mod tests {
         assert_eq!(up.unwrap(), "websocket");
         assert!(h.get("x-secret").is_none() && h.get("te").is_none() && h.get("upgrade").is_none());
         assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn connection_names_match_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("Keep-Alive , UPGRADE,X-Custom"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+        // Without `upgrade` in `Connection`, an `Upgrade` header is dropped, not kept.
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn the_index_table_matches_the_names() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i));
+            let upper = name.as_str().to_ascii_uppercase();
+            assert_eq!(hop_by_hop_index_any_case(&upper), Some(i));
+        }
+        assert_eq!(hop_by_hop_index_any_case("proxy-authorization-x"), None);
+        assert_eq!(hop_by_hop_index_any_case(""), None);
     }
 
     #[test]
