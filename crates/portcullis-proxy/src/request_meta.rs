@@ -99,18 +99,22 @@ thread_local! {
     static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
 }
 
-/// `N` random bytes as lowercase hex (on every request: no formatting machinery).
+/// `N` random bytes as lowercase hex (on every request: no formatting machinery,
+/// and the digits written into a buffer on the stack, not pushed one by one).
 fn new_hex<const N: usize>() -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const { assert!(N <= 16) };
     let mut bytes = [0u8; N];
     IDS.with(|rng| rng.borrow_mut().fill_bytes(&mut bytes));
-    let mut out = Vec::with_capacity(N * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    let mut hex = [0u8; 32];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    // Only ASCII hex digits were pushed.
-    String::from_utf8(out).unwrap_or_default()
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&hex[..N * 2])
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -123,6 +127,9 @@ mod tests {
         assert_eq!(request_id(None).len(), 32);
         assert_ne!(request_id(Some("bad id\n")), "bad id\n");
         assert_eq!(request_id(Some(&"a".repeat(200))).len(), 32);
+        let (a, b) = (new_hex::<16>(), new_hex::<8>());
+        assert!(a.len() == 32 && b.len() == 16 && a != new_hex::<16>());
+        assert!(a.bytes().chain(b.bytes()).all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
     }
 
     #[test]
