@@ -1132,6 +1132,23 @@ mod tests {
     /// SPEC §5: a bearer token in the query (implicit-flow callbacks, some
     /// websocket clients) must never reach the audit log.
     #[test]
+    fn numbers_are_json_numbers() {
+        for (status, bytes_out) in [(200, 512), (101, 0), (599, u64::MAX)] {
+            let rec = AuditRecord {
+                status,
+                bytes_out,
+                ..sample(1)
+            };
+            let mut line = Vec::new();
+            crate::audit_line::write_record(&rec, &mut line);
+            let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(v["status"], status);
+            assert_eq!(v["bytes_out"], bytes_out);
+            assert_eq!(v["duration_ms"], 1.5);
+        }
+    }
+
+    #[test]
     fn no_secret_reaches_the_line() {
         let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
         let uri = format!("/.portcullis/callback?access_token={token}&state=xyz");
