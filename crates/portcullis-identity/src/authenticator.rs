@@ -306,27 +306,34 @@ impl Authenticator {
                 "token is longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
+        let jwt = looks_like_jwt(token);
+        let inner = &*self.inner;
+        let key = cache_key(&[b"jwt", token.as_bytes()]);
+        let now = now_unix();
+        // Looked up before the character check: the cache holds only tokens that
+        // passed it and everything after, keyed by a keyed hash of every byte, so
+        // a hit is a token checked before, and the check (a scan of the whole
+        // token) is left to the misses.
+        if jwt {
+            if let Some(hit) = inner.verified.get(&key).await {
+                let provider = inner.providers.get(hit.provider);
+                let epoch_ok = provider
+                    .and_then(|p| p.jwks.as_ref())
+                    .is_none_or(|c| c.epoch() == hit.epoch);
+                if now <= hit.valid_until && epoch_ok {
+                    inner.cache_counters.count(true);
+                    return Ok(hit.identity.clone());
+                }
+                inner.verified.remove(&key).await;
+            }
+        }
         if !is_b64token(token) {
             return Err(AuthError::invalid(
                 "token contains characters not allowed in a bearer token",
             ));
         }
-        if !looks_like_jwt(token) {
+        if !jwt {
             return self.introspect(token).await;
-        }
-        let inner = &*self.inner;
-        let key = cache_key(&[b"jwt", token.as_bytes()]);
-        let now = now_unix();
-        if let Some(hit) = inner.verified.get(&key).await {
-            let provider = inner.providers.get(hit.provider);
-            let epoch_ok = provider
-                .and_then(|p| p.jwks.as_ref())
-                .is_none_or(|c| c.epoch() == hit.epoch);
-            if now <= hit.valid_until && epoch_ok {
-                inner.cache_counters.count(true);
-                return Ok(hit.identity.clone());
-            }
-            inner.verified.remove(&key).await;
         }
         inner.cache_counters.count(false);
 

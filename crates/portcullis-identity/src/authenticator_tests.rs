@@ -542,6 +542,24 @@ async fn repeated_token_is_a_cache_hit() {
 }
 
 #[tokio::test]
+async fn a_cached_token_with_a_forbidden_character_is_still_refused() {
+    // The character check runs after the cache lookup; a token one byte away
+    // from a cached one must miss and be refused by it, not served.
+    let k = TestKey::es256();
+    let (a, _) = setup(&[("k", &k)]).await;
+    let t = k.jwt("k", claims(ISS, AUD));
+    assert!(a.verify_bearer(&t).await.is_ok());
+    for bad in [format!("{t} "), format!("{t}\n"), t.replacen('.', "!.", 1)] {
+        let e = a.verify_bearer(&bad).await.unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidToken);
+        assert!(e.description.contains("not allowed"), "{}", e.description);
+    }
+    // Refused before any verification: no miss counted, nothing cached.
+    assert_eq!(a.inner.metrics.cache_count("miss"), 1);
+    assert_eq!(a.inner.metrics.cache_count("hit"), 0);
+}
+
+#[tokio::test]
 async fn failures_are_counted_by_provider_and_reason() {
     let k = TestKey::es256();
     let (a, _) = setup(&[("k", &k)]).await;
