@@ -191,16 +191,24 @@ impl AuditIdentity {
 
     /// Copies the auditable attributes of a verified identity.
     pub fn from_identity(id: &Identity) -> Self {
+        Self::from(id.clone())
+    }
+}
+
+/// The audit view of an identity the request is done with: its strings are
+/// moved, not copied (the pipeline's way, once per request).
+impl From<Identity> for AuditIdentity {
+    fn from(id: Identity) -> Self {
         Self {
             kind: id.kind,
             // An empty subject means "none" (workload-only or anonymous
             // caller); `null` says that more plainly than `""`.
-            sub: (!id.subject.is_empty()).then(|| id.subject.clone()),
-            email: id.email.clone(),
-            issuer: id.issuer.clone(),
-            client_id: id.client_id.clone(),
-            groups: id.groups.clone(),
-            workload: id.workload.clone(),
+            sub: (!id.subject.is_empty()).then_some(id.subject),
+            email: id.email,
+            issuer: id.issuer,
+            client_id: id.client_id,
+            groups: id.groups,
+            workload: id.workload,
         }
     }
 }

@@ -169,7 +169,7 @@ pub fn finish(
         reason: reason.as_str(),
         rule,
         enforced,
-        identity: AuditIdentity::from_identity(&ex.identity),
+        identity: AuditIdentity::from(ex.identity),
         status,
         duration_ms: 0.0,
         upstream_ms: ex.upstream_ms,
