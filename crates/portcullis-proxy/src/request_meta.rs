@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(request_id(Some(&"a".repeat(200))).len(), 32);
         let (a, b) = (new_hex::<16>(), new_hex::<8>());
         assert!(a.len() == 32 && b.len() == 16 && a != new_hex::<16>());
-        assert!(a.bytes().chain(b.bytes()).all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(a
+            .bytes()
+            .chain(b.bytes())
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
     }
 
     #[test]
