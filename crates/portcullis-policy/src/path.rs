@@ -66,7 +66,10 @@ pub struct PathOptions {
 
 impl NormalizedPath {
     fn new(canonical: String, case_sensitive: bool) -> Self {
-        let has_parameters = canonical.contains(';') || canonical.contains("%3B");
+        // Byte searches: `contains("%3B")` sets up a substring searcher on every
+        // request. (Escapes are upper-case in the canonical form.)
+        let has_parameters = canonical.as_bytes().contains(&b';')
+            || canonical.as_bytes().windows(3).any(|w| w == b"%3B");
         let fold = !case_sensitive && canonical.bytes().any(|b| b.is_ascii_uppercase());
         let matching = (has_parameters || fold).then(|| {
             let mut m = if has_parameters {
@@ -371,6 +374,11 @@ fn canonical_byte(
 
 /// True when a segment is `.`/`..` followed by a `;` parameter (raw or `%3B`).
 fn is_dot_with_parameter(seg: &str) -> bool {
+    // Only a segment that starts with `.` can be one; this runs for every
+    // segment of every request, and a `str` search is costly to set up.
+    if !seg.starts_with('.') {
+        return false;
+    }
     let name = if let Some(pos) = seg.find(';') {
         seg.get(..pos)
     } else {
