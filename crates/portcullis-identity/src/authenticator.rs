@@ -333,7 +333,10 @@ impl Authenticator {
             ));
         }
         if !jwt {
-            return self.introspect(token).await;
+            // Boxed: the introspection future (an HTTP call) is most of this
+            // one's size, and every caller up to the request's own future would
+            // carry and copy its room on every request, JWT or not.
+            return Box::pin(self.introspect(token)).await;
         }
         inner.cache_counters.count(false);
 
