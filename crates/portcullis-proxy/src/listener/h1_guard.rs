@@ -23,6 +23,7 @@
 //! so the refusal gets the SPEC §6 body and an audit line like any other, and the
 //! connection closes. Nothing of the refused request is forwarded.
 
+use crate::scan::position;
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::io;
@@ -370,29 +371,6 @@ enum Framing {
     Length(u64),
     Chunked,
     Upgrade,
-}
-
-/// Position of the first byte in `s` for which `stop` holds.
-///
-/// Most of a head is long runs of bytes that need no attention (a bearer token alone
-/// can be most of it). Such runs are skipped sixteen bytes at a time: the test of a
-/// whole block has no early exit, so the compiler makes it a few vector instructions
-/// (SSE2 on x86-64) instead of a compare and branch per byte. Only the block that
-/// holds a stop byte, and the short tail, are searched byte by byte.
-#[inline(always)]
-fn position(s: &[u8], stop: impl Fn(u8) -> bool) -> Option<usize> {
-    let (blocks, _) = s.as_chunks::<16>();
-    let mut skipped = 0;
-    for block in blocks {
-        if block.iter().fold(false, |any, &b| any | stop(b)) {
-            break;
-        }
-        skipped += 16;
-    }
-    s[skipped..]
-        .iter()
-        .position(|&b| stop(b))
-        .map(|i| skipped + i)
 }
 
 /// Position of the first `needle` in `s`.
