@@ -306,16 +306,16 @@ impl Authenticator {
                 "token is longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
-        let jwt = looks_like_jwt(token);
         let inner = &*self.inner;
-        let key = cache_key(&[b"jwt", token.as_bytes()]);
+        // Only JWTs are cached here (opaque tokens by their introspector).
+        let key = looks_like_jwt(token).then(|| cache_key(&[b"jwt", token.as_bytes()]));
         let now = now_unix();
         // Looked up before the character check: the cache holds only tokens that
         // passed it and everything after, keyed by a keyed hash of every byte, so
         // a hit is a token checked before, and the check (a scan of the whole
         // token) is left to the misses.
-        if jwt {
-            if let Some(hit) = inner.verified.get(&key).await {
+        if let Some(key) = &key {
+            if let Some(hit) = inner.verified.get(key).await {
                 let provider = inner.providers.get(hit.provider);
                 let epoch_ok = provider
                     .and_then(|p| p.jwks.as_ref())
@@ -324,7 +324,7 @@ impl Authenticator {
                     inner.cache_counters.count(true);
                     return Ok(hit.identity.clone());
                 }
-                inner.verified.remove(&key).await;
+                inner.verified.remove(key).await;
             }
         }
         if !is_b64token(token) {
@@ -332,12 +332,12 @@ impl Authenticator {
                 "token contains characters not allowed in a bearer token",
             ));
         }
-        if !jwt {
+        let Some(key) = key else {
             // Boxed: the introspection future (an HTTP call) is most of this
             // one's size, and every caller up to the request's own future would
             // carry and copy its room on every request, JWT or not.
             return Box::pin(self.introspect(token)).await;
-        }
+        };
         inner.cache_counters.count(false);
 
         let parsed = compact::parse(token)?;
