@@ -1137,8 +1137,6 @@ mod tests {
         assert_eq!(millis(Duration::ZERO), 0.0);
     }
 
-    /// SPEC §5: a bearer token in the query (implicit-flow callbacks, some
-    /// websocket clients) must never reach the audit log.
     #[test]
     fn numbers_are_json_numbers() {
         for (status, bytes_out) in [(200, 512), (101, 0), (599, u64::MAX)] {
@@ -1156,6 +1154,8 @@ mod tests {
         }
     }
 
+    /// SPEC §5: a bearer token in the query (implicit-flow callbacks, some
+    /// websocket clients) must never reach the audit log.
     #[test]
     fn no_secret_reaches_the_line() {
         let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";

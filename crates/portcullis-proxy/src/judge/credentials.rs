@@ -118,6 +118,17 @@ mod tests {
         Ok(Some(token.to_string()))
     }
 
+    /// `credential`'s answer for one `Authorization` value, in `full_parse`'s terms.
+    fn answer(value: &HeaderValue) -> Result<Option<String>, (Reason, String)> {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, value.clone());
+        match credential(&h) {
+            Ok(Credential::Bearer(t)) => Ok(Some(t.to_string())),
+            Ok(_) => Ok(None),
+            Err(r) => Err((r.reason, r.message)),
+        }
+    }
+
     #[test]
     fn the_one_pass_read_answers_as_the_full_parse() {
         // Every byte at every position of the scheme, the separator and a token
@@ -130,14 +141,7 @@ mod tests {
                 let Ok(value) = HeaderValue::from_bytes(&v) else {
                     continue;
                 };
-                let mut h = HeaderMap::new();
-                h.insert(AUTHORIZATION, value.clone());
-                let ours = match credential(&h) {
-                    Ok(Credential::Bearer(t)) => Ok(Some(t.to_string())),
-                    Ok(_) => Ok(None),
-                    Err(r) => Err((r.reason, r.message)),
-                };
-                assert_eq!(ours, full_parse(&value), "{b:#x} at {at}");
+                assert_eq!(answer(&value), full_parse(&value), "{b:#x} at {at}");
             }
         }
         for v in [
@@ -149,14 +153,7 @@ mod tests {
             "Bearer ",
         ] {
             let value = HeaderValue::from_str(v).unwrap();
-            let mut h = HeaderMap::new();
-            h.insert(AUTHORIZATION, value.clone());
-            let ours = match credential(&h) {
-                Ok(Credential::Bearer(t)) => Ok(Some(t.to_string())),
-                Ok(_) => Ok(None),
-                Err(r) => Err((r.reason, r.message)),
-            };
-            assert_eq!(ours, full_parse(&value), "{v:?}");
+            assert_eq!(answer(&value), full_parse(&value), "{v:?}");
         }
     }
 }
