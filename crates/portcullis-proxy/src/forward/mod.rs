@@ -4,11 +4,14 @@
 
 pub mod client;
 pub mod headers;
+mod idle;
 pub mod upstreams;
 
 use crate::body::{boxed, empty, ProxyBody};
 use crate::respond::Refusal;
+use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -48,7 +51,7 @@ pub async fn forward(
     let mut last_refusal = Refusal::new(Reason::UpstreamUnavailable);
     for attempt in 0..attempts {
         let Some(endpoint) = pool.pick() else { break };
-        let uri = upstream_uri(endpoint, path, query.as_deref())
+        let uri = upstream_target(endpoint, path, query.as_deref())
             .map_err(|e| Refusal::with_message(Reason::BadRequest, e))?;
         let mut builder = Request::builder()
             .method(parts.method.clone())
@@ -66,7 +69,7 @@ pub async fn forward(
         let upstream_req = builder
             .body(body)
             .map_err(|e| Refusal::with_message(Reason::BadRequest, e.to_string()))?;
-        match tokio::time::timeout(timeout, pool.client.inner.request(upstream_req)).await {
+        match tokio::time::timeout(timeout, pool.client.send(endpoint, upstream_req)).await {
             Err(_) => {
                 // A timed-out upstream may be slow rather than down: no ejection, no retry
                 // (the request may have been acted upon).
@@ -102,7 +105,9 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-fn upstream_uri(
+/// The request target in origin form: the endpoint's base path, the
+/// normalized path, the query as the client sent it.
+fn upstream_target(
     endpoint: &Endpoint,
     path: &NormalizedPath,
     query: Option<&str>,
@@ -114,11 +119,8 @@ fn upstream_uri(
         pq.push('?');
         pq.push_str(q);
     }
-    Uri::builder()
-        .scheme(endpoint.scheme.clone())
-        .authority(endpoint.authority.clone())
-        .path_and_query(pq)
-        .build()
+    PathAndQuery::from_maybe_shared(Bytes::from(pq))
+        .map(Uri::from)
         .map_err(|e| format!("cannot build upstream URI: {e}"))
 }
 

@@ -4,9 +4,11 @@
 //! than failing without trying.
 
 use super::client::UpstreamClient;
+use super::idle::IdleConnections;
 use http::uri::{Authority, Scheme};
+use http::Uri;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Consecutive failures after which an endpoint is ejected.
@@ -23,6 +25,10 @@ pub struct Endpoint {
     pub base_path: String,
     /// `scheme://authority`: the default assertion audience.
     pub origin: String,
+    /// `scheme://authority/`, what the connector dials.
+    pub connect_uri: Uri,
+    /// Its kept connections.
+    pub idle: Arc<IdleConnections>,
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
 }
@@ -43,7 +49,15 @@ impl Endpoint {
             .cloned()
             .ok_or_else(|| format!("upstream `{url}` has no host"))?;
         let base_path = uri.path().trim_end_matches('/').to_string();
+        let connect_uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
         Ok(Endpoint {
+            connect_uri,
+            idle: Arc::default(),
             origin: format!("{scheme}://{authority}"),
             scheme,
             authority,

@@ -1,0 +1,225 @@
+//! The idle keep-alive connections to one upstream endpoint.
+//!
+//! HTTP/1.1 connections wait in a stack (the most recently used goes out
+//! first: its socket is the least likely to have been closed by the upstream);
+//! an h2 connection is shared by every request until it closes. A connection
+//! is only kept while hyper says it can take a request (`is_ready`), so one
+//! whose response is still streaming comes back when it is done. Entries idle
+//! longer than [`IDLE_FOR`] are closed as the next request passes, and at most
+//! [`MAX_IDLE`] are kept.
+
+use crate::body::ProxyBody;
+use hyper::client::conn::{http1, http2};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long an unused connection is kept (upstreams commonly close theirs
+/// after 60–120 s; reusing one the upstream is closing costs a retry).
+pub const IDLE_FOR: Duration = Duration::from_secs(90);
+/// The most idle HTTP/1.1 connections kept per endpoint.
+pub const MAX_IDLE: usize = 1024;
+
+/// A connection that can take a request now.
+pub enum Ready {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
+#[derive(Default)]
+pub struct IdleConnections {
+    http1: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant)>>,
+    http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+/// A poisoned lock only means another request panicked while holding it; the
+/// list itself is still a valid list of connections.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl IdleConnections {
+    /// A connection that can take a request now, if one is kept.
+    pub fn checkout(&self) -> Option<Ready> {
+        self.checkout_at(Instant::now())
+    }
+
+    fn checkout_at(&self, now: Instant) -> Option<Ready> {
+        {
+            let mut h2 = lock(&self.http2);
+            match h2.as_ref() {
+                Some(tx) if tx.is_ready() => return Some(Ready::Http2(tx.clone())),
+                Some(_) => *h2 = None,
+                None => {}
+            }
+        }
+        let mut idle = lock(&self.http1);
+        // The oldest are at the front: close those idle too long.
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.saturating_duration_since(*since) > IDLE_FOR)
+        {
+            idle.pop_front();
+        }
+        while let Some((tx, _)) = idle.pop_back() {
+            if tx.is_ready() {
+                return Some(Ready::Http1(tx));
+            }
+        }
+        None
+    }
+
+    /// Keeps an h2 connection for every request to come.
+    pub fn share(&self, tx: http2::SendRequest<ProxyBody>) {
+        *lock(&self.http2) = Some(tx);
+    }
+
+    /// Takes back an HTTP/1.1 connection whose response head has arrived: now
+    /// if it can take another request, else once its response has been read
+    /// (a dropped or failed response closes it, and it is not kept).
+    pub fn checkin(self: &Arc<Self>, mut tx: http1::SendRequest<ProxyBody>) {
+        if tx.is_ready() {
+            self.keep(tx, Instant::now());
+            return;
+        }
+        let home = Arc::clone(self);
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                home.keep(tx, Instant::now());
+            }
+        });
+    }
+
+    fn keep(&self, tx: http1::SendRequest<ProxyBody>, now: Instant) {
+        let mut idle = lock(&self.http1);
+        if idle.len() < MAX_IDLE {
+            idle.push_back((tx, now));
+        }
+    }
+
+    /// How many HTTP/1.1 connections are kept.
+    fn len(&self) -> usize {
+        lock(&self.http1).len()
+    }
+}
+
+impl std::fmt::Debug for IdleConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleConnections")
+            .field("http1", &self.len())
+            .field("http2", &lock(&self.http2).is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::empty;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    /// A real HTTP/1.1 connection over an in-memory pipe to a hyper server that
+    /// answers every request with an empty 200 naming the connection (`x-conn`).
+    async fn connection_named(name: &'static str) -> http1::SendRequest<ProxyBody> {
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let svc = service_fn(move |_req| async move {
+                let mut resp = http::Response::new(empty());
+                resp.headers_mut()
+                    .insert("x-conn", http::HeaderValue::from_static(name));
+                Ok::<_, std::convert::Infallible>(resp)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
+        });
+        let (mut tx, conn) = http1::handshake(TokioIo::new(client)).await.unwrap();
+        tokio::spawn(conn);
+        // Ready once its connection task has run.
+        tx.ready().await.unwrap();
+        tx
+    }
+
+    async fn connection() -> http1::SendRequest<ProxyBody> {
+        connection_named("-").await
+    }
+
+    async fn name_of(tx: &mut http1::SendRequest<ProxyBody>) -> String {
+        let resp = tx.send_request(request()).await.unwrap();
+        resp.headers()["x-conn"].to_str().unwrap().to_string()
+    }
+
+    fn request() -> http::Request<ProxyBody> {
+        http::Request::builder().uri("/").body(empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_connection_used_last_goes_out_first() {
+        let idle = Arc::new(IdleConnections::default());
+        let t = Instant::now();
+        idle.keep(connection_named("a").await, t);
+        idle.keep(connection_named("b").await, t);
+        let mut order = Vec::new();
+        while let Some(Ready::Http1(mut tx)) = idle.checkout_at(t) {
+            order.push(name_of(&mut tx).await);
+        }
+        assert_eq!(order, ["b", "a"]);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_dropped_after_the_idle_time() {
+        let idle = Arc::new(IdleConnections::default());
+        let t = Instant::now();
+        idle.keep(connection().await, t);
+        assert!(idle
+            .checkout_at(t + IDLE_FOR + Duration::from_secs(1))
+            .is_none());
+        assert_eq!(idle.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_never_handed_out() {
+        let idle = Arc::new(IdleConnections::default());
+        let (client, server) = tokio::io::duplex(4096);
+        let (tx, conn) = http1::handshake::<_, ProxyBody>(TokioIo::new(client))
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        idle.keep(tx, Instant::now());
+        // The upstream goes away: the connection task ends, the sender closes.
+        drop(server);
+        let _ = task.await;
+        assert!(idle.checkout().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_comes_back_after_its_response() {
+        let idle = Arc::new(IdleConnections::default());
+        let mut tx = connection().await;
+        let resp = tx.send_request(request()).await.unwrap();
+        idle.checkin(tx);
+        drop(resp);
+        // Ready at once, or soon after through the spawned wait.
+        for _ in 0..100 {
+            if idle.len() == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the connection was not kept");
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_bound_are_kept() {
+        let idle = Arc::new(IdleConnections::default());
+        let t = Instant::now();
+        let tx = connection().await;
+        for _ in 0..MAX_IDLE {
+            let tx = connection().await;
+            idle.http1.lock().unwrap().push_back((tx, t));
+        }
+        idle.keep(tx, t);
+        assert_eq!(idle.len(), MAX_IDLE);
+    }
+}

@@ -1,0 +1,147 @@
+//! The proxy's kept upstream connections, against a hand-written HTTP/1.1
+//! upstream that counts its connections and can close them the way real
+//! servers do: silently, once idle, without `Connection: close`.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use portcullis_proxy::Server;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An upstream answering `200 ok` to every request; with `close_idle_after`,
+/// it closes each connection that long after its last answer.
+struct CountingUpstream {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl CountingUpstream {
+    async fn start(close_idle_after: Option<Duration>) -> CountingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(tcp, close_idle_after));
+            }
+        });
+        CountingUpstream { url, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// One connection: heads and `Content-Length` bodies read, `ok` answered.
+async fn serve(mut tcp: TcpStream, close_idle_after: Option<Duration>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = match close_idle_after {
+                Some(idle) if buf.is_empty() => {
+                    match tokio::time::timeout(idle, tcp.read(&mut chunk)).await {
+                        Ok(read) => read,
+                        // Idle too long: gone, with no word to the client.
+                        Err(_) => return,
+                    }
+                }
+                _ => tcp.read(&mut chunk).await,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let body_len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + body_len {
+            let mut chunk = [0u8; 4096];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + body_len);
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if tcp.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn proxy_to(upstream: &CountingUpstream) -> Server {
+    let yaml = format!(
+        "{SERVER_PREAMBLE}routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: {}\n    auth: none\n",
+        upstream.url
+    );
+    Server::start(config(&yaml), None).await.unwrap()
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let up = CountingUpstream::start(None).await;
+    let server = proxy_to(&up).await;
+    let base = format!("http://{}", server.local_addr());
+    for i in 0..20 {
+        let (status, body) = get(&format!("{base}/r/{i}")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    assert_eq!(up.connections(), 1, "the kept connection was not reused");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
+    let up = CountingUpstream::start(Some(Duration::from_millis(50))).await;
+    let server = proxy_to(&up).await;
+    let base = format!("http://{}", server.local_addr());
+    let c = client();
+    for i in 0..4 {
+        // POST cannot be retried once sent: it succeeds only if the closed
+        // connection is never handed the request.
+        let (status, _, body) =
+            send_body(&c, "POST", &format!("{base}/p/{i}"), &[], Bytes::from("x")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(up.connections(), 4, "each request needed a new connection");
+}
+
+#[tokio::test]
+async fn concurrent_requests_open_connections_then_reuse_them() {
+    let up = CountingUpstream::start(None).await;
+    let server = proxy_to(&up).await;
+    let base = format!("http://{}", server.local_addr());
+    for _round in 0..5 {
+        let all = (0..8).map(|i| {
+            let url = format!("{base}/c/{i}");
+            tokio::spawn(async move { get(&url).await })
+        });
+        for r in futures_util::future::join_all(all).await {
+            assert_eq!(r.unwrap(), (200, "ok".to_string()));
+        }
+    }
+    // At most one connection per request in flight, kept for the next rounds.
+    let n = up.connections();
+    assert!(
+        (1..=8).contains(&n),
+        "{n} upstream connections for 8 at a time"
+    );
+}
