@@ -38,7 +38,7 @@ impl IdentityKind {
 /// A verified caller. Built only by the identity crate from checked credentials;
 /// policy and propagation read it, never the raw token. (`Deserialize` is for
 /// the proxy's own session store, which reads back only what it sealed.)
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
     pub kind: IdentityKind,
     /// Subject (`sub`, or the configured claim). Empty for a pure workload or anonymous caller.
@@ -63,10 +63,42 @@ pub struct Identity {
     pub expires_at: Option<u64>,
 }
 
+impl Default for Identity {
+    /// The caller nobody vouched for. Its `Null` claims are one shared value:
+    /// every request starts out anonymous, and this costs no allocation.
+    fn default() -> Self {
+        static NULL: std::sync::LazyLock<Arc<serde_json::Value>> =
+            std::sync::LazyLock::new(|| Arc::new(serde_json::Value::Null));
+        Self {
+            kind: IdentityKind::default(),
+            subject: String::new(),
+            provider: None,
+            issuer: None,
+            email: None,
+            name: None,
+            groups: Vec::new(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            client_id: None,
+            workload: None,
+            claims: Arc::clone(&NULL),
+            expires_at: None,
+        }
+    }
+}
+
 impl Identity {
     /// The caller nobody vouched for.
     pub fn anonymous() -> Self {
         Self::default()
+    }
+
+    /// The caller nobody vouched for, as the one value every request shares
+    /// until someone proves otherwise (no allocation).
+    pub fn anonymous_shared() -> Arc<Identity> {
+        static ANONYMOUS: std::sync::LazyLock<Arc<Identity>> =
+            std::sync::LazyLock::new(|| Arc::new(Identity::default()));
+        Arc::clone(&ANONYMOUS)
     }
 
     /// True when a token, session or workload identity was verified.

@@ -55,7 +55,8 @@ struct Inner {
 
 /// A verified JWT in the cache.
 struct Verified {
-    identity: Identity,
+    /// Shared with every request that presents the token: a hit costs no copy.
+    identity: Arc<Identity>,
     provider: usize,
     /// The provider's key-cache epoch at verification: if keys were removed since,
     /// the entry is ignored.
@@ -249,7 +250,7 @@ impl Authenticator {
     /// identity. JWTs are verified locally against the provider named by their
     /// `iss`; other tokens go to the providers with `introspection`, in config
     /// order. Every failure is counted in `portcullis_auth_failures_total`.
-    pub async fn verify_bearer(&self, token: &str) -> Result<Identity, AuthError> {
+    pub async fn verify_bearer(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let result = self.verify_inner(token).await;
         if let Err(e) = &result {
             self.inner
@@ -297,7 +298,7 @@ impl Authenticator {
         Ok(identity)
     }
 
-    async fn verify_inner(&self, token: &str) -> Result<Identity, AuthError> {
+    async fn verify_inner(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         if token.is_empty() {
             return Err(AuthError::new(Reason::MissingToken, "no bearer token"));
         }
@@ -322,7 +323,7 @@ impl Authenticator {
                     .is_none_or(|c| c.epoch() == hit.epoch);
                 if now <= hit.valid_until && epoch_ok {
                     inner.cache_counters.count(true);
-                    return Ok(hit.identity.clone());
+                    return Ok(Arc::clone(&hit.identity));
                 }
                 inner.verified.remove(key).await;
             }
@@ -336,7 +337,7 @@ impl Authenticator {
             // Boxed: the introspection future (an HTTP call) is most of this
             // one's size, and every caller up to the request's own future would
             // carry and copy its room on every request, JWT or not.
-            return Box::pin(self.introspect(token)).await;
+            return Box::pin(self.introspect(token)).await.map(Arc::new);
         };
         inner.cache_counters.count(false);
 
@@ -362,12 +363,13 @@ impl Authenticator {
             .await
             .map_err(|e| e.with_provider(&provider.name))?;
         let ttl = Duration::from_secs(checked.valid_until.saturating_sub(now));
+        let identity = Arc::new(identity);
         inner
             .verified
             .insert(
                 key,
                 Arc::new(Verified {
-                    identity: identity.clone(),
+                    identity: Arc::clone(&identity),
                     provider: index,
                     epoch,
                     valid_until: checked.valid_until,

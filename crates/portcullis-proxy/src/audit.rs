@@ -191,7 +191,24 @@ impl AuditIdentity {
 
     /// Copies the auditable attributes of a verified identity.
     pub fn from_identity(id: &Identity) -> Self {
-        Self::from(id.clone())
+        Self {
+            kind: id.kind,
+            sub: (!id.subject.is_empty()).then(|| id.subject.clone()),
+            email: id.email.clone(),
+            issuer: id.issuer.clone(),
+            client_id: id.client_id.clone(),
+            groups: id.groups.clone(),
+            workload: id.workload.clone(),
+        }
+    }
+}
+
+/// The audit view of the identity a request is done with: moved when the
+/// request held the only reference, else the listed attributes copied (the
+/// verified-token cache shares its identity with every request of the token).
+impl From<Arc<Identity>> for AuditIdentity {
+    fn from(id: Arc<Identity>) -> Self {
+        Arc::try_unwrap(id).map_or_else(|shared| Self::from_identity(&shared), Self::from)
     }
 }
 

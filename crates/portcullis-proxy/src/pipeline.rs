@@ -66,7 +66,7 @@ pub async fn handle(
         route: None,
         route_index: None,
         decision: None,
-        identity: Identity::anonymous(),
+        identity: Identity::anonymous_shared(),
         upstream_ms: None,
         html: wants_html(req.headers()),
         refused: None,

@@ -39,7 +39,7 @@ pub struct Exchange {
     /// The route's index in the config, once routed.
     pub route_index: Option<usize>,
     pub decision: Option<Decision>,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub upstream_ms: Option<f64>,
     pub html: bool,
     /// Set when the request ended in an error response: its SPEC §6 code.

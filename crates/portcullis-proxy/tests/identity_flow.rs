@@ -586,3 +586,80 @@ routes:
     assert_eq!(status, 401, "{body}");
     assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
 }
+
+/// The verified-token cache shares one identity with every request of a token:
+/// a workload that vouches for one request must not stick to the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_never_sticks_to_a_cached_token() {
+    let idp = DevIssuer::start().await.unwrap();
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = format!(
+        r#"server:
+  listen: 127.0.0.1:0
+  trusted_proxies: [127.0.0.1/32]
+admin:
+  listen: 127.0.0.1:0
+audit:
+  sink: none
+providers:
+  - name: dev
+    issuer: {iss}
+    audiences: [orders-api]
+workload_identity:
+  trust_domain: cluster.local
+  accept: [linkerd]
+routes:
+  - name: any
+    match: {{ path_prefix: / }}
+    upstream: {up}
+    policy:
+      allow:
+        - authenticated: true
+"#,
+        iss = idp.issuer(),
+        up = echo.url()
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    let url = format!("http://{}/x", server.local_addr());
+    let token = idp.token("ann", "orders-api", 300, json!({})).unwrap();
+    let bearer = format!("Bearer {token}");
+    let c = client();
+    let linkerd = |sa: &'static str| ("l5d-client-id", sa);
+    let sent = [
+        Some(linkerd(
+            "web.shop.serviceaccount.identity.linkerd.cluster.local",
+        )),
+        None,
+        Some(linkerd(
+            "cart.shop.serviceaccount.identity.linkerd.cluster.local",
+        )),
+        None,
+    ];
+    for (i, workload) in sent.iter().enumerate() {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(workload.iter().copied());
+        let (status, _, body) = send(&c, "GET", &url, &headers).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let seen: Vec<Option<String>> = echo
+        .seen()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("x-portcullis-workload")
+                .map(|v| v.to_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            Some("spiffe://cluster.local/ns/shop/sa/web".to_string()),
+            None,
+            Some("spiffe://cluster.local/ns/shop/sa/cart".to_string()),
+            None,
+        ]
+    );
+    for r in echo.seen() {
+        assert_eq!(r.headers["x-auth-request-user"], "ann");
+    }
+}

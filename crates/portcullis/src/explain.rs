@@ -175,7 +175,7 @@ async fn explain(
         }
     }
     add_notes(rt, request, &j, &identity, notes);
-    (verdict(rt, request, j), identity, path)
+    (verdict(rt, request, j), Identity::clone(&identity), path)
 }
 
 /// The core's judgment as explain reports it.

@@ -79,7 +79,7 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
         route: None,
         route_index: None,
         decision: None,
-        identity: Identity::anonymous(),
+        identity: Identity::anonymous_shared(),
         upstream_ms: None,
         html: headers.as_ref().is_ok_and(wants_html),
         refused: None,

@@ -29,6 +29,7 @@ use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{Decision, NormalizedPath};
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 pub use workload::PeerIdentity;
 
@@ -99,7 +100,6 @@ pub struct Offline {
 
 /// What the core decided about one request. Every front end records the audit
 /// line and metrics from it (see [`crate::record::Exchange`]).
-#[derive(Default)]
 pub struct Judgment {
     /// The path as judged, once normalization succeeded.
     pub path: Option<NormalizedPath>,
@@ -109,8 +109,9 @@ pub struct Judgment {
     pub route: Option<usize>,
     /// The route's name.
     pub route_name: Option<String>,
-    /// Who is calling (anonymous until proven otherwise).
-    pub identity: Identity,
+    /// Who is calling (anonymous until proven otherwise). Shared with the
+    /// verified-token cache: changed only through `Arc::make_mut`, which copies.
+    pub identity: Arc<Identity>,
     /// The policy's word, when it spoke.
     pub decision: Option<Decision>,
     /// Why the request is refused; `None` when it may go on.
@@ -142,6 +143,25 @@ pub struct AuthTiming {
 }
 
 /// Judges one request. Never fails: a refusal is part of the judgment.
+impl Default for Judgment {
+    fn default() -> Self {
+        Judgment {
+            path: None,
+            reserved: false,
+            route: None,
+            route_name: None,
+            identity: Identity::anonymous_shared(),
+            decision: None,
+            refusal: None,
+            set: None,
+            remove: Vec::new(),
+            session: None,
+            cookie: None,
+            auth_timing: None,
+        }
+    }
+}
+
 pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     let mut j = Judgment::default();
     if !rt.routes.method_allowed(facts.method) {
@@ -320,13 +340,13 @@ pub async fn identify(
     rt: &Runtime,
     facts: &RequestFacts<'_>,
     auth: AuthMode,
-) -> Result<Identity, Refusal> {
+) -> Result<Arc<Identity>, Refusal> {
     identify_caller(rt, facts, auth).await.map(|c| c.identity)
 }
 
 /// The caller and, when a browser session vouched for them, that session.
 pub struct Caller {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub session: Option<ActiveSession>,
 }
 
@@ -360,7 +380,7 @@ pub async fn identify_caller(
         r.provider = e.provider;
         r
     };
-    let mut identity = Identity::anonymous();
+    let mut identity = Identity::anonymous_shared();
     match credential {
         Credential::None
             if session.is_none() && auth == AuthMode::Required && workload.is_none() =>
@@ -381,18 +401,20 @@ pub async fn identify_caller(
             }
         }
         Credential::Claims(claims) if auth != AuthMode::None => {
-            identity = rt
-                .auth
-                .identity_from_claims(claims.clone())
-                .map_err(rejected)?;
+            identity = Arc::new(
+                rt.auth
+                    .identity_from_claims(claims.clone())
+                    .map_err(rejected)?,
+            );
         }
         Credential::None | Credential::Bearer(_) | Credential::Claims(_) => {}
     }
     if let (Some(s), false) = (&session, identity.is_authenticated()) {
-        identity = s.session.identity.clone();
+        identity = Arc::new(s.session.identity.clone());
     }
     if let Some(spiffe) = workload {
-        workload::attach(&mut identity, spiffe);
+        // A copy when shared: the cached identity is the token's alone.
+        workload::attach(Arc::make_mut(&mut identity), spiffe);
     }
     Ok(Caller { identity, session })
 }

@@ -12,6 +12,7 @@ use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use http::{Method, Response, StatusCode};
 use portcullis_core::Reason;
 use portcullis_policy::html_escape;
+use std::sync::Arc;
 
 pub const LOGIN_PATH: &str = "/.portcullis/login";
 pub const CALLBACK_PATH: &str = super::cookie::CALLBACK_PATH;
@@ -125,7 +126,7 @@ pub async fn callback(
             tracing::warn!(reason = %e.reason, description = %e.description, "ID token rejected");
             Refusal::with_message(e.reason, format!("sign-in failed: {}", e.description))
         })?;
-    ex.identity = identity.clone();
+    ex.identity = Arc::new(identity.clone());
     let session_cookie = login
         .open_session(
             identity,
@@ -164,7 +165,7 @@ pub async fn logout(
     let Some(active) = active else {
         return Ok(signed_out(&[clear], &ex.request_id));
     };
-    ex.identity = active.session.identity.clone();
+    ex.identity = Arc::new(active.session.identity.clone());
     let same_origin = headers
         .get(ORIGIN)
         .and_then(|o| o.to_str().ok())

@@ -95,7 +95,7 @@ pub struct After {
 struct ToolFilter {
     rt: Arc<Runtime>,
     index: usize,
-    identity: Identity,
+    identity: Arc<Identity>,
     host: String,
     path: NormalizedPath,
     /// Only `tools/list` answers: a POST of `tools/list`, or the GET stream
