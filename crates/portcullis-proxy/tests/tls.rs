@@ -231,9 +231,15 @@ async fn mtls_upstream(ca: &Ca, server: (&rcgen::Certificate, &KeyPair)) -> std:
                 let service = hyper::service::service_fn(
                     |req: http::Request<hyper::body::Incoming>| async move {
                         let body = format!("{:?}", req.version());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
+                        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+                        // What the request named: h2's `:authority`, and any `Host`.
+                        let authority = req.uri().authority().map(|a| a.to_string());
+                        let hosts = req.headers().get_all(http::header::HOST).iter().count();
+                        if let Some(a) = authority.and_then(|a| a.parse().ok()) {
+                            resp.headers_mut().insert("x-authority", a);
+                        }
+                        resp.headers_mut().insert("x-host-headers", hosts.into());
+                        Ok::<_, std::convert::Infallible>(resp)
                     },
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(
@@ -266,9 +272,15 @@ async fn upstream_mtls_with_own_ca_and_h2() {
     );
     let server = Server::start(config(&yaml), None).await.unwrap();
     let base = format!("http://{}", server.local_addr());
-    let (status, body) = get(&format!("{base}/mtls")).await;
+    let (status, headers, body) = send(&client(), "GET", &format!("{base}/mtls"), &[]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "HTTP/2.0", "h2 upstream negotiated by ALPN");
+    // The judged host goes as `:authority`, not beside a different one.
+    assert_eq!(
+        headers["x-authority"],
+        server.local_addr().to_string().as_str()
+    );
+    assert_eq!(headers["x-host-headers"], "0");
     // Pooled: a second request reuses the connection and still works.
     assert_eq!(get(&format!("{base}/mtls")).await.0, 200);
     assert_eq!(get(&format!("{base}/nocert")).await.0, 502);

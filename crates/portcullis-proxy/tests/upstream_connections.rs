@@ -145,3 +145,23 @@ async fn concurrent_requests_open_connections_then_reuse_them() {
         "{n} upstream connections for 8 at a time"
     );
 }
+
+#[tokio::test]
+async fn a_request_that_named_no_host_reaches_the_upstream_with_its_own() {
+    let h = Harness::start(
+        "  - name: all\n    match: { path_prefix: / }\n    upstream: UPSTREAM\n    auth: none\n",
+    )
+    .await;
+    // HTTP/1.0 may leave `Host` out; the upstream still needs one (RFC 9112 §3.2).
+    let answer = raw(
+        h.server.local_addr(),
+        b"GET /h HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let seen = h.echo.seen();
+    let upstream_authority = h.echo.url().trim_start_matches("http://").to_string();
+    assert_eq!(seen[0].headers["host"], upstream_authority.as_str());
+    assert_eq!(seen[0].headers.get_all("host").iter().count(), 1);
+}

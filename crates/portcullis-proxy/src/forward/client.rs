@@ -13,7 +13,8 @@ use super::idle::Ready;
 use super::upstreams::Endpoint;
 use crate::body::{BodyError, ProxyBody};
 use crate::tls::{load_certs, load_private_key};
-use http::uri::{Parts, Uri};
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, Parts, Uri};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -118,7 +119,7 @@ impl UpstreamClient {
             };
             let sent = match conn {
                 Ready::Http1(mut tx) => {
-                    origin_form(req.uri_mut());
+                    http1_form(&mut req, endpoint);
                     let sent = tx.try_send_request(req).await;
                     if sent.is_ok() {
                         endpoint.idle.checkin(tx);
@@ -126,7 +127,7 @@ impl UpstreamClient {
                     sent
                 }
                 Ready::Http2(mut tx) => {
-                    absolute_form(req.uri_mut(), endpoint);
+                    http2_form(&mut req, endpoint);
                     tx.try_send_request(req).await
                 }
             };
@@ -146,6 +147,13 @@ impl UpstreamClient {
     /// A new connection to `endpoint`, HTTP/1.1 or (by ALPN) h2; an h2
     /// connection is shared with the requests that follow.
     async fn connect(&self, endpoint: &Endpoint) -> Result<Ready, SendError> {
+        // An h2 endpoint is dialled by one request at a time; the others wait
+        // and share what it got (a GOAWAY under load is then one new
+        // handshake, not one per request in flight).
+        let _dialing = match endpoint.idle.before_dial().await {
+            Ok(guard) => guard,
+            Err(shared) => return Ok(Ready::Http2(shared)),
+        };
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -179,35 +187,53 @@ impl UpstreamClient {
     }
 }
 
-/// HTTP/1.1 sends the path and query alone (RFC 9112 §3.2.1); `Host` carries
-/// the authority.
-fn origin_form(uri: &mut Uri) {
+/// Builds the shared plain client once per process.
+pub fn shared_plain() -> UpstreamClient {
+    static PLAIN: std::sync::OnceLock<UpstreamClient> = std::sync::OnceLock::new();
+    PLAIN.get_or_init(UpstreamClient::plain).clone()
+}
+
+/// HTTP/1.1 sends the path and query alone (RFC 9112 §3.2.1) and the
+/// authority in `Host`: the judged host the pipeline set, else the upstream's
+/// own (a request that named none, such as HTTP/1.0 without `Host`).
+fn http1_form(req: &mut Request<ProxyBody>, endpoint: &Endpoint) {
+    let uri = req.uri_mut();
     if uri.scheme().is_some() || uri.authority().is_some() {
+        let authority = uri.authority().cloned();
         let mut parts = Parts::default();
         parts.path_and_query = uri.path_and_query().cloned();
         if let Ok(origin) = Uri::from_parts(parts) {
             *uri = origin;
         }
-    }
-}
-
-/// h2 sends the scheme and authority as pseudo-headers: the URI carries them.
-fn absolute_form(uri: &mut Uri, endpoint: &Endpoint) {
-    if uri.scheme().is_none() {
-        let mut parts = Parts::default();
-        parts.scheme = Some(endpoint.scheme.clone());
-        parts.authority = Some(endpoint.authority.clone());
-        parts.path_and_query = uri.path_and_query().cloned();
-        if let Ok(absolute) = Uri::from_parts(parts) {
-            *uri = absolute;
+        // Moved from an h2 attempt: its authority was the judged host.
+        if let Some(a) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().entry(HOST).or_insert(a);
         }
     }
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut().insert(HOST, endpoint.host.clone());
+    }
 }
 
-/// Builds the shared plain client once per process.
-pub fn shared_plain() -> UpstreamClient {
-    static PLAIN: std::sync::OnceLock<UpstreamClient> = std::sync::OnceLock::new();
-    PLAIN.get_or_init(UpstreamClient::plain).clone()
+/// h2 sends the scheme and authority as pseudo-headers: the URI carries
+/// them, and `:authority` is the judged host (from `Host`, which h2 must not
+/// repeat with another value, RFC 9113 §8.3.1), else the upstream's own.
+fn http2_form(req: &mut Request<ProxyBody>, endpoint: &Endpoint) {
+    if req.uri().scheme().is_some() {
+        return;
+    }
+    let authority = req
+        .headers_mut()
+        .remove(HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| endpoint.host_authority.clone());
+    let mut parts = Parts::default();
+    parts.scheme = Some(endpoint.scheme.clone());
+    parts.authority = Some(authority);
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(absolute) = Uri::from_parts(parts) {
+        *req.uri_mut() = absolute;
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +241,8 @@ mod tests {
     use super::*;
     use crate::body::empty;
     use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     /// A real upstream over TCP answering `200` to everything.
     async fn upstream() -> Endpoint {
@@ -253,13 +281,104 @@ mod tests {
         assert_eq!(resp.unwrap().status(), 200);
     }
 
+    /// An h2-only TLS upstream for `localhost` that counts its connections.
+    async fn h2_upstream() -> (Endpoint, UpstreamClient, Arc<AtomicUsize>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(empty()))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        let pem = cert.pem();
+        let tls = https::tls_config(Trust::Only(pem.as_bytes()), None).unwrap();
+        let endpoint = Endpoint::parse(&format!("https://localhost:{port}")).unwrap();
+        (endpoint, UpstreamClient::with_tls(tls, None), accepted)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_waiting_for_a_new_h2_connection_share_one_dial() {
+        let (endpoint, client, accepted) = h2_upstream().await;
+        let get = || Request::builder().uri("/").body(empty()).unwrap();
+        assert_eq!(client.send(&endpoint, get()).await.unwrap().status(), 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // The shared connection is gone (a GOAWAY, say) with eight requests
+        // arriving at once: one new connection, not eight.
+        endpoint.idle.forget_h2();
+        let sends = (0..8).map(|_| client.send(&endpoint, get()));
+        for resp in futures_util::future::join_all(sends).await {
+            assert_eq!(resp.unwrap().status(), 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    fn request(host: Option<&str>) -> Request<ProxyBody> {
+        let mut req = Request::builder().uri("/base/a?b=c");
+        if let Some(h) = host {
+            req = req.header(HOST, h);
+        }
+        req.body(empty()).unwrap()
+    }
+
     #[test]
-    fn http1_gets_the_origin_form_and_h2_the_absolute_form() {
-        let endpoint = Endpoint::parse("https://svc.internal:8443/base").unwrap();
-        let mut uri: Uri = "/base/a?b=c".parse().unwrap();
-        absolute_form(&mut uri, &endpoint);
-        assert_eq!(uri, "https://svc.internal:8443/base/a?b=c");
-        origin_form(&mut uri);
-        assert_eq!(uri, "/base/a?b=c");
+    fn h2_gets_the_judged_host_as_its_authority_and_no_host_header() {
+        let endpoint = Endpoint::parse("https://user:pw@svc.internal:8443/base").unwrap();
+        let mut req = request(Some("shop.example.com"));
+        http2_form(&mut req, &endpoint);
+        assert_eq!(req.uri(), "https://shop.example.com/base/a?b=c");
+        assert!(req.headers().get(HOST).is_none());
+        // Without a judged host: the upstream's own, never its credentials.
+        let mut req = request(None);
+        http2_form(&mut req, &endpoint);
+        assert_eq!(req.uri(), "https://svc.internal:8443/base/a?b=c");
+    }
+
+    #[test]
+    fn http1_gets_the_origin_form_and_a_host() {
+        let endpoint = Endpoint::parse("http://user:pw@svc.internal:8080").unwrap();
+        let mut req = request(Some("shop.example.com"));
+        http1_form(&mut req, &endpoint);
+        assert_eq!(req.uri(), "/base/a?b=c");
+        assert_eq!(req.headers()[HOST], "shop.example.com");
+        let mut req = request(None);
+        http1_form(&mut req, &endpoint);
+        assert_eq!(req.headers()[HOST], "svc.internal:8080");
+        // Moved over from an h2 attempt, the judged host comes back as `Host`.
+        let mut req = request(Some("shop.example.com"));
+        http2_form(&mut req, &endpoint);
+        http1_form(&mut req, &endpoint);
+        assert_eq!(req.uri(), "/base/a?b=c");
+        assert_eq!(req.headers()[HOST], "shop.example.com");
+        assert_eq!(req.headers().get_all(HOST).iter().count(), 1);
     }
 }

@@ -2,23 +2,31 @@
 //!
 //! HTTP/1.1 connections wait in a stack (the most recently used goes out
 //! first: its socket is the least likely to have been closed by the upstream);
-//! an h2 connection is shared by every request until it closes. A connection
-//! is only kept while hyper says it can take a request (`is_ready`), so one
-//! whose response is still streaming comes back when it is done. Entries idle
-//! longer than [`IDLE_FOR`] are closed as the next request passes, and at most
+//! an h2 connection is shared by every request until it closes, and while a
+//! new one is being dialled the other requests wait for it rather than each
+//! dialling its own. A connection is only kept while hyper says it can take a
+//! request (`is_ready`), so one whose response is still streaming comes back
+//! when it is done. Entries idle longer than [`IDLE_FOR`] are closed as the
+//! next request passes, and by a reaper task (one per endpoint with kept
+//! connections, ending with the endpoint) when none does; at most
 //! [`MAX_IDLE`] are kept.
 
 use crate::body::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+// tokio's clock, so that tests can move it; the same as std's otherwise.
+use tokio::time::Instant;
 
 /// How long an unused connection is kept (upstreams commonly close theirs
 /// after 60–120 s; reusing one the upstream is closing costs a retry).
 pub const IDLE_FOR: Duration = Duration::from_secs(90);
 /// The most idle HTTP/1.1 connections kept per endpoint.
 pub const MAX_IDLE: usize = 1024;
+/// How often the reaper looks for connections idle too long or closed.
+const REAP_EVERY: Duration = Duration::from_secs(30);
 
 /// A connection that can take a request now.
 pub enum Ready {
@@ -30,6 +38,11 @@ pub enum Ready {
 pub struct IdleConnections {
     http1: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant)>>,
     http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// The endpoint negotiated h2 before: its dials take [`Self::h2_dial`].
+    speaks_h2: AtomicBool,
+    /// Held while an h2 connection is being dialled.
+    h2_dial: tokio::sync::Mutex<()>,
+    reaper_started: AtomicBool,
 }
 
 /// A poisoned lock only means another request panicked while holding it; the
@@ -45,22 +58,11 @@ impl IdleConnections {
     }
 
     fn checkout_at(&self, now: Instant) -> Option<Ready> {
-        {
-            let mut h2 = lock(&self.http2);
-            match h2.as_ref() {
-                Some(tx) if tx.is_ready() => return Some(Ready::Http2(tx.clone())),
-                Some(_) => *h2 = None,
-                None => {}
-            }
+        if let Some(tx) = self.shared_h2() {
+            return Some(Ready::Http2(tx));
         }
         let mut idle = lock(&self.http1);
-        // The oldest are at the front: close those idle too long.
-        while idle
-            .front()
-            .is_some_and(|(_, since)| now.saturating_duration_since(*since) > IDLE_FOR)
-        {
-            idle.pop_front();
-        }
+        close_stale(&mut idle, now);
         while let Some((tx, _)) = idle.pop_back() {
             if tx.is_ready() {
                 return Some(Ready::Http1(tx));
@@ -69,8 +71,38 @@ impl IdleConnections {
         None
     }
 
+    /// The shared h2 connection, while it can take requests.
+    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        let mut h2 = lock(&self.http2);
+        match h2.as_ref() {
+            Some(tx) if tx.is_ready() => Some(tx.clone()),
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Before dialling: for an endpoint that speaks h2, waits for any dial in
+    /// progress and returns its connection if it succeeded; else the guard to
+    /// hold while dialling (`None` for an HTTP/1.1 endpoint: no waiting).
+    pub async fn before_dial(
+        &self,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, http2::SendRequest<ProxyBody>> {
+        if !self.speaks_h2.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let guard = self.h2_dial.lock().await;
+        match self.shared_h2() {
+            Some(tx) => Err(tx),
+            None => Ok(Some(guard)),
+        }
+    }
+
     /// Keeps an h2 connection for every request to come.
     pub fn share(&self, tx: http2::SendRequest<ProxyBody>) {
+        self.speaks_h2.store(true, Ordering::Relaxed);
         *lock(&self.http2) = Some(tx);
     }
 
@@ -90,16 +122,59 @@ impl IdleConnections {
         });
     }
 
-    fn keep(&self, tx: http1::SendRequest<ProxyBody>, now: Instant) {
-        let mut idle = lock(&self.http1);
-        if idle.len() < MAX_IDLE {
+    fn keep(self: &Arc<Self>, tx: http1::SendRequest<ProxyBody>, now: Instant) {
+        {
+            let mut idle = lock(&self.http1);
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
             idle.push_back((tx, now));
         }
+        if !self.reaper_started.swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    /// Closes what is idle too long or already closed.
+    fn reap_at(&self, now: Instant) {
+        let mut idle = lock(&self.http1);
+        close_stale(&mut idle, now);
+        idle.retain(|(tx, _)| !tx.is_closed());
+        drop(idle);
+        let mut h2 = lock(&self.http2);
+        if h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            *h2 = None;
+        }
+    }
+
+    /// Forgets the shared h2 connection, as a GOAWAY would (for tests).
+    #[cfg(test)]
+    pub fn forget_h2(&self) {
+        *lock(&self.http2) = None;
     }
 
     /// How many HTTP/1.1 connections are kept.
     fn len(&self) -> usize {
         lock(&self.http1).len()
+    }
+}
+
+/// The oldest are at the front: closes those idle too long.
+fn close_stale(idle: &mut VecDeque<(http1::SendRequest<ProxyBody>, Instant)>, now: Instant) {
+    while idle
+        .front()
+        .is_some_and(|(_, since)| now.saturating_duration_since(*since) > IDLE_FOR)
+    {
+        idle.pop_front();
+    }
+}
+
+/// The reaper: runs while the endpoint lives (its config load is in use).
+async fn reap(idle: Weak<IdleConnections>) {
+    loop {
+        tokio::time::sleep(REAP_EVERY).await;
+        let Some(idle) = idle.upgrade() else { return };
+        idle.reap_at(Instant::now());
     }
 }
 
@@ -175,6 +250,15 @@ mod tests {
         assert!(idle
             .checkout_at(t + IDLE_FOR + Duration::from_secs(1))
             .is_none());
+        assert_eq!(idle.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reaper_closes_idle_connections_when_no_request_passes() {
+        let idle = Arc::new(IdleConnections::default());
+        idle.keep(connection().await, Instant::now());
+        assert_eq!(idle.len(), 1);
+        tokio::time::sleep(IDLE_FOR + REAP_EVERY + Duration::from_secs(1)).await;
         assert_eq!(idle.len(), 0);
     }
 

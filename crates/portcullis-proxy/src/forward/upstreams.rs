@@ -5,6 +5,7 @@
 
 use super::client::UpstreamClient;
 use super::idle::IdleConnections;
+use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +28,10 @@ pub struct Endpoint {
     pub origin: String,
     /// `scheme://authority/`, what the connector dials.
     pub connect_uri: Uri,
+    /// `host[:port]` without any user info: the `Host` (HTTP/1.1) or
+    /// `:authority` (h2) of a request that named no host itself.
+    pub host: HeaderValue,
+    pub host_authority: Authority,
     /// Its kept connections.
     pub idle: Arc<IdleConnections>,
     consecutive_failures: AtomicU32,
@@ -55,8 +60,18 @@ impl Endpoint {
             .path_and_query("/")
             .build()
             .map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+        let host_port = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        let host = HeaderValue::from_str(&host_port)
+            .map_err(|e| format!("invalid upstream host in `{url}`: {e}"))?;
+        let host_authority = Authority::try_from(host_port.as_str())
+            .map_err(|e| format!("invalid upstream host in `{url}`: {e}"))?;
         Ok(Endpoint {
             connect_uri,
+            host,
+            host_authority,
             idle: Arc::default(),
             origin: format!("{scheme}://{authority}"),
             scheme,
