@@ -31,7 +31,7 @@ pub mod record;
 pub mod request_meta;
 pub mod respond;
 pub mod runtime;
-pub mod scan;
+mod scan;
 pub mod server;
 pub mod shared_state;
 pub mod state;

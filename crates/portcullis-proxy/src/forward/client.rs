@@ -9,9 +9,9 @@
 //! instructions per proxied request under callgrind, a tenth of the full path;
 //! the endpoint already knows which connections are its own.
 
-use super::idle::Ready;
+use super::idle::{BeforeDial, Ready};
 use super::upstreams::Endpoint;
-use crate::body::{BodyError, ProxyBody};
+use crate::body::ProxyBody;
 use crate::tls::{load_certs, load_private_key};
 use http::header::{HeaderValue, HOST};
 use http::uri::{Authority, Parts, Uri};
@@ -39,7 +39,7 @@ pub struct UpstreamClient {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("cannot connect")]
-    Connect(#[source] BodyError),
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the connection handshake failed")]
     Handshake(#[source] hyper::Error),
     #[error("the request failed")]
@@ -151,8 +151,8 @@ impl UpstreamClient {
         // and share what it got (a GOAWAY under load is then one new
         // handshake, not one per request in flight).
         let _dialing = match endpoint.idle.before_dial().await {
-            Ok(guard) => guard,
-            Err(shared) => return Ok(Ready::Http2(shared)),
+            BeforeDial::Dial(guard) => guard,
+            BeforeDial::Shared(tx) => return Ok(Ready::Http2(tx)),
         };
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))

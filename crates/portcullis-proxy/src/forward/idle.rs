@@ -34,6 +34,14 @@ pub enum Ready {
     Http2(http2::SendRequest<ProxyBody>),
 }
 
+/// What to do instead of, or while, dialling.
+pub enum BeforeDial<'a> {
+    /// Dial, holding this guard (none for an HTTP/1.1 endpoint: no waiting).
+    Dial(Option<tokio::sync::MutexGuard<'a, ()>>),
+    /// Another request's dial succeeded: share its h2 connection.
+    Shared(http2::SendRequest<ProxyBody>),
+}
+
 #[derive(Default)]
 pub struct IdleConnections {
     http1: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant)>>,
@@ -85,18 +93,15 @@ impl IdleConnections {
     }
 
     /// Before dialling: for an endpoint that speaks h2, waits for any dial in
-    /// progress and returns its connection if it succeeded; else the guard to
-    /// hold while dialling (`None` for an HTTP/1.1 endpoint: no waiting).
-    pub async fn before_dial(
-        &self,
-    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, http2::SendRequest<ProxyBody>> {
+    /// progress and takes its connection if it succeeded.
+    pub async fn before_dial(&self) -> BeforeDial<'_> {
         if !self.speaks_h2.load(Ordering::Relaxed) {
-            return Ok(None);
+            return BeforeDial::Dial(None);
         }
         let guard = self.h2_dial.lock().await;
         match self.shared_h2() {
-            Some(tx) => Err(tx),
-            None => Ok(Some(guard)),
+            Some(tx) => BeforeDial::Shared(tx),
+            None => BeforeDial::Dial(Some(guard)),
         }
     }
 

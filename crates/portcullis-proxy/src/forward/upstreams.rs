@@ -28,8 +28,10 @@ pub struct Endpoint {
     pub origin: String,
     /// `scheme://authority/`, what the connector dials.
     pub connect_uri: Uri,
-    /// `host[:port]` without any user info: the `Host` (HTTP/1.1) or
-    /// `:authority` (h2) of a request that named no host itself.
+    /// `host[:port]` without any user info: the `Host` (HTTP/1.1) of a
+    /// request that named no host itself; `host_authority` is the same as the
+    /// `:authority` of such a request over h2. Both made once, here, so that
+    /// neither conversion can fail on a request.
     pub host: HeaderValue,
     pub host_authority: Authority,
     /// Its kept connections.

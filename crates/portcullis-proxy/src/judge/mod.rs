@@ -142,7 +142,6 @@ pub struct AuthTiming {
     pub refused: Option<Reason>,
 }
 
-/// Judges one request. Never fails: a refusal is part of the judgment.
 impl Default for Judgment {
     fn default() -> Self {
         Judgment {
@@ -162,6 +161,7 @@ impl Default for Judgment {
     }
 }
 
+/// Judges one request. Never fails: a refusal is part of the judgment.
 pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     let mut j = Judgment::default();
     if !rt.routes.method_allowed(facts.method) {
