@@ -99,18 +99,23 @@ thread_local! {
     static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
 }
 
-/// `N` random bytes as lowercase hex (on every request: no formatting machinery).
+/// `N` (at most 16) random bytes as lowercase hex. Three ids per request: the
+/// digits go into a stack buffer with no per-digit capacity check, and the one
+/// copy into the heap is the `String`'s.
 fn new_hex<const N: usize>() -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const { assert!(N <= 16) };
     let mut bytes = [0u8; N];
     IDS.with(|rng| rng.borrow_mut().fill_bytes(&mut bytes));
-    let mut out = Vec::with_capacity(N * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    let mut hex = [0u8; 32];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    // Only ASCII hex digits were pushed.
-    String::from_utf8(out).unwrap_or_default()
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&hex[..2 * N])
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
