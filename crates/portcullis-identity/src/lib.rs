@@ -57,6 +57,7 @@ pub use jwks::parse_jwks;
 pub use metrics::IdentityMetrics;
 pub use outbound::{Credential, CredentialStore, OutboundError};
 pub use portcullis_core::{Identity, IdentityKind, Reason};
+pub use token_cache::PrfKeyHasher;
 pub use util::KeyedHash;
 
 #[cfg(test)]

@@ -41,13 +41,14 @@ impl<K, V: Lifetime> Expiry<K, Arc<V>> for PerEntry {
     }
 }
 
-/// The map's hasher. Keys are already outputs of a keyed PRF: uniform, and not
-/// predictable without the per-process secret, so there is nothing to gain from
-/// hashing them again under moka's default SipHash (~250 instructions per
-/// lookup); their low 64 bits serve as the hash as they are. Entries still compare
-/// whole keys, so even equal hashes could not mix two entries up.
+/// The hasher of maps keyed by [`crate::KeyedHash`] outputs (these caches, the
+/// proxy's assertion cache). Keys are already outputs of a keyed PRF: uniform, and
+/// not predictable without the per-process secret, so there is nothing to gain
+/// from hashing them again under SipHash (~250 instructions per lookup); their low
+/// 64 bits serve as the hash as they are. Entries still compare whole keys, so
+/// even equal hashes could not mix two entries up.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct PrfKeyHasher(u64);
+pub struct PrfKeyHasher(u64);
 
 impl Hasher for PrfKeyHasher {
     fn write(&mut self, bytes: &[u8]) {

@@ -6,9 +6,10 @@ use crate::forward::headers::names;
 use crate::runtime::Runtime;
 use http::header::{HeaderName, HeaderValue};
 use portcullis_core::Identity;
-use portcullis_identity::KeyedHash;
+use portcullis_identity::{KeyedHash, PrfKeyHasher};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What one caller's requests carry upstream: the identity headers and the
@@ -19,7 +20,7 @@ pub type Propagated = Arc<[(HeaderName, HeaderValue)]>;
 /// `audience` as the assertion's `aud`; nothing for an anonymous one. Built once
 /// per caller and audience and reused while the assertion is fresh.
 pub fn identity_set(
-    identity: &Identity,
+    identity: &Arc<Identity>,
     rt: &Runtime,
     audience: &str,
 ) -> Result<Propagated, String> {
@@ -86,7 +87,15 @@ const MAX_ENTRIES: usize = 10_000;
 /// changed `assertion.header` or key never serves stale entries.
 #[derive(Default)]
 pub struct AssertionCache {
-    entries: Mutex<HashMap<u128, Cached>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// By [`cache_key`]: everything the assertion says.
+    by_key: HashMap<u128, Cached, BuildHasherDefault<PrfKeyHasher>>,
+    /// The keys already computed for shared identities, by the identity's address.
+    known: HashMap<usize, KnownCaller>,
 }
 
 struct Cached {
@@ -94,28 +103,60 @@ struct Cached {
     reuse_until: u64,
 }
 
+/// The [`cache_key`]s of one shared `Arc<Identity>`. The token cache hands the
+/// same `Arc` to every request with the same token, so hashing everything the
+/// identity says (the largest cost of propagating, ~1,400 instructions) is done
+/// once per token and audience, not once per request.
+///
+/// Why an address can stand for the identity: the `Weak` keeps the allocation,
+/// so no other identity can be given this address while the entry lives, and an
+/// `Arc` with a `Weak` to it is never changed in place (`Arc::make_mut` moves the
+/// value to a new allocation, `Arc::get_mut` refuses).
+struct KnownCaller {
+    identity: Weak<Identity>,
+    keys: Vec<(Box<str>, u128)>,
+}
+
+/// Audiences remembered per caller: a caller reaches a handful of services.
+const MAX_AUDIENCES: usize = 8;
+
 impl AssertionCache {
     /// The cached headers for `identity` and `audience`, or new ones from `sign`
     /// (which also returns the assertion's `exp`).
     pub fn get_or_sign(
         &self,
-        identity: &Identity,
+        identity: &Arc<Identity>,
         audience: &str,
         sign: impl FnOnce() -> Result<(Propagated, u64), String>,
     ) -> Result<Propagated, String> {
-        let key = cache_key(identity, audience);
         let now = now_unix();
+        // The common case, a shared identity seen before, takes the lock once.
+        let mut known = None;
         if let Ok(entries) = self.entries.lock() {
-            if let Some(hit) = entries.get(&key).filter(|c| now < c.reuse_until) {
-                return Ok(hit.value.clone());
+            known = entries.known_key(identity, audience);
+            if let Some(hit) = known.and_then(|key| entries.fresh(key, now)) {
+                return Ok(hit);
             }
         }
+        let key = match known {
+            Some(key) => key,
+            None => {
+                let key = cache_key(identity, audience);
+                if let Ok(mut entries) = self.entries.lock() {
+                    entries.remember(identity, audience, key);
+                    if let Some(hit) = entries.fresh(key, now) {
+                        return Ok(hit);
+                    }
+                }
+                key
+            }
+        };
         let (value, exp) = sign()?;
         if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
+            if entries.by_key.len() >= MAX_ENTRIES {
+                entries.by_key.clear();
             }
-            entries.insert(
+            entries.by_key.insert(
                 key,
                 Cached {
                     value: value.clone(),
@@ -125,6 +166,55 @@ impl AssertionCache {
         }
         Ok(value)
     }
+}
+
+impl Entries {
+    /// The value under `key` while it may still be reused.
+    fn fresh(&self, key: u128, now: u64) -> Option<Propagated> {
+        let hit = self.by_key.get(&key).filter(|c| now < c.reuse_until)?;
+        Some(hit.value.clone())
+    }
+
+    /// The key [`Self::remember`]ed for this identity and audience.
+    fn known_key(&self, identity: &Arc<Identity>, audience: &str) -> Option<u128> {
+        let caller = self.known.get(&address(identity))?;
+        if !std::ptr::eq(caller.identity.as_ptr(), Arc::as_ptr(identity)) {
+            return None;
+        }
+        caller
+            .keys
+            .iter()
+            .find(|(aud, _)| **aud == *audience)
+            .map(|(_, key)| *key)
+    }
+
+    /// Keeps `key` for a shared identity and `audience`.
+    fn remember(&mut self, identity: &Arc<Identity>, audience: &str, key: u128) {
+        // An identity nobody else holds is this request's alone (a client
+        // certificate's, a session's copy): it will not be seen again.
+        if Arc::strong_count(identity) < 2 {
+            return;
+        }
+        if self.known.len() >= MAX_ENTRIES {
+            self.known.clear();
+        }
+        let caller = self
+            .known
+            .entry(address(identity))
+            .or_insert_with(|| KnownCaller {
+                identity: Arc::downgrade(identity),
+                keys: Vec::new(),
+            });
+        // Two requests may have missed at once; the key is the same for both.
+        let seen = caller.keys.iter().any(|(aud, _)| **aud == *audience);
+        if !seen && caller.keys.len() < MAX_AUDIENCES {
+            caller.keys.push((audience.into(), key));
+        }
+    }
+}
+
+fn address(identity: &Arc<Identity>) -> usize {
+    Arc::as_ptr(identity) as usize
 }
 
 /// Everything the assertion says about the caller, under the identity crate's
@@ -193,11 +283,11 @@ mod tests {
     #[test]
     fn reuses_for_the_same_caller_only() {
         let cache = AssertionCache::default();
-        let alice = Identity {
+        let alice = Arc::new(Identity {
             subject: "alice".into(),
             groups: vec!["admins".into()],
             ..Identity::default()
-        };
+        });
         let mut signed = 0;
         let mut sign = || {
             signed += 1;
@@ -209,16 +299,16 @@ mod tests {
         // Another audience, another group set, or a group moved into the subject:
         // each is a different caller for the assertion.
         let _ = cache.get_or_sign(&alice, "other", &mut sign).unwrap();
-        let more = Identity {
+        let more = Arc::new(Identity {
             groups: vec!["admins".into(), "dev".into()],
-            ..alice.clone()
-        };
+            ..(*alice).clone()
+        });
         let _ = cache.get_or_sign(&more, "aud", &mut sign).unwrap();
-        let shifted = Identity {
+        let shifted = Arc::new(Identity {
             subject: "aliceadmins".into(),
             groups: vec![],
             ..Identity::default()
-        };
+        });
         let _ = cache.get_or_sign(&shifted, "aud", &mut sign).unwrap();
         assert_eq!(signed, 4);
     }
@@ -226,10 +316,10 @@ mod tests {
     #[test]
     fn an_assertion_past_half_its_life_is_not_reused() {
         let cache = AssertionCache::default();
-        let who = Identity {
+        let who = Arc::new(Identity {
             subject: "bob".into(),
             ..Identity::default()
-        };
+        });
         let mut signed = 0;
         let mut sign = || {
             signed += 1;
@@ -239,5 +329,55 @@ mod tests {
         let _ = cache.get_or_sign(&who, "aud", &mut sign).unwrap();
         let _ = cache.get_or_sign(&who, "aud", &mut sign).unwrap();
         assert_eq!(signed, 2);
+    }
+
+    #[test]
+    fn the_same_content_in_another_allocation_is_the_same_caller() {
+        let cache = AssertionCache::default();
+        let alice = || {
+            Arc::new(Identity {
+                subject: "alice".into(),
+                ..Identity::default()
+            })
+        };
+        let (first, held) = (alice(), alice());
+        let again = Arc::clone(&held);
+        let mut signed = 0;
+        let mut sign = || {
+            signed += 1;
+            Ok(token_with_exp(now_unix() + 60))
+        };
+        // Unshared (a client certificate's identity), shared (the token cache's),
+        // and that one again: one signature, whichever way the key was found.
+        let a = cache.get_or_sign(&first, "aud", &mut sign).unwrap();
+        let b = cache.get_or_sign(&held, "aud", &mut sign).unwrap();
+        let c = cache.get_or_sign(&again, "aud", &mut sign).unwrap();
+        assert_eq!((a.clone(), b), (a, c));
+        assert_eq!(signed, 1);
+    }
+
+    /// The address of a shared identity stands for it only while the cache keeps
+    /// its allocation: once the identity is gone, another may be given the same
+    /// address, and must get its own assertion, never the one before it.
+    #[test]
+    fn a_reused_address_is_not_the_caller_before_it() {
+        let cache = AssertionCache::default();
+        let user_of = |set: &Propagated| set[0].1.to_str().unwrap().to_string();
+        let sign_for = |who: &Arc<Identity>| {
+            let value = HeaderValue::from_str(&who.subject).unwrap();
+            let set: Propagated = vec![(names::X_AUTH_REQUEST_USER, value)].into();
+            Ok((set, now_unix() + 60))
+        };
+        for round in 0..200 {
+            let subject = format!("caller-{round}");
+            let who = Arc::new(Identity {
+                subject: subject.clone(),
+                ..Identity::default()
+            });
+            // Held twice, as the token cache and a request hold it.
+            let _cached = Arc::clone(&who);
+            let set = cache.get_or_sign(&who, "aud", || sign_for(&who)).unwrap();
+            assert_eq!(user_of(&set), subject);
+        }
     }
 }
