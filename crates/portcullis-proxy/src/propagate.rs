@@ -117,6 +117,15 @@ struct KnownCaller {
     keys: Vec<(Box<str>, u128)>,
 }
 
+impl KnownCaller {
+    fn key_for(&self, audience: &str) -> Option<u128> {
+        self.keys
+            .iter()
+            .find(|(aud, _)| **aud == *audience)
+            .map(|(_, key)| *key)
+    }
+}
+
 /// Audiences remembered per caller: a caller reaches a handful of services.
 const MAX_AUDIENCES: usize = 8;
 
@@ -181,11 +190,7 @@ impl Entries {
         if !std::ptr::eq(caller.identity.as_ptr(), Arc::as_ptr(identity)) {
             return None;
         }
-        caller
-            .keys
-            .iter()
-            .find(|(aud, _)| **aud == *audience)
-            .map(|(_, key)| *key)
+        caller.key_for(audience)
     }
 
     /// Keeps `key` for a shared identity and `audience`.
@@ -206,8 +211,7 @@ impl Entries {
                 keys: Vec::new(),
             });
         // Two requests may have missed at once; the key is the same for both.
-        let seen = caller.keys.iter().any(|(aud, _)| **aud == *audience);
-        if !seen && caller.keys.len() < MAX_AUDIENCES {
+        if caller.key_for(audience).is_none() && caller.keys.len() < MAX_AUDIENCES {
             caller.keys.push((audience.into(), key));
         }
     }
