@@ -80,6 +80,11 @@ pub fn read_ca_file(path: &str) -> Result<Vec<u8>, HttpsError> {
     std::fs::read(path).map_err(|e| HttpsError(format!("{path}: cannot read CA bundle: {e}")))
 }
 
+/// How long an outbound connection's peer may stay silent at the TCP level
+/// (no acknowledgement of data or of a keep-alive probe) before the
+/// connection is closed.
+pub const PEER_SILENT_FOR: Duration = Duration::from_secs(60);
+
 /// A connector for `http://` and `https://` with `tls`, offering HTTP/1.1 and h2
 /// by ALPN; `server_name` overrides the name checked in the certificate (and sent
 /// as SNI).
@@ -91,7 +96,20 @@ pub fn connector(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
-    http.set_keepalive(Some(Duration::from_secs(60)));
+    // A peer that vanished without a word (its host gone, a partition, a
+    // NAT that dropped the flow) is found by the kernel within about a
+    // minute instead of the defaults' two hours idle or fifteen minutes of
+    // retransmits. It matters most for a shared h2 upstream connection: while
+    // it looks alive every request is sent into it and waits for
+    // `request_timeout`. TCP probes, not h2 PINGs: gRPC servers answer PINGs
+    // they find too frequent (under five minutes) with GOAWAY `too_many_pings`.
+    http.set_keepalive(Some(PEER_SILENT_FOR / 2));
+    http.set_keepalive_interval(Some(PEER_SILENT_FOR / 6));
+    http.set_keepalive_retries(Some(3));
+    // Unacknowledged data, or a window the peer keeps closed, for as long as
+    // a client may stall a download (`server.write_timeout`'s default).
+    #[cfg(target_os = "linux")]
+    http.set_tcp_user_timeout(Some(PEER_SILENT_FOR));
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -123,5 +141,29 @@ mod tests {
         assert!(tls_config(Trust::PublicAnd(pem.as_bytes()), None).is_ok());
         assert!(tls_config(Trust::Only(pem.as_bytes()), None).is_ok());
         assert!(tls_config(Trust::Public, None).is_ok());
+    }
+
+    /// A silent peer is found in about a minute: without these options Linux
+    /// waits two hours before its first keep-alive probe, and about fifteen
+    /// minutes of retransmits for data never acknowledged.
+    #[tokio::test]
+    async fn outbound_sockets_give_up_on_a_silent_peer() {
+        use tower_service::Service as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: http::Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let tls = tls_config(Trust::Public, None).unwrap();
+        let stream = connector(tls, None).call(uri).await.unwrap();
+        let hyper_rustls::MaybeHttpsStream::Http(tcp) = stream else {
+            panic!("an http:// URI is dialled without TLS");
+        };
+        let sock = socket2::SockRef::from(tcp.inner());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), PEER_SILENT_FOR / 2);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), PEER_SILENT_FOR / 6);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        #[cfg(target_os = "linux")]
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(PEER_SILENT_FOR));
     }
 }
