@@ -36,6 +36,43 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A body that holds `guard` until hyper drops it: the response's request in
+/// flight on its connection, or its stream's place on a shared upstream
+/// connection. Dropped, not finished: a client that goes away mid-body drops it too.
+pub struct Holding<B, G> {
+    inner: B,
+    _guard: G,
+}
+
+impl<B, G> Holding<B, G> {
+    pub fn new(inner: B, guard: G) -> Self {
+        Holding {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: Body + Unpin, G: Unpin> Body for Holding<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body with its trailers dropped (SPEC §5). Only the header map is
 /// sanitized, so a trailer could otherwise carry `Authorization` or an identity
 /// header to an upstream that merges trailers into headers (HTTP/2 servers and

@@ -9,7 +9,7 @@
 //! instructions per proxied request under callgrind, a tenth of the full path;
 //! the endpoint already knows which connections are its own.
 
-use super::idle::{BeforeDial, Ready};
+use super::idle::{BeforeDial, Ready, StreamSlot};
 use super::upstreams::Endpoint;
 use crate::body::ProxyBody;
 use crate::tls::{load_certs, load_private_key};
@@ -28,6 +28,10 @@ use tower_service::Service as _;
 /// Requests sent on a kept connection that turned out closed before the
 /// request left, before a fresh connection is opened for it instead.
 const REUSED_TRIES: u32 = 3;
+
+/// The upstream's answer, and over a shared h2 connection the stream's place,
+/// for its body to hold until it ends.
+pub type UpstreamResponse = (Response<Incoming>, Option<StreamSlot>);
 
 /// A cheap-to-clone client: the connector and its TLS settings.
 #[derive(Clone)]
@@ -104,7 +108,7 @@ impl UpstreamClient {
         &self,
         endpoint: &Endpoint,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<UpstreamResponse, SendError> {
         let mut reused_tries = 0;
         loop {
             let kept = (reused_tries < REUSED_TRIES)
@@ -117,22 +121,22 @@ impl UpstreamClient {
                 // request's future would otherwise carry room for them.
                 None => Box::pin(self.connect(endpoint)).await?,
             };
-            let sent = match conn {
+            let (sent, slot) = match conn {
                 Ready::Http1(mut tx) => {
                     http1_form(&mut req, endpoint);
                     let sent = tx.try_send_request(req).await;
                     if sent.is_ok() {
                         endpoint.idle.checkin(tx);
                     }
-                    sent
+                    (sent, None)
                 }
-                Ready::Http2(mut tx) => {
+                Ready::Http2(mut tx, slot) => {
                     http2_form(&mut req, endpoint);
-                    tx.try_send_request(req).await
+                    (tx.try_send_request(req).await, Some(slot))
                 }
             };
             match sent {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok((resp, slot)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         reused_tries += 1;
@@ -152,7 +156,7 @@ impl UpstreamClient {
         // handshake, not one per request in flight).
         let _dialing = match endpoint.idle.before_dial().await {
             BeforeDial::Dial(guard) => guard,
-            BeforeDial::Shared(tx) => return Ok(Ready::Http2(tx)),
+            BeforeDial::Shared(tx, slot) => return Ok(Ready::Http2(tx, slot)),
         };
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
@@ -173,8 +177,8 @@ impl UpstreamClient {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
             });
-            endpoint.idle.share(tx.clone());
-            return Ok(Ready::Http2(tx));
+            let slot = endpoint.idle.share(tx.clone());
+            return Ok(Ready::Http2(tx, slot));
         }
         let (tx, conn) = http1::handshake(io).await.map_err(SendError::Handshake)?;
         tokio::spawn(async move {
@@ -278,7 +282,7 @@ mod tests {
         drop(server_io);
         let req = Request::builder().uri("/x").body(empty()).unwrap();
         let resp = UpstreamClient::plain().send(&endpoint, req).await;
-        assert_eq!(resp.unwrap().status(), 200);
+        assert_eq!(resp.unwrap().0.status(), 200);
     }
 
     /// An h2-only TLS upstream for `localhost` that counts its connections.
@@ -330,14 +334,14 @@ mod tests {
     async fn requests_waiting_for_a_new_h2_connection_share_one_dial() {
         let (endpoint, client, accepted) = h2_upstream().await;
         let get = || Request::builder().uri("/").body(empty()).unwrap();
-        assert_eq!(client.send(&endpoint, get()).await.unwrap().status(), 200);
+        assert_eq!(client.send(&endpoint, get()).await.unwrap().0.status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         // The shared connection is gone (a GOAWAY, say) with eight requests
         // arriving at once: one new connection, not eight.
         endpoint.idle.forget_h2();
         let sends = (0..8).map(|_| client.send(&endpoint, get()));
         for resp in futures_util::future::join_all(sends).await {
-            assert_eq!(resp.unwrap().status(), 200);
+            assert_eq!(resp.unwrap().0.status(), 200);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }

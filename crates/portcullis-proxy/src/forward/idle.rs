@@ -2,9 +2,12 @@
 //!
 //! HTTP/1.1 connections wait in a stack (the most recently used goes out
 //! first: its socket is the least likely to have been closed by the upstream);
-//! an h2 connection is shared by every request until it closes, and while a
-//! new one is being dialled the other requests wait for it rather than each
-//! dialling its own. A connection is only kept while hyper says it can take a
+//! an h2 connection is shared by requests until it closes, up to
+//! [`STREAMS_PER_H2`] at once: past that a request goes over another one, as
+//! hyper would otherwise queue it until a stream ends, and a long-lived stream
+//! (server-sent events, MCP, gRPC streaming) may not end before the queued
+//! request's `request_timeout`. While a new h2 connection is being dialled the
+//! other requests wait for it rather than each dialling its own. A connection is only kept while hyper says it can take a
 //! request (`is_ready`), so one whose response is still streaming comes back
 //! when it is done. Entries idle longer than [`IDLE_FOR`] are closed as the
 //! next request passes, and by a reaper task (one per endpoint with kept
@@ -14,7 +17,7 @@
 use crate::body::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 // tokio's clock, so that tests can move it; the same as std's otherwise.
@@ -27,11 +30,45 @@ pub const IDLE_FOR: Duration = Duration::from_secs(90);
 pub const MAX_IDLE: usize = 1024;
 /// How often the reaper looks for connections idle too long or closed.
 const REAP_EVERY: Duration = Duration::from_secs(30);
+/// Streams open at once on one h2 connection before the next request takes
+/// another. hyper does not say what the upstream allows
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`); RFC 9113 §6.5.2 recommends it be no
+/// fewer than 100, and nginx (128), Go (250), hyper (200) and Envoy allow more.
+pub const STREAMS_PER_H2: usize = 100;
 
 /// A connection that can take a request now.
 pub enum Ready {
     Http1(http1::SendRequest<ProxyBody>),
-    Http2(http2::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>, StreamSlot),
+}
+
+/// A stream's place on a shared h2 connection, given back when dropped: the
+/// response body holds it, so a stream counts until its body has ended.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(open: &Arc<AtomicUsize>) -> StreamSlot {
+        open.fetch_add(1, Ordering::Relaxed);
+        StreamSlot(Arc::clone(open))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An h2 connection shared by requests, and how many of its streams are open.
+struct SharedH2 {
+    tx: http2::SendRequest<ProxyBody>,
+    open: Arc<AtomicUsize>,
+}
+
+impl SharedH2 {
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
 /// What to do instead of, or while, dialling.
@@ -39,13 +76,14 @@ pub enum BeforeDial<'a> {
     /// Dial, holding this guard (none for an HTTP/1.1 endpoint: no waiting).
     Dial(Option<tokio::sync::MutexGuard<'a, ()>>),
     /// Another request's dial succeeded: share its h2 connection.
-    Shared(http2::SendRequest<ProxyBody>),
+    Shared(http2::SendRequest<ProxyBody>, StreamSlot),
 }
 
 #[derive(Default)]
 pub struct IdleConnections {
     http1: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant)>>,
-    http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// Oldest first; requests take the first with room.
+    http2: Mutex<Vec<SharedH2>>,
     /// The endpoint negotiated h2 before: its dials take [`Self::h2_dial`].
     speaks_h2: AtomicBool,
     /// Held while an h2 connection is being dialled.
@@ -66,8 +104,8 @@ impl IdleConnections {
     }
 
     fn checkout_at(&self, now: Instant) -> Option<Ready> {
-        if let Some(tx) = self.shared_h2() {
-            return Some(Ready::Http2(tx));
+        if let Some((tx, slot)) = self.shared_h2() {
+            return Some(Ready::Http2(tx, slot));
         }
         let mut idle = lock(&self.http1);
         close_stale(&mut idle, now);
@@ -79,17 +117,26 @@ impl IdleConnections {
         None
     }
 
-    /// The shared h2 connection, while it can take requests.
-    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+    /// The first shared h2 connection that is open and has room for a stream.
+    fn shared_h2(&self) -> Option<(http2::SendRequest<ProxyBody>, StreamSlot)> {
         let mut h2 = lock(&self.http2);
-        match h2.as_ref() {
-            Some(tx) if tx.is_ready() => Some(tx.clone()),
-            Some(_) => {
-                *h2 = None;
-                None
-            }
-            None => None,
+        if h2.is_empty() {
+            return None;
         }
+        h2.retain(|c| c.tx.is_ready());
+        let at = h2.iter().position(|c| c.open() < STREAMS_PER_H2)?;
+        // A burst is over when the connection taken is less than half full:
+        // the later ones with no stream open are closed (their last sender
+        // dropped), so a burst does not leave its connections open for good.
+        if h2[at].open() < STREAMS_PER_H2 / 2 && h2.len() > at + 1 {
+            let mut i = 0;
+            h2.retain(|c| {
+                i += 1;
+                i <= at + 1 || c.open() > 0
+            });
+        }
+        let chosen = &h2[at];
+        Some((chosen.tx.clone(), StreamSlot::take(&chosen.open)))
     }
 
     /// Before dialling: for an endpoint that speaks h2, waits for any dial in
@@ -100,15 +147,19 @@ impl IdleConnections {
         }
         let guard = self.h2_dial.lock().await;
         match self.shared_h2() {
-            Some(tx) => BeforeDial::Shared(tx),
+            Some((tx, slot)) => BeforeDial::Shared(tx, slot),
             None => BeforeDial::Dial(Some(guard)),
         }
     }
 
-    /// Keeps an h2 connection for every request to come.
-    pub fn share(&self, tx: http2::SendRequest<ProxyBody>) {
+    /// Keeps a new h2 connection for the requests to come; the slot is the
+    /// stream of the request that dialled it.
+    pub fn share(&self, tx: http2::SendRequest<ProxyBody>) -> StreamSlot {
         self.speaks_h2.store(true, Ordering::Relaxed);
-        *lock(&self.http2) = Some(tx);
+        let open = Arc::new(AtomicUsize::new(0));
+        let slot = StreamSlot::take(&open);
+        lock(&self.http2).push(SharedH2 { tx, open });
+        slot
     }
 
     /// Takes back an HTTP/1.1 connection whose response head has arrived: now
@@ -146,16 +197,13 @@ impl IdleConnections {
         close_stale(&mut idle, now);
         idle.retain(|(tx, _)| !tx.is_closed());
         drop(idle);
-        let mut h2 = lock(&self.http2);
-        if h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
-            *h2 = None;
-        }
+        lock(&self.http2).retain(|c| !c.tx.is_closed());
     }
 
-    /// Forgets the shared h2 connection, as a GOAWAY would (for tests).
+    /// Forgets the shared h2 connections, as a GOAWAY would (for tests).
     #[cfg(test)]
     pub fn forget_h2(&self) {
-        *lock(&self.http2) = None;
+        lock(&self.http2).clear();
     }
 
     /// How many HTTP/1.1 connections are kept.
@@ -187,7 +235,7 @@ impl std::fmt::Debug for IdleConnections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdleConnections")
             .field("http1", &self.len())
-            .field("http2", &lock(&self.http2).is_some())
+            .field("http2", &lock(&self.http2).len())
             .finish()
     }
 }
@@ -232,6 +280,55 @@ mod tests {
 
     fn request() -> http::Request<ProxyBody> {
         http::Request::builder().uri("/").body(empty()).unwrap()
+    }
+
+    /// A real h2 connection over an in-memory pipe to a hyper server.
+    async fn h2_connection() -> http2::SendRequest<ProxyBody> {
+        let (client, server) = tokio::io::duplex(65536);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        tokio::spawn(async move {
+            let svc = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(empty()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(exec)
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
+        });
+        let (tx, conn) =
+            http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        tx
+    }
+
+    fn slots(idle: &IdleConnections) -> Vec<usize> {
+        lock(&idle.http2).iter().map(SharedH2::open).collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_h2_connection_is_passed_over_and_extras_close_after_the_burst() {
+        let idle = IdleConnections::default();
+        let mut held = vec![idle.share(h2_connection().await)];
+        while let Some((_, slot)) = idle.shared_h2() {
+            held.push(slot);
+        }
+        assert_eq!(slots(&idle), [STREAMS_PER_H2], "the one connection is full");
+        held.push(idle.share(h2_connection().await));
+        held.push(idle.share(h2_connection().await));
+        assert_eq!(slots(&idle), [STREAMS_PER_H2, 1, 1]);
+        // The first has room again, but not half of it: the others stay.
+        held.drain(..STREAMS_PER_H2 / 2 - 1);
+        let (_, slot) = idle.shared_h2().unwrap();
+        assert_eq!(slots(&idle), [STREAMS_PER_H2 / 2 + 2, 1, 1]);
+        drop(slot);
+        // Under half full: the later connections with no stream open close,
+        // the one still streaming stays.
+        drop(held.pop()); // the third connection's only stream ends
+        held.drain(..10);
+        let (_, slot) = idle.shared_h2().unwrap();
+        assert_eq!(slots(&idle), [STREAMS_PER_H2 / 2 - 8, 1]);
+        drop(slot);
     }
 
     #[tokio::test]

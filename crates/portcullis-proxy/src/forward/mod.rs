@@ -7,14 +7,13 @@ pub mod headers;
 mod idle;
 pub mod upstreams;
 
-use crate::body::{boxed, empty, ProxyBody};
+use crate::body::{boxed, empty, Holding, ProxyBody};
 use crate::respond::Refusal;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use portcullis_core::error_chain;
 use portcullis_core::Reason;
 use portcullis_policy::NormalizedPath;
@@ -81,7 +80,7 @@ pub async fn forward(
                 last_refusal = Refusal::new(Reason::UpstreamUnavailable);
             }
             Ok(Ok(resp)) => {
-                let status = resp.status();
+                let status = resp.0.status();
                 let unhealthy = matches!(
                     status,
                     StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
@@ -127,7 +126,7 @@ fn upstream_target(
 /// Prepares the upstream's response for the client: hop-by-hop headers removed, and
 /// for `101 Switching Protocols` a tunnel spliced between the two upgraded streams.
 fn into_client_response(
-    mut resp: Response<Incoming>,
+    (mut resp, slot): client::UpstreamResponse,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -154,5 +153,8 @@ fn into_client_response(
         }
     }
     headers::strip_hop_by_hop(resp.headers_mut());
-    resp.map(boxed)
+    match slot {
+        Some(slot) => resp.map(|body| boxed(Holding::new(body, slot))),
+        None => resp.map(boxed),
+    }
 }

@@ -7,12 +7,13 @@ pub mod h1_guard;
 mod hibernate;
 mod write_timeout;
 
+use crate::body::Holding;
 use crate::metrics::TlsFailureLabels;
 use crate::pipeline::{self, ConnInfo};
 use crate::server::Shared;
 use crate::tls::ReloadingTls;
 use bytes::BytesMut;
-use connections::{Activity, Connections, Tracked};
+use connections::{Activity, Connections};
 use h1_guard::{GuardLimits, GuardedIo, Verdict};
 use hibernate::{Lease, Parking, HIBERNATE_AFTER};
 use hyper::service::service_fn;
@@ -167,7 +168,7 @@ async fn serve<IO>(
         let handling = pipeline::handle(req, conn.clone(), shared.clone());
         async move {
             let response = handling.await?;
-            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            Ok::<_, Infallible>(response.map(|body| Holding::new(body, in_flight)))
         }
     });
 
