@@ -33,21 +33,20 @@ pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static
         Some(v) => Some(v.to_str().map_err(|_| "Host header is not text")?),
         None => None,
     };
+    // Userinfo (`user@`) is not part of the host and never goes upstream.
     let target = uri.authority().map(|a| {
-        // Userinfo (`user@`) is not part of the host and never goes upstream.
-        match a.port() {
-            Some(port) => format!("{}:{}", a.host(), port),
-            None => a.host().to_string(),
-        }
+        a.as_str()
+            .rsplit_once('@')
+            .map_or(a.as_str(), |(_, host)| host)
     });
     let written = match (&target, host_header) {
         (Some(target), Some(host)) => {
             if !same_authority(target, host, uri.scheme_str()) {
                 return Err("Host header differs from the request target's authority");
             }
-            target.as_str()
+            target
         }
-        (Some(target), None) => target.as_str(),
+        (Some(target), None) => target,
         (None, Some(host)) => host,
         (None, None) => {
             return Ok(JudgedHost {
@@ -56,15 +55,37 @@ pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static
             })
         }
     };
-    let (name, _) = split_port(written);
+    let (name, port) = split_port(written);
     if name.is_empty() && !written.is_empty() {
         return Err("Host header has no host name");
+    }
+    // Only a name and digits: upstreams cut a host at its first `:`, `@`, `?`
+    // or `#` (nginx, Go, Python's urlsplit), so `admin.example:abc` or
+    // `x@admin.example`, matched as written by no `hosts:` route, would reach
+    // the `admin.example` behind a public catch-all. And the host is quoted
+    // into `Forwarded`: a `"` could close the quote and append parameters.
+    if !is_host_name(name)
+        || !port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("Host header is not a host name with an optional numeric port");
     }
     let authority = HeaderValue::from_str(written).map_err(|_| "invalid Host header")?;
     Ok(JudgedHost {
         name: name.trim_end_matches('.').to_ascii_lowercase(),
         authority: Some(authority),
     })
+}
+
+/// A DNS name (letters, digits, `-`, `_`, `.`), an IPv4 address (the same
+/// characters) or a bracketed IPv6 literal; no userinfo, no percent-escapes,
+/// no RFC 3986 sub-delimiters (`,`, `;`, `!`, …), which no real host name holds.
+fn is_host_name(name: &str) -> bool {
+    match name.strip_prefix('[').and_then(|v6| v6.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+    }
 }
 
 /// `host[:port]` → (`host`, `port`), minding `[v6]:port`.
@@ -139,5 +160,48 @@ mod tests {
         assert_eq!(judge("/x", &["[::1]:8080"]), ok("[::1]", "[::1]:8080"));
         assert_eq!(judge("/x", &[]), Ok((String::new(), None)));
         assert!(judge("/x", &[":80"]).is_err());
+    }
+
+    /// What an upstream would read as `admin.example` (nginx and Go cut at the
+    /// first `:`, URL parsers drop userinfo, query and fragment), and text
+    /// that would break out of `Forwarded`'s quoted host.
+    #[test]
+    fn a_host_that_is_not_a_name_and_a_numeric_port_is_refused() {
+        for host in [
+            "admin.example:abc",
+            "admin.example:+80",
+            "admin.example:-1",
+            "admin.example:0x50",
+            "admin.example:123456",
+            "admin.example:80:80",
+            "x@admin.example",
+            "admin.example?x",
+            "admin.example#x",
+            "admin.example/x",
+            "admin.example,other",
+            "admin.example;x",
+            "adm%69n.example",
+            "x\", for=6.6.6.6;proto=https;host=\"admin.example",
+            "[::1]x",
+            "[not-v6]",
+            "[::1]:abc",
+        ] {
+            assert!(judge("/x", &[host]).is_err(), "{host} was accepted");
+        }
+        let uri: Uri = "http://admin.example:abc/x".parse().unwrap();
+        assert!(
+            judge_host(&uri, &HeaderMap::new()).is_err(),
+            "as the target"
+        );
+        for host in [
+            "api.example.com",
+            "API.example.com.",
+            "svc_internal:8080",
+            "10.0.0.1:80",
+            "[2001:db8::1]:443",
+            "localhost:",
+        ] {
+            assert!(judge("/x", &[host]).is_ok(), "{host} was refused");
+        }
     }
 }

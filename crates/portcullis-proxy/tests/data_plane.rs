@@ -439,3 +439,41 @@ async fn a_refused_upgrade_closes_the_connection() {
     );
     assert!(h.echo.seen().is_empty());
 }
+
+/// Hosts an upstream reads as `admin.example` (nginx and Go cut at the first
+/// `:`; URL parsers drop userinfo, query and fragment) must not be judged as
+/// some other name and fall through to a public catch-all; and a quote in the
+/// host must not write parameters into `Forwarded`.
+#[tokio::test]
+async fn a_host_that_an_upstream_would_cut_short_is_refused() {
+    let h = Harness::start(
+        r#"
+  - name: admin-host
+    match: { hosts: [admin.example], path_prefix: / }
+    upstream: UPSTREAM
+    auth: required
+  - name: public
+    match: { path_prefix: / }
+    upstream: UPSTREAM
+    auth: none
+"#,
+    )
+    .await;
+    let c = client();
+    let (status, _, _) = send(&c, "GET", &h.url("/x"), &[("host", "admin.example")]).await;
+    assert_eq!(status, 401, "the control: the admin host wants a token");
+    for host in [
+        "admin.example:abc",
+        "admin.example:+80",
+        "x@admin.example",
+        "admin.example?x",
+        "admin.example,other",
+        "x\", for=6.6.6.6;proto=https;host=\"admin.example",
+    ] {
+        h.echo.clear();
+        let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let reply = raw(h.server.local_addr(), request.as_bytes(), Duration::from_secs(3)).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{host}: got {reply:?}");
+        assert!(h.echo.seen().is_empty(), "{host} reached the upstream");
+    }
+}
