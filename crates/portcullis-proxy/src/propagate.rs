@@ -43,8 +43,13 @@ pub fn identity_set(
 fn identity_values(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     let mut set = Vec::with_capacity(6);
     let mut add = |name: HeaderName, value: &str| {
-        // A claim with a control character cannot become a header; it is left out
-        // rather than sanitized into something the IdP never said.
+        // A claim with a control character cannot become a header, and one
+        // with a space or tab at either end would be read without it by every
+        // header parser (` alice` as `alice`, a name the policy never judged):
+        // it is left out rather than sanitized into something the IdP never said.
+        if has_outer_whitespace(value) {
+            return;
+        }
         if let Ok(v) = HeaderValue::from_str(value) {
             set.push((name, v));
         }
@@ -56,13 +61,15 @@ fn identity_values(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
         add(names::X_AUTH_REQUEST_EMAIL, email);
     }
     // A group whose name holds a comma would read as two groups (`users,admins`
-    // as `users` and `admins`), so it is left out here; the assertion carries the
-    // exact array and is authoritative (SPEC §5).
+    // as `users` and `admins`), and one with whitespace at an end as the name
+    // without it (` admins` as `admins`, after splitting on commas); such a
+    // group is left out here. The assertion carries the exact array and is
+    // authoritative (SPEC §5).
     let groups: Vec<&str> = identity
         .groups
         .iter()
         .map(String::as_str)
-        .filter(|g| !g.contains(','))
+        .filter(|g| !g.is_empty() && !g.contains(',') && !has_outer_whitespace(g))
         .collect();
     if !groups.is_empty() {
         add(names::X_AUTH_REQUEST_GROUPS, &groups.join(","));
@@ -74,6 +81,12 @@ fn identity_values(identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
         add(names::X_PORTCULLIS_WORKLOAD, workload);
     }
     set
+}
+
+/// Whether `value` starts or ends with a space or tab (HTTP's optional whitespace).
+fn has_outer_whitespace(value: &str) -> bool {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    value.as_bytes().first().is_some_and(ows) || value.as_bytes().last().is_some_and(ows)
 }
 
 /// Entries kept before the cache is emptied: bounds memory under many callers.
@@ -282,6 +295,44 @@ mod tests {
         assert!(identity_values(&id)
             .iter()
             .all(|(n, _)| *n != names::X_AUTH_REQUEST_GROUPS));
+    }
+
+    /// Every header parser drops the whitespace at a value's ends, and after
+    /// splitting on commas at each group's: ` admins` would arrive as `admins`.
+    #[test]
+    fn whitespace_at_either_end_cannot_make_another_name() {
+        let header = |id: &Identity, name: &HeaderName| {
+            identity_values(id)
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        let mut id = Identity::anonymous();
+        id.subject = " alice".to_string();
+        id.email = Some("alice@example.com\t".to_string());
+        id.groups = vec![
+            " admins".to_string(),
+            "admins\t".to_string(),
+            String::new(),
+            "devs".to_string(),
+        ];
+        assert_eq!(header(&id, &names::X_AUTH_REQUEST_USER), None);
+        assert_eq!(header(&id, &names::X_AUTH_REQUEST_EMAIL), None);
+        assert_eq!(
+            header(&id, &names::X_AUTH_REQUEST_GROUPS).as_deref(),
+            Some("devs")
+        );
+        // Whitespace inside a name is the name: kept.
+        id.subject = "alice smith".to_string();
+        id.groups = vec!["team admins".to_string()];
+        assert_eq!(
+            header(&id, &names::X_AUTH_REQUEST_USER).as_deref(),
+            Some("alice smith")
+        );
+        assert_eq!(
+            header(&id, &names::X_AUTH_REQUEST_GROUPS).as_deref(),
+            Some("team admins")
+        );
     }
 
     #[test]

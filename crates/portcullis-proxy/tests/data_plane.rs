@@ -472,7 +472,12 @@ async fn a_host_that_an_upstream_would_cut_short_is_refused() {
     ] {
         h.echo.clear();
         let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let reply = raw(h.server.local_addr(), request.as_bytes(), Duration::from_secs(3)).await;
+        let reply = raw(
+            h.server.local_addr(),
+            request.as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
         assert!(reply.starts_with("HTTP/1.1 400"), "{host}: got {reply:?}");
         assert!(h.echo.seen().is_empty(), "{host} reached the upstream");
     }
