@@ -34,6 +34,11 @@
 //! - letters are lowercased unless [`PathOptions::case_sensitive`]: Express,
 //!   ASP.NET/IIS and Windows or macOS file servers serve `/ADMIN` as `/admin`, so
 //!   a case-sensitive `/admin` route would let `/Admin` dodge it.
+//! - a trailing `/` is removed (`/` itself stays): Express and Koa's router
+//!   (unless strict), ASP.NET Core and Spring before 6 serve `/admin/` as
+//!   `/admin`, so an exact `/admin` route or `paths` entry would let `/admin/`
+//!   dodge it. Config paths and globs are normalized the same way, so
+//!   `path: /admin/` and `path: /admin` mean the same.
 //!
 //! The upstream still receives the canonical path, parameters and case included.
 //! A `.` or `..` segment carrying a parameter (`..;x`, `.;`, also written with
@@ -71,7 +76,8 @@ impl NormalizedPath {
         let has_parameters = canonical.as_bytes().contains(&b';')
             || canonical.as_bytes().windows(3).any(|w| w == b"%3B");
         let fold = !case_sensitive && canonical.bytes().any(|b| b.is_ascii_uppercase());
-        let matching = (has_parameters || fold).then(|| {
+        let trailing_slash = canonical.len() > 1 && canonical.ends_with('/');
+        let matching = (has_parameters || fold || trailing_slash).then(|| {
             let mut m = if has_parameters {
                 strip_parameters(&canonical.replace("%3B", ";"))
             } else {
@@ -79,6 +85,10 @@ impl NormalizedPath {
             };
             if fold {
                 m.make_ascii_lowercase();
+            }
+            // After the parameters: `/admin/;x` is `/admin/` first.
+            if m.len() > 1 && m.ends_with('/') {
+                m.pop();
             }
             m
         });
@@ -452,6 +462,20 @@ mod tests {
     }
 
     #[test]
+    fn matching_form_ignores_a_trailing_slash() {
+        let m = |p: &str| {
+            normalize(p, false).map(|n| (n.as_str().to_string(), n.matching().to_string()))
+        };
+        let both = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
+        assert_eq!(m("/admin/"), both("/admin/", "/admin"));
+        assert_eq!(m("/Admin/"), both("/Admin/", "/admin"));
+        assert_eq!(m("/admin/;x"), both("/admin/;x", "/admin"));
+        assert_eq!(m("/admin//"), both("/admin/", "/admin"));
+        assert_eq!(m("/"), both("/", "/"));
+        assert_eq!(m("/a/b"), both("/a/b", "/a/b"));
+    }
+
+    #[test]
     fn matching_form_ignores_case_and_encoded_parameters() {
         let m = |p: &str, case_sensitive: bool| {
             let opts = PathOptions {
@@ -502,7 +526,8 @@ mod tests {
     fn segments_and_first_segment() {
         let p = normalize("/api/v1/", false).unwrap();
         assert_eq!(p.first_segment(), "api");
-        assert_eq!(p.segments().collect::<Vec<_>>(), vec!["api", "v1", ""]);
+        // The matching form's: its trailing `/` is gone.
+        assert_eq!(p.segments().collect::<Vec<_>>(), vec!["api", "v1"]);
         let root = normalize("/", false).unwrap();
         assert_eq!(root.first_segment(), "");
     }

@@ -482,3 +482,33 @@ async fn a_host_that_an_upstream_would_cut_short_is_refused() {
         assert!(h.echo.seen().is_empty(), "{host} reached the upstream");
     }
 }
+
+/// Express, Koa and ASP.NET Core serve `/admin/` as `/admin`: a trailing `/`
+/// must not take a request past an exact route to a public catch-all.
+#[tokio::test]
+async fn a_trailing_slash_cannot_dodge_an_exact_route() {
+    let h = Harness::start(
+        r#"
+  - name: admin
+    match: { path: /admin }
+    upstream: UPSTREAM
+    auth: required
+  - name: public
+    match: { path_prefix: / }
+    upstream: UPSTREAM
+    auth: none
+"#,
+    )
+    .await;
+    let c = client();
+    for path in ["/admin", "/admin/", "/Admin/", "/admin/;x"] {
+        let (status, _, body) = send(&c, "GET", &h.url(path), &[]).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    let (status, _, body) = send(&c, "GET", &h.url("/admin/x"), &[]).await;
+    assert_eq!(status, 200, "a path below it is not the exact path: {body}");
+    // The upstream receives the path as sent, its trailing slash included.
+    let (status, _, body) = send(&c, "GET", &h.url("/docs/"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echoed(&body)["path"], "/docs/");
+}

@@ -24,7 +24,9 @@ fn lookup_table() {
     ]));
     let cases: &[(&str, &str, &str, &str)] = &[
         ("x.org", "GET", "/login", "exact"),
-        ("x.org", "GET", "/login/", "fallback"),
+        // A trailing `/` is ignored: Express, Koa and ASP.NET Core serve
+        // `/login/` as `/login`, so the exact route judges it.
+        ("x.org", "GET", "/login/", "exact"),
         // Case is ignored by default: Express, IIS and macOS/Windows file servers
         // serve `/Login` as `/login`, so it must be judged by the same route.
         ("x.org", "GET", "/Login", "exact"),
@@ -37,7 +39,8 @@ fn lookup_table() {
         ("x.org", "get", "/api/x", "api-get"),
         ("x.org", "POST", "/api/x", "api-slash"),
         ("x.org", "POST", "/api/", "api-slash"),
-        ("x.org", "POST", "/api", "api"),
+        // `path_prefix: /api/` is `/api` (a trailing `/` is ignored on both sides).
+        ("x.org", "POST", "/api", "api-slash"),
         ("x.org", "POST", "/apix", "fallback"),
         ("admin.example.com", "GET", "/anything", "host"),
         ("ADMIN.EXAMPLE.COM:8443", "GET", "/anything", "host"),
@@ -340,7 +343,7 @@ fn indexed_lookup_equals_linear_scan_on_1000_routes() {
         let method = rng.pick(METHODS);
         let fast = t.find(host, method, &np).map(|(i, _)| i);
         let slow = t
-            .find_linear_canonical(&canonical_host(host), method, np.as_str())
+            .find_linear_canonical(&canonical_host(host), method, np.matching())
             .map(|(i, _)| i);
         assert_eq!(fast, slow, "{method} {host} {p}");
         match fast {
@@ -364,7 +367,7 @@ proptest! {
         let np = path(&p);
         let host = REQUEST_HOSTS[host_i];
         let fast = t.find(host, METHODS[m], &np).map(|(i, _)| i);
-        let slow = t.find_linear_canonical(&canonical_host(host), METHODS[m], np.as_str()).map(|(i, _)| i);
+        let slow = t.find_linear_canonical(&canonical_host(host), METHODS[m], np.matching()).map(|(i, _)| i);
         prop_assert_eq!(fast, slow);
     }
 }

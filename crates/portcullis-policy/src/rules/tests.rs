@@ -114,6 +114,31 @@ fn every_condition_table() {
             true,
         ),
         (json!({"paths": ["/**"]}), &anon, "GET", "/x", true),
+        // A trailing `/` is ignored (Express, Koa, ASP.NET Core serve `/a/` as
+        // `/a`): a deny rule for `/api/users/delete` holds for `.../delete/` too.
+        (
+            json!({"paths": ["/api/users/delete"]}),
+            &a,
+            "DELETE",
+            "/api/users/delete/",
+            true,
+        ),
+        (json!({"paths": ["/api/*"]}), &a, "GET", "/api/x/", true),
+        (
+            json!({"paths": ["/api/*/items"]}),
+            &a,
+            "GET",
+            "/api/v1/items/",
+            true,
+        ),
+        (json!({"paths": ["/dir/"]}), &a, "GET", "/dir", true),
+        (
+            json!({"paths": ["/api/users/delete"]}),
+            &a,
+            "GET",
+            "/api/users/delete/x",
+            false,
+        ),
         // subjects
         (json!({"subjects": ["alice"]}), &a, "GET", "/", true),
         (json!({"subjects": ["bob", "alice"]}), &a, "GET", "/", true),
