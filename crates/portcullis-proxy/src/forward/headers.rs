@@ -162,7 +162,8 @@ fn hop_by_hop_index_any_case(name: &str) -> Option<usize> {
 
 /// True for identity headers that only the proxy may set (SPEC §3), in any case and
 /// with `_` or `-`: `X-Auth-Request-*`, `X-Forwarded-User`, `X-Forwarded-Email`,
-/// `X-Forwarded-Groups`, `X-Portcullis-*`, and the configured assertion header.
+/// `X-Forwarded-Groups`, `X-Portcullis-*`, the configured assertion header, and
+/// [`IDENTITY_ELSEWHERE`].
 pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
     let n = name.as_bytes();
     starts(n, b"x-auth-request-")
@@ -171,7 +172,21 @@ pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
         || same(n, b"x-forwarded-email")
         || same(n, b"x-forwarded-groups")
         || same(n, assertion_header.as_bytes())
+        || IDENTITY_ELSEWHERE.iter().any(|h| same(n, h.as_bytes()))
 }
+
+/// Who-is-calling headers that other authenticating proxies set and services
+/// are commonly configured to trust (oauth2-proxy's, Grafana's auth proxy,
+/// the `REMOTE_USER` convention of Apache, Django and Rails): the proxy never
+/// sets them, so one arriving from a client is a claim no one checked.
+const IDENTITY_ELSEWHERE: [&str; 6] = [
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "remote-user",
+    "x-remote-user",
+    "x-webauth-user",
+    "x-remote-group",
+];
 
 /// `a` and `b` are the same header name: ASCII case-insensitive, `_` equal to `-`.
 /// Compared in place: this runs for every header of every request.
@@ -509,6 +524,14 @@ mod tests {
             "X-Forwarded-Groups",
             "x-portcullis-assertion",
             "My-Assertion",
+            // Other proxies' identity headers, which services are set to trust.
+            "Remote-User",
+            "remote_user",
+            "X-Remote-User",
+            "X-WEBAUTH-USER",
+            "X-Forwarded-Preferred-Username",
+            "x-forwarded-access-token",
+            "X-Remote-Group",
         ] {
             assert!(is_identity_header(n, "my_assertion"), "{n}");
         }
