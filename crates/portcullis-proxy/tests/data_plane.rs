@@ -138,6 +138,9 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
         ("TE+CL", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
         ("differing CL", b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
         ("CL list", b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 5\r\n\r\nabcde"),
+        // Refused by the guard, not left to hyper's bare 400 without a JSON body or audit line.
+        ("CL list that agrees", b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc"),
+        ("raw byte 0xFF in the target", b"GET /api/\xff HTTP/1.1\r\nHost: x\r\n\r\n"),
         ("TE xchunked", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
         ("TE list", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
         ("TE space before colon", b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
@@ -180,6 +183,29 @@ async fn oversized_headers_are_431() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
     assert!(h.echo.seen().is_empty());
+    // More header lines than hyper takes: the same JSON 431, not hyper's bare one.
+    let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+    let req = format!("GET /api HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let reply = raw(
+        h.server.local_addr(),
+        req.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert!(reply.contains("\"error\":"), "{reply}");
+    assert!(h.echo.seen().is_empty());
+    // Fewer are fine (the guard's boundary, 100, is its unit test's: the echo
+    // upstream, hyper too, would refuse 100 plus the proxy's own headers).
+    let many: String = (0..80).map(|i| format!("X-{i}: v\r\n")).collect();
+    let req = format!("GET /api HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n");
+    let reply = raw(
+        h.server.local_addr(),
+        req.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 
 #[tokio::test]

@@ -41,6 +41,12 @@ pub const REJECTED_PATH: &str = "/.portcullis/_rejected";
 const SYNTHETIC_REQUEST: &[u8] =
     b"GET /.portcullis/_rejected HTTP/1.1\r\nhost: portcullis.invalid\r\nconnection: close\r\n\r\n";
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// hyper's limit on header lines (`DEFAULT_MAX_HEADERS`); past it hyper would
+/// answer a bare 431, without the JSON error and audit line, so the guard
+/// refuses first, the same way.
+const MAX_HEADERS: usize = 100;
+/// The reason [`judge_head`] gives for more than [`MAX_HEADERS`] lines: a 431.
+const TOO_MANY_HEADERS: &str = "too many header lines";
 /// A chunk-size line or trailer line longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
 /// How much is read from the socket at once while looking for a head's end.
@@ -282,6 +288,7 @@ impl<IO> GuardedIo<IO> {
                     self.state = State::Head { first: false };
                 }
             }
+            Err(TOO_MANY_HEADERS) => self.refuse(Refusal::HeadersTooLarge),
             Err(why) => self.refuse(Refusal::BadRequest(why)),
         }
         true
@@ -508,8 +515,13 @@ fn judge_lines(head: &[u8]) -> Result<Framing, &'static str> {
     let mut content_length: Option<u64> = None;
     let mut te_seen = false;
     let mut upgrade = false;
+    let mut lines = 0;
     // `None` once the last line (which has no CRLF of its own) has been judged.
     while let Some(start) = next_line {
+        lines += 1;
+        if lines > MAX_HEADERS {
+            return Err(TOO_MANY_HEADERS);
+        }
         let line = &body[start..];
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
             return Err("obsolete line folding in header");
@@ -533,7 +545,12 @@ fn judge_lines(head: &[u8]) -> Result<Framing, &'static str> {
         };
         let value = trim_ows(&line[colon + 1..end]);
         if name.eq_ignore_ascii_case(b"content-length") {
-            // A list (`5, 5`) or repeated header must agree on one value.
+            // A list, even `5, 5`, is refused: hyper would answer it with a bare
+            // 400, without the JSON error and audit line. Repeated headers must
+            // agree on one value.
+            if value.contains(&b',') {
+                return Err("Content-Length list");
+            }
             for part in value.split(|&b| b == b',') {
                 let part = trim_ows(part);
                 if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
@@ -601,6 +618,7 @@ fn judge_request_line_fast(body: &[u8]) -> Result<(bool, Option<usize>), &'stati
     let end = version_start + 8;
     if method > 0
         && target > 0
+        && body[target_start..target_start + target].is_ascii()
         && body.get(method) == Some(&b' ')
         && body.get(target_start + target) == Some(&b' ')
     {
@@ -639,7 +657,7 @@ fn judge_request_line(line: &[u8]) -> Result<bool, &'static str> {
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err("invalid method");
     }
-    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
         return Err("invalid request target");
     }
     match version {
@@ -965,7 +983,10 @@ mod tests {
             let mut content_length: Option<u64> = None;
             let mut te_seen = false;
             let mut upgrade = false;
-            for line in lines {
+            for (n, line) in lines.enumerate() {
+                if n >= super::MAX_HEADERS {
+                    return Err(super::TOO_MANY_HEADERS);
+                }
                 if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
                     return Err("obsolete line folding in header");
                 }
@@ -982,7 +1003,9 @@ mod tests {
                     return Err("control character in header value");
                 }
                 if name.eq_ignore_ascii_case(b"content-length") {
-                    // A list (`5, 5`) or repeated header must agree on one value.
+                    if value.contains(&b',') {
+                        return Err("Content-Length list");
+                    }
                     for part in value.split(|&b| b == b',') {
                         let part = trim_ows(part);
                         if part.is_empty()
@@ -1041,7 +1064,7 @@ mod tests {
             if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
                 return Err("invalid method");
             }
-            if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+            if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
                 return Err("invalid request target");
             }
             match version {
@@ -1152,6 +1175,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn more_header_lines_than_hyper_takes_are_refused_as_too_large() {
+        let head = |lines: usize| {
+            let fields: String = (0..lines).map(|i| format!("X-{i}: v\r\n")).collect();
+            format!("GET / HTTP/1.1\r\n{fields}\r\n").into_bytes()
+        };
+        assert!(judge_head(&head(MAX_HEADERS)).is_ok());
+        assert_eq!(judge_head(&head(MAX_HEADERS + 1)), Err(TOO_MANY_HEADERS));
+        assert_eq!(
+            reference::judge_head(&head(MAX_HEADERS)),
+            judge_head(&head(MAX_HEADERS))
+        );
+        assert_eq!(
+            reference::judge_head(&head(MAX_HEADERS + 1)),
+            Err(TOO_MANY_HEADERS)
+        );
     }
 
     /// Every mutation of every seed that changes, inserts or deletes one byte, then many
