@@ -400,6 +400,23 @@ async fn h2c_prior_knowledge_and_h1_on_one_port() {
     let (status, _) = get(&h.url("/api/h1")).await;
     assert_eq!(status, 200);
     assert_eq!(h.echo.seen().len(), 2);
+    // h2 lets each cookie travel as its own field; the HTTP/1.1 upstream gets
+    // one `Cookie` line (a server reading only the first would lose the rest).
+    h.echo.clear();
+    let resp = h2
+        .request(
+            http::Request::get(h.url("/api/cookies"))
+                .header("cookie", "a=1")
+                .header("cookie", "session=s")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = h.echo.seen();
+    let cookies: Vec<_> = seen[0].headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; session=s"]);
 }
 
 #[tokio::test]

@@ -160,6 +160,27 @@ fn hop_by_hop_index_any_case(name: &str) -> Option<usize> {
     hop_by_hop_index(std::str::from_utf8(lower).ok()?)
 }
 
+/// An h2 client may send each cookie as its own `cookie` field (RFC 9113
+/// §8.2.3, for compression); HTTP/1.1 allows one `Cookie` line, and a server
+/// that reads only the first would lose the session cookie in the second.
+/// Joined with `; ` into one, as RFC 9113 asks of an intermediary; the order
+/// is kept.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Each part was a valid value, and `; ` is too: this cannot fail.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// True for identity headers that only the proxy may set (SPEC §3), in any case and
 /// with `_` or `-`: `X-Auth-Request-*`, `X-Forwarded-User`, `X-Forwarded-Email`,
 /// `X-Forwarded-Groups`, `X-Portcullis-*`, the configured assertion header, and
@@ -512,6 +533,24 @@ mod tests {
         );
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("session=s3cr3t"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; session=s3cr3t; b=2"]);
+        let mut one = HeaderMap::new();
+        one.append("cookie", HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
+        let mut none = HeaderMap::new();
+        join_cookies(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub async fn forward(
     }
     let query = req.uri().query().map(str::to_string);
     let (mut parts, body) = req.into_parts();
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
     let replayable = body.is_end_stream() && is_idempotent(&parts.method) && upgrade.is_none();
     let mut body = Some(body);
