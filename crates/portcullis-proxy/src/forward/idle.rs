@@ -7,9 +7,10 @@
 //! hyper would otherwise queue it until a stream ends, and a long-lived stream
 //! (server-sent events, MCP, gRPC streaming) may not end before the queued
 //! request's `request_timeout`. While a new h2 connection is being dialled the
-//! other requests wait for it rather than each dialling its own. A connection is only kept while hyper says it can take a
-//! request (`is_ready`), so one whose response is still streaming comes back
-//! when it is done. Entries idle longer than [`IDLE_FOR`] are closed as the
+//! other requests wait for it rather than each dialling its own. An HTTP/1.1
+//! connection is only kept while hyper says it can take a request
+//! (`is_ready`), so one whose response is still streaming comes back when it
+//! is done. Entries idle longer than [`IDLE_FOR`] are closed as the
 //! next request passes, and by a reaper task (one per endpoint with kept
 //! connections, ending with the endpoint) when none does; at most
 //! [`MAX_IDLE`] are kept.
