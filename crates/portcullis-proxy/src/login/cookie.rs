@@ -139,20 +139,26 @@ impl Cookies {
 
     /// The `Cookie` header without our cookies, so the service never sees
     /// (and can never replay) a session cookie. `None` when nothing is left.
+    ///
+    /// Read as bytes: another cookie's value may hold UTF-8 (`lang=français`,
+    /// which browsers send as sent), and a line that is not ASCII text must
+    /// not carry a session cookie past this.
     pub fn without_ours(&self, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
         let prefix = format!("{}_s", self.name);
         let mut found = false;
-        let mut kept = Vec::new();
+        let mut kept: Vec<&[u8]> = Vec::new();
         for line in headers.get_all(COOKIE) {
-            let Ok(text) = line.to_str() else {
-                return None;
-            };
-            for pair in text.split(';') {
-                let name = pair.split('=').next().unwrap_or("").trim();
-                if name == self.name || name.starts_with(&prefix) {
+            for pair in line.as_bytes().split(|&b| b == b';') {
+                let pair = pair.trim_ascii();
+                let name = pair
+                    .split(|&b| b == b'=')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                if name == self.name.as_bytes() || name.starts_with(prefix.as_bytes()) {
                     found = true;
-                } else if !pair.trim().is_empty() {
-                    kept.push(pair.trim());
+                } else if !pair.is_empty() {
+                    kept.push(pair);
                 }
             }
         }
@@ -162,7 +168,9 @@ impl Cookies {
         Some(if kept.is_empty() {
             None
         } else {
-            HeaderValue::from_str(&kept.join("; ")).ok()
+            // The kept parts came from valid header values, and `; ` is valid:
+            // this cannot fail, and failing would drop the line, never keep ours.
+            HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
         })
     }
 
@@ -224,15 +232,20 @@ pub fn pkce_challenge(verifier: &str) -> String {
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers.
+/// Read as bytes, like [`Cookies::without_ours`]: a line holding another
+/// cookie's UTF-8 value still yields ours (whose values are base64url).
 fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|line| line.split(';'))
+        .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (n, v) = pair.trim().split_once('=')?;
-            (n == name).then_some(v.trim())
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (n, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            if n != name.as_bytes() {
+                return None;
+            }
+            std::str::from_utf8(v).ok()
         })
 }
 
@@ -292,6 +305,34 @@ mod tests {
         let (_, value) = pair.split_once('=').unwrap();
         let renamed = format!("{}={value}", c.pending_name("state-2"));
         assert!(c.pending(&with_cookie(&renamed), "state-2").is_none());
+    }
+
+    /// Browsers send a cookie's UTF-8 value as it was set (a public upstream
+    /// can set one): the line is then not ASCII text, and must still lose our
+    /// cookie, and ours must still be found in it.
+    #[test]
+    fn a_line_with_another_cookies_utf8_value_still_loses_ours() {
+        let c = jar();
+        let (id, value) = c.new_session().unwrap();
+        let mut h = HeaderMap::new();
+        let line = format!("lang=fran\u{e7}ais; _p={value}; b=2");
+        h.insert(COOKIE, HeaderValue::from_bytes(line.as_bytes()).unwrap());
+        assert!(h[COOKIE].to_str().is_err(), "the case under test");
+        let kept = c.without_ours(&h).unwrap().unwrap();
+        assert_eq!(kept.as_bytes(), "lang=fran\u{e7}ais; b=2".as_bytes());
+        assert_eq!(c.sessions(&h), vec![id]);
+        // Over h2, one field per cookie: the UTF-8 one beside ours.
+        let mut h2 = HeaderMap::new();
+        h2.append(
+            COOKIE,
+            HeaderValue::from_bytes("pref=caf\u{e9}".as_bytes()).unwrap(),
+        );
+        h2.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("_p={value}")).unwrap(),
+        );
+        let kept = c.without_ours(&h2).unwrap().unwrap();
+        assert_eq!(kept.as_bytes(), "pref=caf\u{e9}".as_bytes());
     }
 
     #[test]
