@@ -121,14 +121,31 @@ async fn the_described_request_gets_the_proxys_answer() {
     assert_eq!(status, 401);
     assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
 
-    // The described path is normalized and routed as a proxied one would be:
-    // case and dot segments do not dodge the route, `%2F` is refused.
-    for sneaky in ["/ORDERS/42", "/public/../orders/42", "/orders%3Bx/42"] {
+    // The described path is matched as a proxied one would be: case and `;`
+    // parameters do not dodge the route, `%2F` is refused.
+    for sneaky in ["/ORDERS/42", "/orders%3Bx/42", "/orders/42/"] {
         let mut h = describe("GET", sneaky);
         h.retain(|(k, _)| *k != "x-forwarded-method");
         let (status, _, body) = s.authz(&h).await;
         assert_eq!(status, 401, "{sneaky}: {body}");
     }
+    // A path the proxy would rewrite before forwarding is refused: the front
+    // proxy forwards it as written, and a service that does not resolve `..`
+    // would serve `/orders/%2e%2e/public/x` from its `/orders` handler.
+    for unresolved in [
+        "/public/../orders/42",
+        "/orders/%2e%2e/public/x",
+        "/orders/../public/x",
+        "/orders/.%2E/public/x",
+        "/orders//42",
+        "/%6Frders/42",
+    ] {
+        let (status, _, body) = s.authz(&describe("GET", unresolved)).await;
+        assert_eq!(status, 400, "{unresolved}: {body}");
+    }
+    // Escapes' hex case is no difference.
+    let (status, _, body) = s.authz(&describe("GET", "/public/caf%c3%a9")).await;
+    assert_ne!(status, 400, "{body}");
     let (status, _, _) = s.authz(&describe("GET", "/orders/a%2Fb")).await;
     assert_eq!(status, 400);
     // A route without upstream is judged by forward-auth (the proxy answers it 404).

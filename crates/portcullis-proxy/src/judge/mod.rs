@@ -183,6 +183,20 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
             return j;
         }
     };
+    // A front end that only asks (forward-auth, ext_authz) forwards the path as
+    // it was written, and a service that does not resolve `..` itself
+    // (FastAPI's `{rest:path}`, most routers) would serve `/orders/%2e%2e/public`
+    // from its `/orders` handler after it was judged as `/public`. So what is
+    // judged there must already be the path that is served.
+    if facts.frontend != Frontend::Proxy && !same_path(facts.raw_path, path.as_str()) {
+        j.refusal = Some(Refusal::with_message(
+            Reason::BadRequest,
+            "the described path is not in normal form (dot segments, repeated or \
+             encoded characters); the front proxy passes it on as written, so it \
+             cannot be judged as another path",
+        ));
+        return j;
+    }
     if let Err(mut refusal) = decide(rt, facts, &path, &mut j).await {
         refusal.sign_in = wants_sign_in(rt, facts, &j, &refusal);
         // MCP clients find the authorization server from the 401 (SPEC §10).
@@ -193,6 +207,28 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     }
     j.path = Some(path);
     j
+}
+
+/// `raw` is the canonical path `canonical`, but for the case of the hex digits
+/// in its escapes (`%c3%a9` is `%C3%A9`), which no server reads differently.
+fn same_path(raw: &str, canonical: &str) -> bool {
+    let (raw, canonical) = (raw.as_bytes(), canonical.as_bytes());
+    if raw.len() != canonical.len() {
+        return false;
+    }
+    let mut in_escape = 0;
+    raw.iter().zip(canonical).all(|(&r, &c)| {
+        let same = if in_escape > 0 {
+            in_escape -= 1;
+            r.eq_ignore_ascii_case(&c)
+        } else {
+            r == c
+        };
+        if r == b'%' {
+            in_escape = 2;
+        }
+        same
+    })
 }
 
 /// Whether a refused request should be sent to sign in: it asked for a page
