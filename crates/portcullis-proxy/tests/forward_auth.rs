@@ -28,6 +28,18 @@ const ROUTES: &str = r#"
     policy:
       allow:
         - groups: [admins]
+  - name: tools
+    match: { path_prefix: /mcp }
+    upstream: UPSTREAM
+    mcp: {}
+    policy:
+      deny:
+        - name: never-delete
+          groups: [agents]
+          tools: [delete_*]
+      allow:
+        - groups: [agents]
+          tools: [get_*]
 "#;
 
 /// The shared issuer stack, trusting `trusted` as front proxies.
@@ -244,4 +256,22 @@ async fn whoami_says_who_the_caller_is() {
     )
     .await;
     assert_eq!(status, 401);
+}
+
+/// An MCP route's tool rules are judged on the JSON-RPC body, which
+/// forward-auth never sees: judged without it, a `tools/call` of `delete_all`
+/// would pass the rule that allows the agent `get_*` tools. Refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_route_is_not_judged_without_its_body() {
+    let s = start("127.0.0.1/32").await;
+    let agent = format!("Bearer {}", s.token("bot", json!({"groups": ["agents"]})));
+    let (status, _, body) = s
+        .authz(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/mcp"),
+            ("authorization", agent.as_str()),
+        ])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("only by the reverse proxy"), "{body}");
 }

@@ -267,6 +267,17 @@ async fn decide(
     let route_cfg = &rt.config.routes[index];
     j.route = Some(index);
     j.route_name = Some(route.name().to_string());
+    // An MCP route's tool rules and session ownership are judged on the
+    // JSON-RPC body (SPEC §10), which forward-auth never sees and ext_authz
+    // only may: judged here without it, every tool would pass the rules that
+    // name tools. Refused rather than judged by half its policy.
+    if route_cfg.mcp.is_some() && facts.frontend != Frontend::Proxy {
+        return Err(Refusal::with_message(
+            Reason::Forbidden,
+            "an MCP route is judged only by the reverse proxy: its tool rules and \
+             sessions need the JSON-RPC body",
+        ));
+    }
 
     // Timed only for traces: the clock is not read otherwise.
     let auth_started = rt.config.telemetry.is_some().then(Instant::now);
