@@ -77,6 +77,7 @@ http {{
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header X-Forwarded-Host $host;
       proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }}
     location / {{
       auth_request /_portcullis;

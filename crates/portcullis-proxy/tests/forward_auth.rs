@@ -275,3 +275,39 @@ async fn an_mcp_route_is_not_judged_without_its_body() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("only by the reverse proxy"), "{body}");
 }
+
+/// The edge proxy is trusted, but it copies the client's own headers into the
+/// authz request (nginx `auth_request`, Caddy): an `l5d-client-id` there may be
+/// the client's, so forward-auth does not read it. The reverse proxy, whose
+/// trusted peer is the sidecar itself, does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_does_not_take_a_sidecar_header_the_client_may_have_sent() {
+    let routes = r#"
+  - name: billing
+    match: { path_prefix: /billing }
+    upstream: UPSTREAM
+    policy:
+      allow:
+        - workloads: [spiffe://cluster.local/ns/billing/**]
+"#;
+    let s = IdpStack::start(
+        "  trusted_proxies: [127.0.0.1/32]\n",
+        "workload_identity:\n  trust_domain: cluster.local\n  accept: [linkerd]\n",
+        routes,
+    )
+    .await;
+    let sidecar = (
+        "l5d-client-id",
+        "billing.billing.serviceaccount.identity.linkerd.cluster.local",
+    );
+    let (status, _, body) = send(&client(), "GET", &s.url("/billing/x"), &[sidecar]).await;
+    assert_eq!(status, 200, "the proxy believes its sidecar: {body}");
+    let (status, _, body) = send(
+        &client(),
+        "GET",
+        &s.url("/.portcullis/authz"),
+        &[("x-forwarded-uri", "/billing/x"), sidecar],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+}

@@ -406,11 +406,16 @@ pub async fn identify_caller(
     facts: &RequestFacts<'_>,
     auth: AuthMode,
 ) -> Result<Caller, Refusal> {
+    // Forward-auth's trusted peer is the edge proxy, which copies the client's
+    // own headers into the authz request (nginx `auth_request`, Caddy): an
+    // `l5d-client-id` or `x-forwarded-client-cert` there may be the client's.
+    // Its credentials are the authz request's token and session (SPEC §4).
+    let sidecar_headers_trusted = facts.peer_trusted && facts.frontend != Frontend::ForwardAuth;
     let workload = workload::resolve(
         rt.config.workload_identity.as_ref(),
         facts.headers,
         facts.peer_identity,
-        facts.peer_trusted,
+        sidecar_headers_trusted,
     )?;
     let credential = match facts.offline.and_then(|o| o.claims.as_ref()) {
         Some(claims) => Credential::Claims(claims),
