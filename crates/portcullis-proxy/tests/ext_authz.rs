@@ -64,24 +64,31 @@ impl Stack {
     }
 
     fn grpc(&self) -> Grpc {
-        let addr = self.server.ext_authz_addr().expect("ext_authz listening");
-        let client: Client<HttpConnector, tonic::body::Body> =
-            Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
-        let origin: http::Uri = format!("http://{addr}").parse().unwrap();
-        tonic::client::Grpc::with_origin(client, origin)
+        grpc_to(&self.server)
     }
 
     async fn check(&self, req: CheckRequest) -> CheckResponse {
-        let mut grpc = self.grpc();
-        grpc.ready().await.unwrap();
-        let codec = ProstCodec::<CheckRequest, CheckResponse>::default();
-        grpc.unary(tonic::Request::new(req), CHECK_PATH.parse().unwrap(), codec)
-            .await
-            .unwrap()
-            .into_inner()
+        check_on(&self.server, req).await
     }
+}
+
+fn grpc_to(server: &portcullis_proxy::Server) -> Grpc {
+    let addr = server.ext_authz_addr().expect("ext_authz listening");
+    let client: Client<HttpConnector, tonic::body::Body> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let origin: http::Uri = format!("http://{addr}").parse().unwrap();
+    tonic::client::Grpc::with_origin(client, origin)
+}
+
+async fn check_on(server: &portcullis_proxy::Server, req: CheckRequest) -> CheckResponse {
+    let mut grpc = grpc_to(server);
+    grpc.ready().await.unwrap();
+    let codec = ProstCodec::<CheckRequest, CheckResponse>::default();
+    grpc.unary(tonic::Request::new(req), CHECK_PATH.parse().unwrap(), codec)
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 type Grpc = tonic::client::Grpc<Client<HttpConnector, tonic::body::Body>>;
@@ -590,4 +597,56 @@ async fn the_service_gets_the_request_id_and_trace_of_the_audit_line() {
     let audit = s.audit_when(2).await;
     assert_eq!(audit[0]["request_id"], "envoy-request-1");
     assert_eq!(audit[0]["trace_id"], trace.as_str());
+}
+
+/// As from the reverse proxy, the service behind Envoy never gets the
+/// session cookie (it could replay it): the `Cookie` header is overwritten
+/// without it, or removed when nothing else is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_taken_out_of_what_the_service_gets() {
+    let idp = portcullis_testkit::DevIssuer::start().await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         ext_authz:\n  grpc_listen: 127.0.0.1:0\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [portal]\n\
+         \x20   client_id: portal\n    client_secret: not-used-here\n\
+         login:\n  provider: dev\n  cookie:\n    secret: a-cookie-secret-of-at-least-32-bytes!!\n\
+         routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    auth: none\n",
+        idp.issuer()
+    );
+    let server = portcullis_proxy::Server::start(config(&yaml), None)
+        .await
+        .unwrap();
+    wait_ready(server.admin_addr()).await;
+    let cookie = |value: &str| envoy_check("GET", "/x", &[("cookie", value)], "");
+
+    let resp = check_on(&server, cookie("a=1; _portcullis=some-session; b=2")).await;
+    let ok = ok_response(&resp);
+    let set: Vec<_> = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .filter(|h| h.key == "cookie")
+        .map(|h| h.value.as_str())
+        .collect();
+    assert_eq!(set, ["a=1; b=2"], "{ok:?}");
+
+    let resp = check_on(&server, cookie("_portcullis=some-session")).await;
+    let ok = ok_response(&resp);
+    assert!(ok.headers_to_remove.iter().any(|h| h == "cookie"), "{ok:?}");
+
+    // Another cookie alone is left as it is.
+    let resp = check_on(&server, cookie("a=1")).await;
+    let ok = ok_response(&resp);
+    assert!(
+        !ok.headers_to_remove.iter().any(|h| h == "cookie"),
+        "{ok:?}"
+    );
+    assert!(
+        !ok.headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .any(|h| h.key == "cookie"),
+        "{ok:?}"
+    );
 }

@@ -162,6 +162,9 @@ async fn judge_check(
     let judgment = judge::judge(rt, &facts).await;
     // The proxy's own endpoints are not served behind Envoy.
     let reserved = judgment.reserved;
+    // The `Cookie` header without the session cookie, as the reverse proxy
+    // forwards it: the service must never hold a session it could replay.
+    let cookie = judgment.cookie.clone();
     let (_path, set, remove) = ex.absorb(judgment)?;
     if reserved {
         return Err(Refusal::new(Reason::NoRoute));
@@ -169,7 +172,7 @@ async fn judge_check(
     // The service hears the request id and trace the audit line has, as from
     // the reverse proxy (SPEC §3).
     let correlation: Vec<_> = ex.correlation_headers().collect();
-    let headers = set
+    let mut headers: Vec<_> = set
         .iter()
         .chain(correlation.iter())
         .map(|(name, value)| overwrite(name, value))
@@ -183,8 +186,13 @@ async fn judge_check(
                 .chain(correlation.iter())
                 .any(|(set_name, _)| set_name == *name)
         })
-        .map(|name| name.as_str().to_string())
-        .collect();
+        .map(|name| name.as_str().to_string());
+    let mut headers_to_remove: Vec<String> = headers_to_remove.collect();
+    match cookie {
+        Some(Some(rest)) => headers.push(overwrite(&http::header::COOKIE, &rest)),
+        Some(None) => headers_to_remove.push(http::header::COOKIE.as_str().to_string()),
+        None => {}
+    }
     Ok(OkHttpResponse {
         headers,
         headers_to_remove,
