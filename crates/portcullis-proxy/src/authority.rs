@@ -25,11 +25,11 @@ pub struct JudgedHost {
 /// Finds the judged host, or says why the request names two (a 400).
 pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static str> {
     let mut host_lines = headers.get_all(HOST).iter();
-    let host_header = host_lines.next();
+    let host_value = host_lines.next();
     if host_lines.next().is_some() {
         return Err("more than one Host header");
     }
-    let host_header = match host_header {
+    let host_header = match host_value {
         Some(v) => Some(v.to_str().map_err(|_| "Host header is not text")?),
         None => None,
     };
@@ -69,7 +69,12 @@ pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static
     {
         return Err("Host header is not a host name with an optional numeric port");
     }
-    let authority = HeaderValue::from_str(written).map_err(|_| "invalid Host header")?;
+    // The `Host` header itself when that is what was written (a reference
+    // count, not a copy: this runs for every request).
+    let authority = match host_value {
+        Some(v) if target.is_none() => v.clone(),
+        _ => HeaderValue::from_str(written).map_err(|_| "invalid Host header")?,
+    };
     Ok(JudgedHost {
         name: name.trim_end_matches('.').to_ascii_lowercase(),
         authority: Some(authority),
