@@ -22,6 +22,8 @@ const ASSERTION_TTL_SECS: u64 = 60;
 /// Assumed lifetime when a token response has no `expires_in` (RFC 6749 makes it
 /// optional); short, so a token of unknown lifetime is not kept long.
 const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(60);
+/// The longest lifetime a token is taken to have, whatever `expires_in` says.
+const MAX_EXPIRES_IN: Duration = Duration::from_secs(24 * 3600);
 
 /// How the client proves who it is to the token endpoint.
 pub(crate) enum ClientAuth {
@@ -249,7 +251,10 @@ pub(crate) fn issued(
     let expires_in = match doc.get("expires_in") {
         None | Some(Value::Null) => DEFAULT_EXPIRES_IN,
         Some(v) => match v.as_u64() {
-            Some(secs) if secs > 0 => Duration::from_secs(secs),
+            // Capped: a token endpoint's `expires_in` near `u64::MAX` would
+            // overflow the clock it is added to; refreshing a longer-lived
+            // token once a day costs nothing.
+            Some(secs) if secs > 0 => Duration::from_secs(secs).min(MAX_EXPIRES_IN),
             _ => {
                 return Err(invalid(format!(
                     "token response from {endpoint} has an invalid expires_in"
@@ -275,6 +280,23 @@ mod tests {
             scopes,
             audience: Some("https://partner.example.com"),
         }
+    }
+
+    /// An `expires_in` near `u64::MAX` once overflowed the clock it was added
+    /// to and panicked every request on the route; it is capped at a day.
+    #[test]
+    fn a_huge_lifetime_is_taken_as_a_day() {
+        let doc = |expires_in: serde_json::Value| {
+            serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": expires_in})
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let lifetime = |v| issued(&doc(v), "https://idp/token").unwrap().expires_in;
+        assert_eq!(lifetime(serde_json::json!(u64::MAX)), MAX_EXPIRES_IN);
+        assert_eq!(lifetime(serde_json::json!(3600)), Duration::from_secs(3600));
+        // And the clock takes it.
+        let _ = std::time::Instant::now() + lifetime(serde_json::json!(u64::MAX));
     }
 
     #[test]
