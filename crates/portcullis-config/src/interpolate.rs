@@ -132,11 +132,14 @@ fn expand(
                     rest = &after[name.len() + 1..];
                 }
                 None => {
-                    let shown: String = tail.chars().take(24).collect();
-                    problems.push(format!(
-                        "invalid reference `{shown}`: write ${{NAME}} (letters, digits and _), \
-                         or $${{ for a literal ${{"
-                    ));
+                    // The text is not shown: it may be a secret that happens to
+                    // hold `${` (a `client_secret`, a cookie secret), and the
+                    // key this prefixes already says where it is.
+                    problems.push(
+                        "a `${` that does not start a reference: write ${NAME} (letters, \
+                         digits and _), or $${ for a literal ${"
+                            .to_string(),
+                    );
                     rest = after;
                 }
             }
@@ -250,7 +253,10 @@ mod tests {
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].starts_with("a: environment variable `NOPE` is not set"));
         assert!(errors[1].starts_with("b: environment variable `ALSO_NOPE`"));
-        assert!(errors[2].starts_with("c: invalid reference `${1x}`"));
+        assert!(errors[2].starts_with("c: a `${` that does not start a reference"));
+        // Never the text itself: it may be a secret holding `${`.
+        let errors = run("secret: \"Xy7${Qp9-Zr!\"\n").unwrap_err();
+        assert!(!errors[0].contains("Qp9"), "{errors:?}");
     }
 
     #[test]
