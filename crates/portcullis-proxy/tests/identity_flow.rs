@@ -663,3 +663,48 @@ routes:
         assert_eq!(r.headers["x-auth-request-user"], "ann");
     }
 }
+
+/// A `sub` (or `client_id`) at one provider is not the same caller as that
+/// name at another: one must not spend the other's rate-limit budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_subject_at_another_provider_has_its_own_rate_limit() {
+    let (a, b) = (
+        portcullis_testkit::DevIssuer::start().await.unwrap(),
+        portcullis_testkit::DevIssuer::start().await.unwrap(),
+    );
+    let echo = portcullis_testkit::EchoUpstream::start().await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         providers:\n  - name: a\n    issuer: {}\n    audiences: [api]\n\
+         \x20 - name: b\n    issuer: {}\n    audiences: [api]\n\
+         routes:\n  - name: rl\n    match: {{ path_prefix: / }}\n    upstream: {}\n\
+         \x20   auth: required\n\
+         \x20   policy:\n      allow:\n        - authenticated: true\n\
+         \x20   rate_limit: {{ requests_per_second: 0.01, burst: 2, key: identity }}\n",
+        a.issuer(),
+        b.issuer(),
+        echo.url()
+    );
+    let server = portcullis_proxy::Server::start(config(&yaml), None)
+        .await
+        .unwrap();
+    let url = format!("http://{}/x", server.local_addr());
+    let bearer = |idp: &portcullis_testkit::DevIssuer| {
+        format!(
+            "Bearer {}",
+            idp.token("victim", "api", 300, serde_json::json!({}))
+                .unwrap()
+        )
+    };
+    let (from_b, from_a) = (bearer(&b), bearer(&a));
+    let c = client();
+    for want in [200, 200, 429] {
+        let (status, _, _) = send(&c, "GET", &url, &[("authorization", from_b.as_str())]).await;
+        assert_eq!(status, want, "provider b's victim");
+    }
+    let (status, _, body) = send(&c, "GET", &url, &[("authorization", from_a.as_str())]).await;
+    assert_eq!(
+        status, 200,
+        "provider a's victim has a budget of its own: {body}"
+    );
+}

@@ -320,11 +320,19 @@ async fn decide(
     // like an IP address never shares an anonymous caller's budget.
     if let Some(limiter) = &rt.limiters[index] {
         let key = match limiter.key {
+            // Qualified by the provider: the same `sub` or `client_id` at
+            // another issuer is another caller, and must not spend this one's
+            // budget. The provider's length goes first, so no provider name
+            // and subject can be spliced into another pair.
             RateLimitKey::Identity if j.identity.is_authenticated() => {
-                format!("sub:{}", j.identity.subject)
+                let provider = j.identity.provider.as_deref().unwrap_or("");
+                format!("sub:{}:{provider}:{}", provider.len(), j.identity.subject)
             }
             RateLimitKey::Client => match &j.identity.client_id {
-                Some(client) => format!("client:{client}"),
+                Some(client) => {
+                    let provider = j.identity.provider.as_deref().unwrap_or("");
+                    format!("client:{}:{provider}:{client}", provider.len())
+                }
                 None => format!("ip:{}", facts.client_ip),
             },
             RateLimitKey::Route => String::new(),
