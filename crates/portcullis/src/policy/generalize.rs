@@ -15,19 +15,33 @@
 //!    stay two literal paths; the top level (`/a`, `/b`, `/c`) never merges.
 //!
 //! Finally a pattern covered by another one of the same rule is dropped.
+//!
+//! A path deeper than [`MAX_SEGMENTS`] keeps its first segments and ends in
+//! `**`: the tree walks below recurse once per segment, and an audit line may
+//! hold a path of 20,000 segments (a 64 KiB head allows it), which overflowed
+//! the stack.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Distinct siblings under one prefix from which they merge into a glob.
 pub const MIN_SIBLINGS: usize = 3;
 
+/// Segments of a pattern, the leading empty one included, past which the rest
+/// of a path becomes `**` (see the module docs).
+pub const MAX_SEGMENTS: usize = 64;
+
 /// Writes the pattern of `path` into `out` (cleared first): identifier segments
 /// become `*`.
 pub fn pattern_of(path: &str, out: &mut String) {
     out.clear();
+    let too_deep = path.split('/').nth(MAX_SEGMENTS).is_some();
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
+        }
+        if too_deep && i == MAX_SEGMENTS - 1 {
+            out.push_str("**");
+            break;
         }
         match generic_segment(seg) {
             Generic::Keep => out.push_str(seg),
@@ -236,6 +250,21 @@ mod tests {
     fn gen(paths: &[&str]) -> Vec<String> {
         let patterns: Vec<String> = paths.iter().map(|p| pat(p)).collect();
         generalize(patterns.iter().map(String::as_str))
+    }
+
+    /// A 20,000-segment path (an audit line may hold one) overflowed the stack
+    /// of the tree walks; it is cut to `MAX_SEGMENTS` ending in `**`.
+    #[test]
+    fn a_very_deep_path_ends_in_a_subtree_glob() {
+        let deep = "/a".repeat(20_000);
+        let mut p = String::new();
+        pattern_of(&deep, &mut p);
+        assert_eq!(p, format!("{}/**", "/a".repeat(MAX_SEGMENTS - 2)));
+        assert_eq!(generalize([p.as_str()]), [p.clone()]);
+        // At the bound, nothing is cut.
+        let at_bound = "/a".repeat(MAX_SEGMENTS - 1);
+        pattern_of(&at_bound, &mut p);
+        assert_eq!(p, at_bound);
     }
 
     #[test]
