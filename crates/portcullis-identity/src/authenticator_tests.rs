@@ -792,6 +792,30 @@ async fn removed_key_stops_cached_tokens() {
     assert_eq!(reason(&a, &t).await, Reason::UnknownKey);
 }
 
+/// An emergency rotation that keeps the `kid` but replaces the key: tokens
+/// the old key verified must not be served from the cache.
+#[tokio::test]
+async fn a_key_replaced_under_its_kid_stops_cached_tokens() {
+    let k = TestKey::es256();
+    let replacement = TestKey::es256();
+    let (a, fetch) = setup(&[("k", &k)]).await;
+    let t = k.jwt("k", claims(ISS, AUD));
+    assert!(a.verify_bearer(&t).await.is_ok());
+    fetch.set(JWKS, 200, &jwks(&[replacement.public_jwk("k")]));
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(301)).await;
+    a.inner.providers[0]
+        .jwks
+        .as_ref()
+        .unwrap()
+        .refresh(Trigger::Due)
+        .await;
+    assert_eq!(reason(&a, &t).await, Reason::BadSignature);
+    // The new key's tokens verify; an unchanged refresh keeps the cache.
+    let fresh = replacement.jwt("k", claims(ISS, AUD));
+    assert!(a.verify_bearer(&fresh).await.is_ok());
+}
+
 // ---- introspection ----
 
 const INTROSPECT: &str = "https://idp.example.com/introspect";

@@ -12,8 +12,9 @@
 //! * A failed or refused fetch never replaces keys that work; they keep serving
 //!   until `jwks_stale_max` after the last success, then stop (and readiness
 //!   says why).
-//! * When a refresh drops a `kid`, the cache's `epoch` moves on, so verified-token
-//!   cache entries made with the old keys stop being served.
+//! * When a refresh drops a key, or gives its `kid` other key material, the
+//!   cache's `epoch` moves on, so verified-token cache entries made with the
+//!   old keys stop being served.
 
 use super::{KeySet, Lookup, MAX_JWKS_BYTES};
 use crate::discovery::discover_jwks_uri;
@@ -228,7 +229,7 @@ impl JwksCache {
             Ok((keys, age)) => {
                 let previous = self.loaded.load_full();
                 if let Some(prev) = &previous {
-                    if prev.keys.kids().any(|kid| keys.lookup_kid_absent(kid)) {
+                    if !keys.keeps_every_key_of(&prev.keys) {
                         status.epoch += 1;
                     }
                 }

@@ -32,6 +32,9 @@ pub(crate) struct KeySet {
     /// (kid, reason) for skipped keys, so "unknown key" can say what was wrong.
     skipped: Vec<(Option<String>, String)>,
     len: usize,
+    /// Every usable key as (kid, its JWK as parsed): a refresh that drops one,
+    /// or gives its kid other key material, ends what was verified with it.
+    material: std::collections::BTreeSet<(Option<String>, String)>,
 }
 
 /// What a key lookup found.
@@ -70,6 +73,7 @@ impl KeySet {
             };
             match parsed {
                 Ok(vk) => {
+                    set.material.insert((vk.kid.clone(), key.to_string()));
                     let vk = Arc::new(vk);
                     match vk.kid.clone() {
                         Some(kid) => set.by_kid.entry(kid).or_default().push(vk),
@@ -94,11 +98,6 @@ impl KeySet {
     /// Number of usable keys.
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// The `kid`s present, to notice keys that disappeared on refresh.
-    pub(crate) fn kids(&self) -> impl Iterator<Item = &str> {
-        self.by_kid.keys().map(String::as_str)
     }
 
     /// Finds the key for a token's `kid` and algorithm. A token without `kid` is
@@ -129,9 +128,11 @@ impl KeySet {
         }
     }
 
-    /// True when no usable key has this `kid`.
-    pub(crate) fn lookup_kid_absent(&self, kid: &str) -> bool {
-        !self.by_kid.contains_key(kid)
+    /// True when every usable key of `previous` (its kid and its material) is
+    /// still here. A key replaced under the same kid — an emergency rotation
+    /// that reuses the name — is not: tokens it verified must be verified again.
+    pub(crate) fn keeps_every_key_of(&self, previous: &KeySet) -> bool {
+        previous.material.is_subset(&self.material)
     }
 
     /// Why the key with this `kid` was skipped, if it was.
