@@ -204,11 +204,27 @@ pub fn drop_covered(mut globs: Vec<String>) -> Vec<String> {
     globs.sort();
     globs.dedup();
     let segs: Vec<Vec<&str>> = globs.iter().map(|p| p.split('/').collect()).collect();
-    // Only a pattern with a star can cover another; there are few of them.
-    let wild: Vec<usize> = (0..globs.len())
-        .filter(|&i| globs[i].contains('*'))
-        .collect();
-    let covered = |i: usize| wild.iter().any(|&j| j != i && covers(&segs[j], &segs[i]));
+    // Only a pattern with a star can cover another. Those are indexed by their
+    // first segment when it is literal, since they can cover only patterns
+    // with that first segment: one caller's 60,000 distinct `/p{i}/x/*` would
+    // otherwise be compared each with each (25 s for 180,000 audit lines).
+    let first = |i: usize| segs[i].get(1).copied().unwrap_or("");
+    let mut wild_under: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut wild_anywhere: Vec<usize> = Vec::new();
+    for i in (0..globs.len()).filter(|&i| globs[i].contains('*')) {
+        if first(i).contains('*') {
+            wild_anywhere.push(i);
+        } else {
+            wild_under.entry(first(i)).or_default().push(i);
+        }
+    }
+    let covered = |i: usize| {
+        let same_first = wild_under.get(first(i)).map_or(&[][..], Vec::as_slice);
+        same_first
+            .iter()
+            .chain(&wild_anywhere)
+            .any(|&j| j != i && covers(&segs[j], &segs[i]))
+    };
     let keep: Vec<bool> = (0..globs.len()).map(|i| !covered(i)).collect();
     globs
         .into_iter()
