@@ -268,9 +268,10 @@ def test_a_limit_per_identity_holds_across_three_replicas(cluster):
         assert int(h["retry-after"]) >= 1
         assert h["ratelimit-policy"] == f'"default";q={BURST};w=1', h
         assert re.fullmatch(r'"default";r=0;t=\d+', h["ratelimit"]), h
-    # The counters are in the URL's database, under the route's prefix, one per identity.
+    # The counters are in the URL's database, under the route's prefix, one per
+    # identity: the provider (its name's length first) and the subject.
     assert sorted(cluster.redis.keys("portcullis:rl:limited:*")) == \
-        ["portcullis:rl:limited:sub:alice", "portcullis:rl:limited:sub:bob"]
+        ["portcullis:rl:limited:sub:3:dev:alice", "portcullis:rl:limited:sub:3:dev:bob"]
 
 
 def burst(replica: Replica, path: str, token: str, n: int) -> dict[int, int]:
