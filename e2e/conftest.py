@@ -95,6 +95,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: held open together while they are chosen, so
+    that no two of them are the same one handed out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL it if pytest itself is killed."""
     PR_SET_PDEATHSIG = 1

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import E2E, free_port, portcullis_bin, start, stop, wait_until
+from conftest import E2E, free_ports, portcullis_bin, start, stop, wait_until
 from test_8_bypass import port_open
 
 ISSUER = "https://redis.example"
@@ -172,18 +172,21 @@ def cluster(tmp_path_factory):
     subprocess.run([binary, "keys", "generate", "--alg", "ES256", "--out", str(keys)],
                    check=True, capture_output=True, timeout=30)
     password = "pw-" + secrets.token_urlsafe(18)
-    redis = Redis(free_port(), password, work / "redis.log")
+    # Ten ports at once (Redis, the echo upstream, four replicas' two each):
+    # picked one by one, the same port could be handed out twice.
+    ports = iter(free_ports(10))
+    redis = Redis(next(ports), password, work / "redis.log")
     procs: list[subprocess.Popen] = []
     try:
         redis.start()
-        echo_port = free_port()
+        echo_port = next(ports)
         echo = start([sys.executable, str(E2E / "upstream" / "h2c_echo.py"), str(echo_port)],
                      work / "echo.log", stdout=subprocess.DEVNULL)
         procs.append(echo)
         env = {"REDIS_PASSWORD": password, "PORTCULLIS_LOG": "debug", "PATH": "/usr/bin:/bin"}
         replicas = []
         for i, mode in enumerate(["local", "local", "local", "deny"]):
-            port, admin_port = free_port(), free_port()
+            port, admin_port = next(ports), next(ports)
             config = work / f"replica{i}.yaml"
             config.write_text(CONFIG.format(port=port, admin_port=admin_port, issuer=ISSUER,
                                             keys=keys, redis_port=redis.port, mode=mode,
