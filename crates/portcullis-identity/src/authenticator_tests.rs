@@ -773,14 +773,9 @@ async fn warm_caches_survive_reload_when_unchanged() {
     assert!(!c.readiness()[0].ready);
 }
 
-#[tokio::test]
-async fn removed_key_stops_cached_tokens() {
-    let k = TestKey::es256();
-    let other = TestKey::es256();
-    let (a, fetch) = setup(&[("k", &k)]).await;
-    let t = k.jwt("k", claims(ISS, AUD));
-    assert!(a.verify_bearer(&t).await.is_ok());
-    fetch.set(JWKS, 200, &jwks(&[other.public_jwk("other")]));
+/// Moves the clock past the first provider's refresh time and refreshes its
+/// JWKS, as the background task would.
+async fn refresh_when_due(a: &Authenticator) {
     tokio::time::pause();
     tokio::time::advance(Duration::from_secs(301)).await;
     a.inner.providers[0]
@@ -789,6 +784,17 @@ async fn removed_key_stops_cached_tokens() {
         .unwrap()
         .refresh(Trigger::Due)
         .await;
+}
+
+#[tokio::test]
+async fn removed_key_stops_cached_tokens() {
+    let k = TestKey::es256();
+    let other = TestKey::es256();
+    let (a, fetch) = setup(&[("k", &k)]).await;
+    let t = k.jwt("k", claims(ISS, AUD));
+    assert!(a.verify_bearer(&t).await.is_ok());
+    fetch.set(JWKS, 200, &jwks(&[other.public_jwk("other")]));
+    refresh_when_due(&a).await;
     assert_eq!(reason(&a, &t).await, Reason::UnknownKey);
 }
 
@@ -802,14 +808,7 @@ async fn a_key_replaced_under_its_kid_stops_cached_tokens() {
     let t = k.jwt("k", claims(ISS, AUD));
     assert!(a.verify_bearer(&t).await.is_ok());
     fetch.set(JWKS, 200, &jwks(&[replacement.public_jwk("k")]));
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(301)).await;
-    a.inner.providers[0]
-        .jwks
-        .as_ref()
-        .unwrap()
-        .refresh(Trigger::Due)
-        .await;
+    refresh_when_due(&a).await;
     assert_eq!(reason(&a, &t).await, Reason::BadSignature);
     // The new key's tokens verify; an unchanged refresh keeps the cache.
     let fresh = replacement.jwt("k", claims(ISS, AUD));

@@ -173,38 +173,24 @@ async fn oversized_headers_are_431() {
         "  listen: 127.0.0.1:0\n  max_header_bytes: 4KiB\nadmin",
     );
     let h = Harness::start_with(&preamble, OPEN_ROUTES).await;
+    let ask = |fields: String| {
+        let req = format!("GET /api HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        let addr = h.server.local_addr();
+        async move { raw(addr, req.as_bytes(), Duration::from_secs(3)).await }
+    };
     let big = "a".repeat(8 * 1024);
-    let req = format!("GET /api HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
-    let reply = raw(
-        h.server.local_addr(),
-        req.as_bytes(),
-        Duration::from_secs(3),
-    )
-    .await;
+    let reply = ask(format!("X-Big: {big}\r\n")).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
     assert!(h.echo.seen().is_empty());
     // More header lines than hyper takes: the same JSON 431, not hyper's bare one.
-    let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-    let req = format!("GET /api HTTP/1.1\r\nHost: x\r\n{many}\r\n");
-    let reply = raw(
-        h.server.local_addr(),
-        req.as_bytes(),
-        Duration::from_secs(3),
-    )
-    .await;
+    let reply = ask((0..101).map(|i| format!("X-{i}: v\r\n")).collect()).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
     assert!(reply.contains("\"error\":"), "{reply}");
     assert!(h.echo.seen().is_empty());
     // Fewer are fine (the guard's boundary, 100, is its unit test's: the echo
     // upstream, hyper too, would refuse 100 plus the proxy's own headers).
     let many: String = (0..80).map(|i| format!("X-{i}: v\r\n")).collect();
-    let req = format!("GET /api HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n");
-    let reply = raw(
-        h.server.local_addr(),
-        req.as_bytes(),
-        Duration::from_secs(3),
-    )
-    .await;
+    let reply = ask(format!("{many}Connection: close\r\n")).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 

@@ -179,15 +179,15 @@ async fn judge_check(
         .collect();
     // Envoy removes after it sets: a header that is overwritten must not also
     // be named here, or the identity just set would go with the spoofed one.
-    let headers_to_remove = remove
+    let mut headers_to_remove: Vec<String> = remove
         .iter()
         .filter(|name| {
             !set.iter()
                 .chain(correlation.iter())
                 .any(|(set_name, _)| set_name == *name)
         })
-        .map(|name| name.as_str().to_string());
-    let mut headers_to_remove: Vec<String> = headers_to_remove.collect();
+        .map(|name| name.as_str().to_string())
+        .collect();
     match cookie {
         Some(Some(rest)) => headers.push(overwrite(&http::header::COOKIE, &rest)),
         Some(None) => headers_to_remove.push(http::header::COOKIE.as_str().to_string()),

@@ -166,15 +166,12 @@ fn hop_by_hop_index_any_case(name: &str) -> Option<usize> {
 /// Joined with `; ` into one, as RFC 9113 asks of an intermediary; the order
 /// is kept.
 pub fn join_cookies(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(http::header::COOKIE).iter();
-    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+    let fields = headers.get_all(http::header::COOKIE);
+    if fields.iter().nth(1).is_none() {
         return;
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for v in headers.get_all(http::header::COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(v.as_bytes());
     }
+    let parts: Vec<&[u8]> = fields.iter().map(HeaderValue::as_bytes).collect();
+    let joined = parts.join(&b"; "[..]);
     // Each part was a valid value, and `; ` is too: this cannot fail.
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(http::header::COOKIE, v);

@@ -121,20 +121,14 @@ impl IdleConnections {
     /// The first shared h2 connection that is open and has room for a stream.
     fn shared_h2(&self) -> Option<(http2::SendRequest<ProxyBody>, StreamSlot)> {
         let mut h2 = lock(&self.http2);
-        if h2.is_empty() {
-            return None;
-        }
         h2.retain(|c| c.tx.is_ready());
         let at = h2.iter().position(|c| c.open() < STREAMS_PER_H2)?;
         // A burst is over when the connection taken is less than half full:
         // the later ones with no stream open are closed (their last sender
         // dropped), so a burst does not leave its connections open for good.
-        if h2[at].open() < STREAMS_PER_H2 / 2 && h2.len() > at + 1 {
-            let mut i = 0;
-            h2.retain(|c| {
-                i += 1;
-                i <= at + 1 || c.open() > 0
-            });
+        if h2[at].open() < STREAMS_PER_H2 / 2 {
+            let later = h2.split_off(at + 1);
+            h2.extend(later.into_iter().filter(|c| c.open() > 0));
         }
         let chosen = &h2[at];
         Some((chosen.tx.clone(), StreamSlot::take(&chosen.open)))

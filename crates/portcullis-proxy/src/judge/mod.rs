@@ -319,20 +319,17 @@ async fn decide(
     // Rate-limit per caller. The kind prefixes the key, so a subject that reads
     // like an IP address never shares an anonymous caller's budget.
     if let Some(limiter) = &rt.limiters[index] {
+        let provider = j.identity.provider.as_deref().unwrap_or("");
         let key = match limiter.key {
             // Qualified by the provider: the same `sub` or `client_id` at
             // another issuer is another caller, and must not spend this one's
             // budget. The provider's length goes first, so no provider name
             // and subject can be spliced into another pair.
             RateLimitKey::Identity if j.identity.is_authenticated() => {
-                let provider = j.identity.provider.as_deref().unwrap_or("");
                 format!("sub:{}:{provider}:{}", provider.len(), j.identity.subject)
             }
             RateLimitKey::Client => match &j.identity.client_id {
-                Some(client) => {
-                    let provider = j.identity.provider.as_deref().unwrap_or("");
-                    format!("client:{}:{provider}:{client}", provider.len())
-                }
+                Some(client) => format!("client:{}:{provider}:{client}", provider.len()),
                 None => format!("ip:{}", facts.client_ip),
             },
             RateLimitKey::Route => String::new(),

@@ -140,26 +140,17 @@ impl Cookies {
     /// The `Cookie` header without our cookies, so the service never sees
     /// (and can never replay) a session cookie. `None` when nothing is left.
     ///
-    /// Read as bytes: another cookie's value may hold UTF-8 (`lang=français`,
-    /// which browsers send as sent), and a line that is not ASCII text must
-    /// not carry a session cookie past this.
+    /// A line that is not ASCII text must not carry a session cookie past
+    /// this (see [`cookie_pairs`]).
     pub fn without_ours(&self, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
         let prefix = format!("{}_s", self.name);
         let mut found = false;
         let mut kept: Vec<&[u8]> = Vec::new();
-        for line in headers.get_all(COOKIE) {
-            for pair in line.as_bytes().split(|&b| b == b';') {
-                let pair = pair.trim_ascii();
-                let name = pair
-                    .split(|&b| b == b'=')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
-                if name == self.name.as_bytes() || name.starts_with(prefix.as_bytes()) {
-                    found = true;
-                } else if !pair.is_empty() {
-                    kept.push(pair);
-                }
+        for pair in cookie_pairs(headers) {
+            if pair.name == self.name.as_bytes() || pair.name.starts_with(prefix.as_bytes()) {
+                found = true;
+            } else if !pair.whole.is_empty() {
+                kept.push(pair.whole);
             }
         }
         if !found {
@@ -231,22 +222,48 @@ pub fn pkce_challenge(verifier: &str) -> String {
     b64_encode(digest::digest(&digest::SHA256, verifier.as_bytes()).as_ref())
 }
 
-/// Every value of cookie `name` in the request's `Cookie` headers.
-/// Read as bytes, like [`Cookies::without_ours`]: a line holding another
-/// cookie's UTF-8 value still yields ours (whose values are base64url).
-fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+/// One `name=value` pair of a `Cookie` line, trimmed.
+struct CookiePair<'a> {
+    whole: &'a [u8],
+    name: &'a [u8],
+    /// `None` for a pair without `=`.
+    value: Option<&'a [u8]>,
+}
+
+/// Every pair of the request's `Cookie` lines. Read as bytes: another cookie's
+/// value may hold UTF-8 (`lang=français`, which browsers send as it was set),
+/// and such a line must still yield ours, and lose it (see [`Cookies::without_ours`]).
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = CookiePair<'_>> {
     headers
         .get_all(COOKIE)
         .iter()
         .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
-        .filter_map(move |pair| {
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (n, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
-            if n != name.as_bytes() {
-                return None;
+        .map(|pair| {
+            let whole = pair.trim_ascii();
+            match whole.iter().position(|&b| b == b'=') {
+                Some(eq) => CookiePair {
+                    whole,
+                    name: whole[..eq].trim_ascii(),
+                    value: Some(whole[eq + 1..].trim_ascii()),
+                },
+                None => CookiePair {
+                    whole,
+                    name: whole,
+                    value: None,
+                },
             }
-            std::str::from_utf8(v).ok()
         })
+}
+
+/// Every value of cookie `name` in the request's `Cookie` headers (ours are
+/// base64url, so a value that is not UTF-8 is not ours).
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    cookie_pairs(headers).filter_map(move |pair| {
+        if pair.name != name.as_bytes() {
+            return None;
+        }
+        std::str::from_utf8(pair.value?).ok()
+    })
 }
 
 #[cfg(test)]
