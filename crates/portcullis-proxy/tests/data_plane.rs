@@ -195,6 +195,51 @@ async fn oversized_headers_are_431() {
 }
 
 #[tokio::test]
+async fn oversized_h2_headers_get_the_same_431_and_an_audit_line() {
+    let s = common::idp_stack::IdpStack::start(
+        "  max_header_bytes: 4KiB\n",
+        "",
+        "  - name: open\n    match: { path_prefix: / }\n    upstream: UPSTREAM\n    auth: none\n",
+    )
+    .await;
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let ask = |size: usize| {
+        let req = http::Request::get(s.url("/api/h2"))
+            .header("x-big", "a".repeat(size))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        h2.request(req)
+    };
+    let resp = ask(3 * 1024).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Over the limit but within what h2 reads whole: the proxy's own 431, with
+    // the JSON error and an audit line, and nothing forwarded.
+    let resp = ask(6 * 1024).await.unwrap();
+    assert_eq!(resp.status(), 431);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"error\":"),
+        "{body:?}"
+    );
+    let lines = s.audit_when(2).await;
+    assert_eq!(lines[1]["status"], 431, "{lines:?}");
+    assert_eq!(s.echo.seen().len(), 1);
+    // Past twice the limit h2 refuses by itself: still never forwarded.
+    let refused = ask(9 * 1024).await;
+    assert!(
+        refused.as_ref().map_or(true, |r| r.status() == 431),
+        "{refused:?}"
+    );
+    assert_eq!(s.echo.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn slowloris_is_cut_off() {
     let preamble = SERVER_PREAMBLE.replace(
         "  listen: 127.0.0.1:0\nadmin",

@@ -186,7 +186,7 @@ async fn serve<IO>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(h2_header_list_limit(limits.max_head_bytes))
         .max_pending_accept_reset_streams(Some(32))
         .max_local_error_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -255,4 +255,12 @@ async fn serve<IO>(
         io = parked;
         replay = bytes;
     }
+}
+
+/// What h2 is told to accept: twice `max_header_bytes`. The pipeline refuses a
+/// head over the limit itself (431 with the JSON body and an audit line); h2's own
+/// refusal, a bare 431 and no audit line, stays as the hard bound on memory for
+/// heads too large even to be read whole.
+fn h2_header_list_limit(max_head_bytes: usize) -> u32 {
+    u32::try_from(max_head_bytes.saturating_mul(2)).unwrap_or(u32::MAX)
 }
