@@ -17,7 +17,6 @@ import json
 import secrets
 import shutil
 import subprocess
-import time
 from types import SimpleNamespace
 
 import httpx

@@ -14,7 +14,6 @@ binary — three with `on_redis_down: local`, one with `deny`.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import shutil

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from conftest import free_port, launch, portcullis_bin, start_idp, stop, wait_until
+from conftest import free_port, free_ports, launch, portcullis_bin, start_idp, stop, wait_until
 from test_10_login import browse
 from test_11_redis import Redis
 
@@ -75,7 +75,7 @@ API = {"Accept": "application/json"}
 
 @pytest.fixture(scope="module")
 def cluster(workdir):
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     base = f"http://127.0.0.1:{ports[0]}"
     login_secret = secrets.token_urlsafe(24)
     redis = Redis(free_port(), "pw-" + secrets.token_urlsafe(18), workdir / "redis-sessions.log")

@@ -29,7 +29,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 
-from conftest import (E2E, free_port, parse_www_authenticate, portcullis_bin, remember, start,
+from conftest import (E2E, free_port, free_ports, parse_www_authenticate, portcullis_bin, remember, start,
                       stop, wait_until)
 
 ISSUER = "https://agents.idp.example"
@@ -106,7 +106,7 @@ def mcp_stack(tmp_path_factory) -> McpStack:
     subprocess.run([binary, "keys", "generate", "--alg", "ES256", "--out", str(keys)],
                    check=True, capture_output=True, timeout=30)
     servers, upstreams, routes = [], {}, []
-    port, admin_port = free_port(), free_port()
+    port, admin_port = free_ports(2)
     url = f"http://127.0.0.1:{port}"
     proc = None
     try:
@@ -358,7 +358,7 @@ def mcp_pair(mcp_stack):
     procs, urls = [], []
     try:
         for i in range(2):
-            port, admin_port = free_port(), free_port()
+            port, admin_port = free_ports(2)
             config = mcp_stack.workdir / f"pair{i}.yaml"
             config.write_text(CONFIG.format(
                 port=port, url=mcp_stack.url, admin_port=admin_port, issuer=ISSUER,

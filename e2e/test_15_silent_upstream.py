@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import free_port, portcullis_bin, start, stop, wait_until
+from conftest import free_ports, portcullis_bin, start, stop, wait_until
 
 # The connector's PEER_SILENT_FOR (60 s), with room for the probe in flight
 # when it runs out and for the request that finds the new connection.
@@ -131,7 +131,7 @@ def test_a_silent_upstream_connection_is_given_up_within_a_minute(tmp_path):
         pytest.fail("nginx is required (scripts/test installs it)")
     work = tmp_path
     write_certs(work)
-    port, admin_port, up_port = free_port(), free_port(), free_port()
+    port, admin_port, up_port = free_ports(3)
     (work / "nginx.conf").write_text(NGINX.format(work=work, port=up_port))
     (work / "portcullis.yaml").write_text(CONFIG.format(
         port=port, admin_port=admin_port, up_port=up_port, work=work))

@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from conftest import REQUESTS_SENT, parse_www_authenticate, remember
+from conftest import REQUESTS_SENT, remember
 
 
 def curl_request(curl: str, url: str, *args: str) -> tuple[int, dict[str, list[str]], str]:

@@ -28,7 +28,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import (E2E, Idp, b64url, free_port, portcullis_bin, read_line, remember, start, stop,
+from conftest import (E2E, Idp, b64url, free_ports, portcullis_bin, read_line, remember, start, stop,
                       wait_until)
 
 TOKEN_TTL = 12  # seconds: refreshed from 9s on (a quarter before expiry)
@@ -188,7 +188,7 @@ def outbound(workdir):
         wait_until("partner API", lambda: httpx.get(f"{partner}/__partner/seen").status_code
                    == 200, partner_proc, partner_log)
 
-        port, admin_port = free_port(), free_port()
+        port, admin_port = free_ports(2)
         credentials = "".join(CREDENTIAL_BASIC.format(name=n) for n in ROUTES if n != "jwt")
         credentials += CREDENTIAL_JWT.format(issuer=issuer, key_file=key_file)
         routes = "".join(ROUTE.format(name=n, partner=partner) for n in ROUTES)

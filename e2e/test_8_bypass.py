@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import E2E, free_port, portcullis_bin, start, stop, wait_until
+from conftest import E2E, free_ports, portcullis_bin, start, stop, wait_until
 
 UNTRUSTED = "127.0.0.1"
 TRUSTED = "127.0.0.2"
@@ -146,7 +146,7 @@ def bypass(tmp_path_factory):
     subprocess.run([binary, "keys", "generate", "--alg", "ES256", "--out", str(keys)],
                    check=True, capture_output=True, timeout=30)
     cert, key = self_signed(work)
-    echo_port, h2_port, port, admin_port = (free_port() for _ in range(4))
+    echo_port, h2_port, port, admin_port = free_ports(4)
     procs = []
     try:
         echo = start([sys.executable, str(E2E / "upstream" / "h2c_echo.py"), str(echo_port)],

@@ -28,7 +28,7 @@ with warnings.catch_warnings():
                                                         AttributeContextRequest, CheckRequest,
                                                         CheckResponse)
 
-from conftest import free_port, portcullis_bin, remember, start, stop, wait_until
+from conftest import free_ports, portcullis_bin, remember, start, stop, wait_until
 
 # Portcullis sets the deprecated `append` too, for Envoys that read only it.
 pytestmark = pytest.mark.filterwarnings("ignore:HeaderValueOption.append is deprecated")
@@ -88,7 +88,7 @@ routes:
 @pytest.fixture(scope="module")
 def authorizer(idp, workdir):
     binary = portcullis_bin()
-    port, admin_port, grpc_port = free_port(), free_port(), free_port()
+    port, admin_port, grpc_port = free_ports(3)
     audit_log = workdir / "ext_authz_audit.log"
     config = workdir / "ext_authz.yaml"
     config.write_text(CONFIG.format(port=port, admin_port=admin_port, grpc_port=grpc_port,

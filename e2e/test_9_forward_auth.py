@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 
-from conftest import E2E, free_port, portcullis_bin, start, stop, wait_until
+from conftest import E2E, free_ports, portcullis_bin, start, stop, wait_until
 from test_8_bypass import TRUSTED, port_open
 
 ISSUER = "https://fa.example"
@@ -140,7 +140,7 @@ def fronts(tmp_path_factory):
     keys = work / "keys"
     subprocess.run([binary, "keys", "generate", "--alg", "ES256", "--out", str(keys)],
                    check=True, capture_output=True, timeout=30)
-    port, admin_port, echo_port, nginx_port, caddy_port = (free_port() for _ in range(5))
+    port, admin_port, echo_port, nginx_port, caddy_port = free_ports(5)
     procs = []
     try:
         echo = start([sys.executable, str(E2E / "upstream" / "h2c_echo.py"), str(echo_port)],
