@@ -45,11 +45,11 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{
     sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
 };
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,6 +62,12 @@ use time::OffsetDateTime;
 /// burst, while the queue itself costs ~1.5 MiB (records are boxed, so a slot
 /// is a pointer, not a whole record).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
+/// Heap bytes the queued records may hold together before [`AuditLog::record`]
+/// waits for the writer, as the record count does: a stalled sink with large
+/// records (a 32 KiB path each) would otherwise hold gigabytes before the count
+/// bound is reached. One record is always let in, however large.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long the writer lets lines accumulate between batches (the most a line
 /// waits in memory when the process is busy).
@@ -281,6 +287,35 @@ pub struct AuditRecord {
     pub mcp: Option<AuditMcp>,
 }
 
+impl AuditRecord {
+    /// The heap memory the record holds (its strings' capacities), as the
+    /// queue's byte budget counts it.
+    pub fn heap_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        let id = &self.identity;
+        let mcp = self
+            .mcp
+            .as_ref()
+            .map_or(0, |m| opt(&m.method) + opt(&m.tool) + opt(&m.id));
+        self.request_id.capacity()
+            + self.trace_id.capacity()
+            + self.client_ip.capacity()
+            + self.method.capacity()
+            + self.host.capacity()
+            + self.path.capacity()
+            + opt(&self.route)
+            + opt(&self.rule)
+            + opt(&self.credential)
+            + opt(&id.sub)
+            + opt(&id.email)
+            + opt(&id.issuer)
+            + opt(&id.client_id)
+            + opt(&id.workload)
+            + id.groups.iter().map(String::capacity).sum::<usize>()
+            + mcp
+    }
+}
+
 /// The audit line's `mcp` object.
 #[derive(Debug, Clone, Default)]
 pub struct AuditMcp {
@@ -354,6 +389,8 @@ struct Inner {
     /// concurrent `shutdown` or late `record` waits until the flush is done.
     state: Mutex<State>,
     shared: Arc<Shared>,
+    /// [`DEFAULT_QUEUE_BYTES`] unless a test asked for less.
+    max_queued_bytes: usize,
 }
 
 /// Counters and flags shared with the writer thread (which must not hold an
@@ -363,6 +400,49 @@ struct Shared {
     written: AtomicU64,
     lost: AtomicU64,
     shutting_down: AtomicBool,
+    /// Heap bytes of the records sent and not yet taken by the writer.
+    queued_bytes: AtomicUsize,
+    /// Where `record` waits while `queued_bytes` is over the budget; the writer
+    /// notifies it as it takes records off, only when `waiters` says someone is
+    /// there (a notification is a syscall).
+    drained: (Mutex<()>, Condvar),
+    waiters: AtomicUsize,
+    /// The writer thread ended (or panicked): nobody will take records off, so
+    /// nobody waits for it to.
+    writer_gone: AtomicBool,
+}
+
+/// Marks the writer gone when its thread ends, however it ends.
+struct WriterGone(Arc<Shared>);
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        self.0.writer_gone.store(true, Ordering::SeqCst);
+        let _guard = self
+            .0
+            .drained
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.0.drained.1.notify_all();
+    }
+}
+
+impl Shared {
+    /// The writer took a record of `bytes` off the queue.
+    fn taken(&self, bytes: usize) {
+        // SeqCst with `wait_for_room`'s: either the waiter is counted here, or
+        // its next look at `queued_bytes` sees this subtraction.
+        self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self
+                .drained
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.drained.1.notify_all();
+        }
+    }
 }
 
 enum State {
@@ -375,7 +455,8 @@ enum State {
 /// What the request side asks of the writer thread. Records are boxed so a
 /// queue slot is one pointer wide: the channel preallocates every slot.
 enum Msg {
-    Record(Box<AuditRecord>),
+    /// A record and its [`AuditRecord::heap_bytes`], counted in the budget.
+    Record(Box<AuditRecord>, usize),
     Reopen,
     Flush(SyncSender<()>),
 }
@@ -386,6 +467,19 @@ impl AuditLog {
     /// startup rather than a stream of warnings later.
     pub fn open(sink: &AuditSink) -> io::Result<AuditLog> {
         Self::open_with_capacity(sink, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// [`AuditLog::open`] with a queue that holds at most `max_queued_bytes` of
+    /// records (see [`DEFAULT_QUEUE_BYTES`]). Meant for tests.
+    pub fn open_with_byte_budget(
+        sink: &AuditSink,
+        max_queued_bytes: usize,
+    ) -> io::Result<AuditLog> {
+        let mut log = Self::open_with_capacity(sink, DEFAULT_QUEUE_CAPACITY)?;
+        if let Some(inner) = Arc::get_mut(&mut log.inner) {
+            inner.max_queued_bytes = max_queued_bytes;
+        }
+        Ok(log)
     }
 
     /// [`AuditLog::open`] with a queue of `capacity` records. Meant for tests
@@ -407,9 +501,13 @@ impl AuditLog {
             Some(sink) => {
                 let (tx, rx) = sync_channel(capacity);
                 let writer = Writer::new(sink, Arc::clone(&shared));
+                let gone = WriterGone(Arc::clone(&shared));
                 let handle = std::thread::Builder::new()
                     .name("portcullis-audit".into())
-                    .spawn(move || writer.run(rx))?;
+                    .spawn(move || {
+                        let _gone = gone;
+                        writer.run(rx)
+                    })?;
                 (Some(tx), State::Running(handle))
             }
         };
@@ -420,6 +518,7 @@ impl AuditLog {
                 tx: RwLock::new(tx),
                 state: Mutex::new(state),
                 shared,
+                max_queued_bytes: DEFAULT_QUEUE_BYTES,
             }),
         })
     }
@@ -433,10 +532,12 @@ impl AuditLog {
             self.inner.shared.written.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let bytes = rec.heap_bytes();
+        self.wait_for_room(bytes);
         let msg = {
             let guard = read(&self.inner.tx);
             match guard.as_ref() {
-                Some(tx) => match tx.try_send(Msg::Record(Box::new(rec))) {
+                Some(tx) => match tx.try_send(Msg::Record(Box::new(rec), bytes)) {
                     Ok(()) => return,
                     // Backpressure: wait for the writer rather than drop.
                     Err(TrySendError::Full(msg)) => match tx.send(msg) {
@@ -446,12 +547,44 @@ impl AuditLog {
                     // Only if the writer thread died; write it ourselves.
                     Err(TrySendError::Disconnected(msg)) => msg,
                 },
-                None => Msg::Record(Box::new(rec)),
+                None => Msg::Record(Box::new(rec), bytes),
             }
         };
-        if let Msg::Record(rec) = msg {
+        if let Msg::Record(rec, bytes) = msg {
+            self.inner.shared.taken(bytes);
             self.inner.write_sync(&rec);
         }
+    }
+
+    /// Counts `bytes` as queued, first waiting (backpressure, as for a full
+    /// queue) while the records already queued hold more than the budget.
+    fn wait_for_room(&self, bytes: usize) {
+        let shared = &self.inner.shared;
+        let max = self.inner.max_queued_bytes;
+        if shared.queued_bytes.load(Ordering::Relaxed) + bytes > max {
+            let (lock, cond) = &shared.drained;
+            let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.waiters.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let queued = shared.queued_bytes.load(Ordering::SeqCst);
+                if queued == 0 || queued + bytes <= max || shared.writer_gone.load(Ordering::SeqCst)
+                {
+                    break;
+                }
+                // Timed as well, in case a notification is ever missed.
+                guard = cond
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            shared.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+        shared.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Heap bytes of the records queued for the writer right now.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.shared.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Makes the `file:` sink reopen its path (SIGHUP after a rename-style
@@ -804,7 +937,10 @@ impl Writer {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Record(rec) => self.push(&rec),
+            Msg::Record(rec, bytes) => {
+                self.shared.taken(bytes);
+                self.push(&rec);
+            }
             Msg::Reopen => self.reopen(),
             Msg::Flush(ack) => {
                 self.flush_now();

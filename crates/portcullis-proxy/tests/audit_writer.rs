@@ -473,3 +473,72 @@ fn disk_full_is_survived() {
     assert_eq!(log.lines_written(), 0);
     assert_eq!(log.lines_lost(), 50);
 }
+
+/// A sink that stops taking bytes (a pipe nobody reads, a stalled stdout) and
+/// records of 256 KiB each: `record` waits once the queued records hold the
+/// byte budget, instead of queueing 65,536 of them; when the reader comes back
+/// every line arrives.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stalled_sink_holds_at_most_the_byte_budget() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const BUDGET: usize = 4 * 1024 * 1024;
+    const BIG: usize = 256 * 1024;
+    const RECORDS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The reader opens at once (opening a FIFO waits for both ends) but reads
+    // only when told to.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        thread::spawn(move || {
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            go_rx.recv().unwrap();
+            // Until the last line: the log keeps its end open after shutdown.
+            let mut text = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while text.iter().filter(|&&b| b == b'\n').count() < RECORDS {
+                let n = f.read(&mut buf).unwrap();
+                assert!(n > 0, "the pipe closed early");
+                text.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8(text).unwrap()
+        })
+    };
+    let log = AuditLog::open_with_byte_budget(&file_sink(&fifo), BUDGET).unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let recorder = {
+        let (log, sent) = (log.clone(), sent.clone());
+        thread::spawn(move || {
+            for i in 0..RECORDS {
+                let mut rec = record(format!("{i}"));
+                rec.path = format!("/{}", "a".repeat(BIG));
+                log.record(rec);
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    // The pipe holds 64 KiB and the writer one batch: the rest waits in the
+    // queue, bounded by the budget, and the recorder with it.
+    let queued = log.queued_bytes();
+    assert!(queued <= BUDGET + BIG + 64, "{queued} bytes queued");
+    let accepted = sent.load(Ordering::SeqCst);
+    assert!(
+        accepted < RECORDS,
+        "all {accepted} records accepted by a stalled sink"
+    );
+    go_tx.send(()).unwrap();
+    recorder.join().unwrap();
+    log.shutdown();
+    let text = reader.join().unwrap();
+    assert_eq!(text.lines().count(), RECORDS);
+    assert_eq!(log.queued_bytes(), 0);
+}
