@@ -1,4 +1,5 @@
-//! Segment-aware globs, used by the `paths` and `workloads` rule conditions.
+//! Segment-aware globs, used by the `paths` and `workloads` rule conditions, and
+//! name globs ([`Glob::name`]) for MCP tool names, which are not paths.
 //!
 //! A pattern and a subject are both split on `/`. Within one segment `*` matches any
 //! run of characters (possibly empty) except `/`; a whole segment `**` matches zero
@@ -45,6 +46,8 @@ pub struct Glob {
     /// with one. A cheap reject before the segment walk.
     slashes: usize,
     has_any: bool,
+    /// A name glob: `*` matches any run of characters, `/` included.
+    flat: bool,
 }
 
 fn shape_of(pattern: &str) -> Shape {
@@ -97,7 +100,27 @@ impl Glob {
             slashes: fixed.saturating_sub(1),
             has_any,
             segs,
+            flat: false,
         })
+    }
+
+    /// A glob over names rather than paths (MCP tool names): `*` matches any run
+    /// of characters, `/` included, so `*` is every tool and `github*` every
+    /// tool of a `github/…` namespace. A deny rule meant for all tools must not
+    /// miss the namespaced ones.
+    pub fn name(pattern: &str) -> Glob {
+        Glob {
+            source: pattern.to_string(),
+            segs: Vec::new(),
+            shape: if pattern.contains('*') {
+                Shape::General(String::new())
+            } else {
+                Shape::Exact
+            },
+            slashes: 0,
+            has_any: false,
+            flat: true,
+        }
     }
 
     /// The pattern as written.
@@ -107,11 +130,20 @@ impl Glob {
 
     /// True when the pattern has no `*` at all.
     pub fn is_literal(&self) -> bool {
+        if self.flat {
+            return self.shape == Shape::Exact;
+        }
         self.segs.iter().all(|s| matches!(s, Seg::Literal(_)))
     }
 
     /// True when `subject` matches the whole pattern.
     pub fn matches(&self, subject: &str) -> bool {
+        if self.flat {
+            return match self.shape {
+                Shape::Exact => subject == self.source,
+                _ => wild_match(self.source.as_bytes(), subject.as_bytes()),
+            };
+        }
         match &self.shape {
             Shape::Exact => subject == self.source,
             Shape::Subtree(base) => subject
@@ -194,7 +226,8 @@ fn split_segment(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `*`-only wildcard match within one segment (neither side contains `/`).
+/// `*`-only wildcard match within one segment (neither side contains `/`), or
+/// over a whole name ([`Glob::name`]).
 fn wild_match(pat: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
@@ -224,6 +257,20 @@ fn wild_match(pat: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_globs_cross_slashes() {
+        let all = Glob::name("*");
+        assert!(all.matches("github/create_issue") && all.matches("x") && all.matches(""));
+        assert!(Glob::name("github/*").matches("github/repos/list"));
+        assert!(Glob::name("get_*").matches("get_a/b"));
+        assert!(!Glob::name("get_*").matches("set_a"));
+        assert!(Glob::name("a**b").matches("a/x/b"));
+        let exact = Glob::name("github/create_issue");
+        assert!(exact.is_literal() && exact.matches("github/create_issue"));
+        assert!(!exact.matches("github/create_issue2"));
+        assert!(!Glob::name("*").is_literal());
+    }
 
     #[test]
     fn table() {

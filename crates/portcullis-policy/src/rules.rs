@@ -575,7 +575,7 @@ fn compile_conditions(
         if t.is_empty() {
             Err("empty tool name".to_string())
         } else {
-            Glob::new(t)
+            Ok(Glob::name(t))
         }
     }) {
         conds.push(Test::Tools {

@@ -60,6 +60,9 @@ fn calls_are_judged_by_tool() {
         (Some("admin.reset.all"), false, "no-deletes"),
         // Names are compared exactly: no case folding.
         (Some("GET_weather"), false, ""),
+        // Tool names are not paths: `*` crosses a `/` of a namespaced tool.
+        (Some("github/user_delete"), false, "no-deletes"),
+        (Some("get_/x"), true, "agents-read"),
     ] {
         let (d, permits) = judge(&t, &agent, tool);
         assert_eq!(d.is_allowed(), allowed, "{tool:?}");
