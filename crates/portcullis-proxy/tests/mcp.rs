@@ -146,3 +146,108 @@ async fn oversized_and_unknown_sessions_are_refused_before_the_server() {
     assert_eq!(status, 404);
     assert!(s.echo.seen().is_empty());
 }
+
+#[tokio::test]
+async fn messages_the_server_might_read_differently_are_refused() {
+    let s = stack().await;
+    let long_tool = call(&format!("get_{}", "a".repeat(300)));
+    let long_method = json!({"jsonrpc": "2.0", "id": 1, "method": "x".repeat(200)}).to_string();
+    let misspelt = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"Tools/call","params":{"name":"rm_rf"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call ","params":{"name":"rm_rf"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"TOOLS/LIST"}"#,
+    ];
+    for body in [long_tool.as_str(), long_method.as_str()]
+        .into_iter()
+        .chain(misspelt)
+    {
+        let (status, answer) = s.send("POST", &[], body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer).unwrap()["error"]["code"],
+            -32600
+        );
+    }
+    // A message in a compressed body, or in a method other than POST.
+    let (status, _) = s
+        .send("POST", &[("content-encoding", "br")], &call("get_a"))
+        .await;
+    assert_eq!(status, 415);
+    for method in ["PUT", "PATCH"] {
+        let (status, _) = s.send(method, &[], &call("rm_rf")).await;
+        assert_eq!(status, 405, "{method}");
+    }
+    let (status, _) = s.send("GET", &[], &call("rm_rf")).await;
+    assert_eq!(status, 400);
+    assert!(s.echo.seen().is_empty(), "{:?}", s.echo.seen());
+    // What is forwarded asks for an answer the proxy can read to filter.
+    let (status, _) = s
+        .send("POST", &[("accept-encoding", "gzip, br")], &call("get_a"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s.send("GET", &[("accept-encoding", "gzip")], "").await;
+    assert_eq!(status, 200);
+    let seen = s.echo.seen();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        assert_eq!(r.headers["accept-encoding"], "identity");
+    }
+}
+
+/// An MCP server that answers every request with a `tools/list` event stream
+/// marked as gzip (whatever its bytes): the proxy cannot read it to filter.
+async fn compressing_server() -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+                let event = format!(
+                    "data: {}\n\n",
+                    json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "rm_rf"}]}})
+                );
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .header("content-encoding", "gzip")
+                        .body(Full::new(Bytes::from(event)))
+                        .unwrap(),
+                )
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_compressed_tool_list_is_not_passed_on() {
+    let idp = DevIssuer::start().await.unwrap();
+    let upstream = compressing_server().await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\
+         routes:\n  - name: mcp\n    match: {{ path_prefix: /mcp }}\n    upstream: http://{upstream}\n    mcp: {{}}\n\
+         \x20   policy:\n      allow:\n        - groups: [agents]\n          tools: [get_*]\n",
+        idp.issuer(),
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    wait_ready(server.admin_addr()).await;
+    let token = idp
+        .token("bot", "orders-api", 300, json!({"groups": ["agents"]}))
+        .unwrap();
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let req = http::Request::post(format!("http://{}/mcp", server.local_addr()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(list)))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&body).contains("rm_rf"));
+}

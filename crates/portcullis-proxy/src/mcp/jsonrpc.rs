@@ -25,6 +25,13 @@ pub const DENIED: i64 = -32003;
 /// use short numbers or UUIDs; a longer one is someone probing the proxy.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Longest method name accepted: MCP's are short words (`tools/call`,
+/// `notifications/initialized`); a longer one would only fill the audit line.
+pub const MAX_METHOD_BYTES: usize = 128;
+/// Longest tool name accepted (MCP says 1 to 128 characters; twice that in
+/// bytes leaves room for non-ASCII names).
+pub const MAX_TOOL_BYTES: usize = 256;
+
 /// The method whose tool the policy's `tools` condition judges.
 pub const TOOLS_CALL: &str = "tools/call";
 /// The method whose answers are filtered.
@@ -122,6 +129,20 @@ pub fn parse(body: &[u8]) -> Result<Message<'_>, Invalid> {
             ));
         }
     }
+    if let Some(method) = env.method.as_deref() {
+        if method.len() > MAX_METHOD_BYTES {
+            return Err(Invalid::new(
+                INVALID_REQUEST,
+                format!("the method is longer than {MAX_METHOD_BYTES} bytes"),
+            ));
+        }
+        if is_judged_method_misspelt(method) {
+            return Err(Invalid::new(
+                INVALID_REQUEST,
+                format!("unknown method: the proxy judges only {TOOLS_CALL} and {TOOLS_LIST} spelled exactly"),
+            ));
+        }
+    }
     let tool = match env.method.as_deref() {
         Some(TOOLS_CALL) => {
             let params = env.params.ok_or_else(|| {
@@ -132,6 +153,12 @@ pub fn parse(body: &[u8]) -> Result<Message<'_>, Invalid> {
             })?;
             let params: CallParams<'_> = serde_json::from_str(params.get())
                 .map_err(|e| Invalid::new(INVALID_REQUEST, format!("tools/call params: {e}")))?;
+            if params.name.len() > MAX_TOOL_BYTES {
+                return Err(Invalid::new(
+                    INVALID_REQUEST,
+                    format!("the tool name is longer than {MAX_TOOL_BYTES} bytes"),
+                ));
+            }
             Some(params.name)
         }
         _ => None,
@@ -141,6 +168,17 @@ pub fn parse(body: &[u8]) -> Result<Message<'_>, Invalid> {
         id: env.id,
         tool,
     })
+}
+
+/// A method that a lenient server could read as `tools/call` or `tools/list`
+/// (other case, surrounding blanks or control characters) while the proxy,
+/// matching exactly, would neither judge nor filter it.
+fn is_judged_method_misspelt(method: &str) -> bool {
+    if method == TOOLS_CALL || method == TOOLS_LIST {
+        return false;
+    }
+    let core = method.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+    core.eq_ignore_ascii_case(TOOLS_CALL) || core.eq_ignore_ascii_case(TOOLS_LIST)
 }
 
 #[derive(Serialize)]

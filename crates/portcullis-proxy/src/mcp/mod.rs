@@ -30,7 +30,10 @@ use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -168,14 +171,53 @@ pub async fn before(
         max,
         redis,
     };
+    let mut req = req;
+    // What the proxy filters it must be able to read: the server is asked for
+    // plain bytes (a gzipped event stream would pass the filter unread).
+    req.headers_mut()
+        .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if req.method() == Method::GET {
         after.filter = Some(filter(true));
     }
     if req.method() != Method::POST {
+        // The transport's other methods carry no message: one with a body, or a
+        // method a lenient server might read a message from, is not judged, so
+        // it is not forwarded either.
+        if !matches!(
+            *req.method(),
+            Method::GET | Method::DELETE | Method::HEAD | Method::OPTIONS
+        ) {
+            let mut r = Refusal::with_message(
+                Reason::BadRequest,
+                "MCP messages are sent with POST (GET opens the event stream, DELETE ends the session)",
+            );
+            r.status = Some(StatusCode::METHOD_NOT_ALLOWED);
+            return Err(r);
+        }
+        if has_body(req.headers()) {
+            return Err(Refusal::with_message(
+                Reason::BadRequest,
+                "only a POST carries an MCP message",
+            ));
+        }
         return Ok(Step::Forward(
             req.map(crate::body::without_trailers),
             Box::new(after),
         ));
+    }
+    if req
+        .headers()
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        // The server would judge the decoded bytes, the proxy the encoded ones.
+        let mut r = Refusal::with_message(
+            Reason::BadRequest,
+            "a compressed MCP message cannot be judged: send it uncompressed",
+        );
+        r.status = Some(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return Err(r);
     }
 
     let (mut parts, body) = req.into_parts();
@@ -343,6 +385,15 @@ pub async fn after(
     let Some(filter) = after.filter.filter(|_| ok) else {
         return Ok(resp);
     };
+    // Asked for plain bytes; an answer encoded anyway cannot be read to filter.
+    if resp
+        .headers()
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(cannot("it is compressed (Content-Encoding)"));
+    }
     let content_type = resp
         .headers()
         .get(CONTENT_TYPE)
@@ -374,6 +425,16 @@ pub async fn after(
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Response::from_parts(parts, full(body)))
+}
+
+/// Whether a request head announces a body (any `Transfer-Encoding`, or a
+/// `Content-Length` other than 0).
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
 }
 
 enum Read {

@@ -26,7 +26,12 @@ pub struct SseFilter {
     after_cr: bool,
     max: usize,
     permits: Permits,
+    /// No event has been completed yet: the stream may start with a BOM.
+    first_event: bool,
 }
+
+/// UTF-8's byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// An event larger than the limit.
 #[derive(Debug)]
@@ -48,6 +53,7 @@ impl SseFilter {
             after_cr: false,
             max,
             permits,
+            first_event: true,
         }
     }
 
@@ -90,6 +96,7 @@ impl SseFilter {
         }
         self.event.clear();
         self.line_start = 0;
+        self.first_event = false;
         // One huge event must not pin its buffer for the rest of a long stream.
         if self.event.capacity() > 64 * 1024 {
             self.event.shrink_to(4096);
@@ -102,7 +109,13 @@ impl SseFilter {
         let mut data: Vec<u8> = Vec::new();
         let mut others: Vec<&[u8]> = Vec::new();
         let mut has_data = false;
-        for line in lines(&self.event) {
+        // A byte order mark before the stream's first field is not part of it
+        // (the SSE grammar drops it): left in, it would hide a `data` line.
+        let event = match self.first_event {
+            true => self.event.strip_prefix(BOM).unwrap_or(&self.event),
+            false => &self.event,
+        };
+        for line in lines(event) {
             if let Some(value) = line.strip_prefix(b"data") {
                 if value.is_empty() || value[0] == b':' {
                     let value = value.get(1..).unwrap_or_default();
@@ -118,7 +131,8 @@ impl SseFilter {
             others.push(line);
         }
         // Cheap test first: most events (progress, tool results) are not lists.
-        if !has_data || !contains(&data, b"\"tools\"") {
+        // A key written with escapes (`"t\u006fols"`) has a backslash somewhere.
+        if !has_data || !(contains(&data, b"\"tools\"") || data.contains(&b'\\')) {
             return None;
         }
         let mut out = Vec::with_capacity(self.event.len());

@@ -101,3 +101,27 @@ fn an_unfinished_event_is_not_emitted() {
     let out = run(&[b"data: {\"partial\": true}\n"], 1 << 20).unwrap();
     assert!(out.is_empty());
 }
+
+#[test]
+fn an_escaped_tools_key_is_still_filtered() {
+    // `"t\u006fols"` is `"tools"` to every JSON reader, but not byte for byte.
+    let stream = b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"t\\u006fols\":[{\"name\":\"get_a\"},{\"name\":\"rm_b\"}]}}\n\n";
+    let out = run(&[stream], 1 << 20).unwrap();
+    assert_eq!(
+        tools_in(&out),
+        ["get_a"],
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[test]
+fn a_byte_order_mark_does_not_hide_the_first_event() {
+    let event = list_event("\n");
+    let stream = [b"\xEF\xBB\xBF".as_slice(), event.as_bytes()].concat();
+    for split in [1, 2, 3, 4] {
+        let (a, b) = stream.split_at(split);
+        let out = run(&[a, b], 1 << 20).unwrap();
+        assert_eq!(tools_in(&out), ["get_a"], "split {split}");
+    }
+}
