@@ -221,7 +221,6 @@ async fn run(
     if let Some(id) = &request_id {
         req.headers_mut().insert(names::X_REQUEST_ID, id.clone());
     }
-    crate::upstream_auth::attach(req.headers_mut(), route_cfg, rt).await?;
     for (name, value) in set.iter() {
         req.headers_mut().insert(name.clone(), value.clone());
     }
@@ -236,7 +235,7 @@ async fn run(
         .unwrap_or(rt.config.server.request_timeout)
         .get();
     // MCP routes: each JSON-RPC message is judged, and answers filtered (SPEC §10).
-    let (req, mcp_after) = match route_cfg.mcp {
+    let (mut req, mcp_after) = match route_cfg.mcp {
         None => (req.map(without_trailers), None),
         Some(_) => {
             match Box::pin(mcp::before(req, index, rt, shared, ex, &judged.name, &path)).await? {
@@ -245,6 +244,9 @@ async fn run(
             }
         }
     };
+    // Last, once everything that can refuse has judged: a refused caller (an MCP
+    // call included) never makes the proxy fetch an outbound token.
+    crate::upstream_auth::attach(req.headers_mut(), route_cfg, rt).await?;
     let upstream_started = Instant::now();
     let result = forward::forward(req, upgrade, &pool, &path, timeout, route_cfg.retries).await;
     let upstream_elapsed = upstream_started.elapsed();

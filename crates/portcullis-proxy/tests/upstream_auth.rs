@@ -55,6 +55,15 @@ routes:
     policy:
       allow:
         - clients: [orders-agent]
+  - name: partner-mcp
+    match: {{ path_prefix: /mcp }}
+    upstream: {upstream}
+    mcp: {{}}
+    upstream_auth: {{ credential: partner-api }}
+    policy:
+      allow:
+        - clients: [orders-agent]
+          tools: [get_*]
   - name: partner-forwarding
     match: {{ path_prefix: /forwarding }}
     upstream: {upstream}
@@ -170,6 +179,31 @@ async fn a_caller_the_policy_refuses_causes_no_token_fetch() {
     assert_eq!(status, 403);
     assert!(stack.echo.seen().is_empty());
     assert_eq!(stack.idp.token_endpoint().requests(), 0);
+}
+
+#[tokio::test]
+async fn a_denied_mcp_call_causes_no_token_fetch() {
+    let stack = Stack::start().await;
+    let url = format!("http://{}/mcp", stack.server.local_addr());
+    let bearer = format!("Bearer {}", stack.caller("orders-agent"));
+    let call = |tool: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool}})
+            .to_string()
+    };
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let (status, _, body) =
+        common::send_body(&client(), "POST", &url, &headers, call("rm_rf").into()).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("-32003"), "{body}");
+    assert_eq!(stack.idp.token_endpoint().requests(), 0);
+    assert!(stack.echo.seen().is_empty());
+    let (status, _, _) =
+        common::send_body(&client(), "POST", &url, &headers, call("get_a").into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(stack.idp.token_endpoint().requests(), 1);
 }
 
 #[tokio::test]
