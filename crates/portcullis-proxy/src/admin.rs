@@ -4,9 +4,16 @@
 //!
 //! The listener has no authentication of its own, and manifests often bind it
 //! to every interface for the metrics scraper; so revocation, the one action
-//! here, answers only loopback peers (`kubectl exec` or `port-forward` reach
-//! it as loopback), only JSON bodies, and never a request that carries an
-//! `Origin` (a web page in an operator's browser cannot post there).
+//! here, answers only the host itself (`kubectl exec` or `port-forward` reach
+//! it from 127.0.0.1 or ::1; the rest of 127/8 is not the host's own: Istio's
+//! sidecar hands inbound mesh traffic to the app from 127.0.0.6), only JSON
+//! bodies, and never a request that carries an `Origin` (a web page in an
+//! operator's browser cannot post there).
+//!
+//! Reachable from the network, the listener must not become a way to use up
+//! the process's file descriptors: it speaks HTTP/1.1 only, holds at most
+//! [`MAX_CONNECTIONS`], and cuts a connection whose request head has not
+//! arrived within [`HEAD_TIMEOUT`], which also ends idle keep-alive ones.
 
 use crate::body::{full, ProxyBody};
 use crate::state::Shared;
@@ -14,29 +21,53 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+
+/// Connections the admin listener holds at once; past it new ones are closed
+/// at once. Probes and a scraper need a handful.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a connection may take to send a request head, and how long an idle
+/// keep-alive connection is kept (hyper's header timer runs between requests).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a whole connection lives, so a client that trickles a body or
+/// never reads an answer cannot hold a slot for ever.
+const MAX_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Serves the admin endpoints until `stop` turns true.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = tokio::select! {
             res = listener.accept() => match res {
                 Ok(pair) => pair,
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of descriptors, say: do not spin on the error.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = stop.changed() => return,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| answer(req, peer, shared.clone()));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(MAX_LIFETIME, conn).await;
         });
     }
 }
@@ -99,7 +130,7 @@ async fn revoke(
     if req.method() != http::Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "bad_request", "use POST");
     }
-    if !peer.ip().to_canonical().is_loopback() || req.headers().contains_key(http::header::ORIGIN) {
+    if !is_the_host_itself(peer.ip()) || req.headers().contains_key(http::header::ORIGIN) {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -241,5 +272,14 @@ mod tests {
         ] {
             assert_eq!(revocation(body), None, "{}", String::from_utf8_lossy(body));
         }
+    }
+}
+
+/// 127.0.0.1 or ::1 (also as `::ffff:127.0.0.1`): the host itself, not the
+/// rest of 127/8, which sidecars use to relay traffic from the network.
+fn is_the_host_itself(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
     }
 }

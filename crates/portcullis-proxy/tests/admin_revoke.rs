@@ -83,3 +83,70 @@ async fn a_peer_from_the_network_cannot_revoke() {
     assert_eq!(get(&format!("http://{outside}/metrics")).await.0, 200);
     server.shutdown().await;
 }
+
+/// Istio's sidecar hands inbound mesh traffic to the app from 127.0.0.6: a
+/// loopback address, but not the host itself.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_sidecar_relayed_peer_cannot_revoke() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _idp) = server("0.0.0.0:0").await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.6:0".parse().unwrap()).unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 1], server.admin_addr().port()));
+    let mut tcp = socket.connect(to).await.unwrap();
+    let body = r#"{"sub":"alice"}"#;
+    let req = format!(
+        "POST /sessions/revoke HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    server.shutdown().await;
+}
+
+/// The admin listener is often reachable from the network: a peer that opens
+/// connections and sends nothing, or half a head, cannot hold them, and past
+/// the cap new ones are closed at once while service resumes below it.
+#[tokio::test]
+async fn the_admin_listener_bounds_and_times_out_its_connections() {
+    use portcullis_proxy::admin::{HEAD_TIMEOUT, MAX_CONNECTIONS};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _idp) = server("127.0.0.1:0").await;
+    let admin = server.admin_addr();
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        held.push(tcp);
+    }
+    // Let the listener take them all before the one over the cap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), over.read(&mut buf))
+        .await
+        .expect("a connection over the cap is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // The held ones are cut once their heads are late, and service resumes.
+    let started = Instant::now();
+    let mut first = held.swap_remove(0);
+    let n = tokio::time::timeout(HEAD_TIMEOUT * 2, first.read(&mut buf))
+        .await
+        .expect("a half-sent head is cut after HEAD_TIMEOUT")
+        .unwrap_or(0);
+    assert!(
+        started.elapsed() >= HEAD_TIMEOUT - Duration::from_secs(2),
+        "cut too early"
+    );
+    let _ = n;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&format!("http://{admin}/healthz")).await.0, 200);
+    server.shutdown().await;
+}
