@@ -239,6 +239,15 @@ fn readiness(shared: &Shared) -> (StatusCode, &'static str, String) {
     }
 }
 
+/// 127.0.0.1 or ::1 (also as `::ffff:127.0.0.1`): the host itself, not the
+/// rest of 127/8, which sidecars use to relay traffic from the network.
+fn is_the_host_itself(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::revocation;
@@ -272,14 +281,5 @@ mod tests {
         ] {
             assert_eq!(revocation(body), None, "{}", String::from_utf8_lossy(body));
         }
-    }
-}
-
-/// 127.0.0.1 or ::1 (also as `::ffff:127.0.0.1`): the host itself, not the
-/// rest of 127/8, which sidecars use to relay traffic from the network.
-fn is_the_host_itself(ip: std::net::IpAddr) -> bool {
-    match ip.to_canonical() {
-        std::net::IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
-        std::net::IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
     }
 }

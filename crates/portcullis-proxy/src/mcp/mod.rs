@@ -47,7 +47,9 @@ pub const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// Distinct `tool` label values of `portcullis_mcp_calls_total` before further
 /// tools count as `_other`: a caller may name any tool, and every name would
-/// otherwise be a new series.
+/// otherwise be a new series. Only an allowed call adds a name; a denied one
+/// uses its name only when it is already known, so made-up names cannot use up
+/// the slots of real tools.
 const MAX_TOOL_LABELS: usize = 1000;
 
 /// What MCP routes keep across requests and config reloads.
@@ -58,13 +60,13 @@ pub struct McpState {
 }
 
 impl McpState {
-    fn tool_label(&self, route: &str, tool: &str) -> String {
+    fn tool_label(&self, route: &str, tool: &str, allowed: bool) -> String {
         let mut seen = self.tool_labels.lock().unwrap_or_else(|e| e.into_inner());
         let key = (route.to_string(), tool.to_string());
         if seen.contains(&key) {
             return tool.to_string();
         }
-        if seen.len() >= MAX_TOOL_LABELS || tool.len() > 128 {
+        if !allowed || seen.len() >= MAX_TOOL_LABELS || tool.len() > 128 {
             return "_other".to_string();
         }
         seen.insert(key);
@@ -294,7 +296,9 @@ pub async fn before(
             .mcp_calls
             .get_or_create(&McpCallLabels {
                 route: after.route.clone(),
-                tool: shared.mcp.tool_label(&after.route, tool),
+                tool: shared
+                    .mcp
+                    .tool_label(&after.route, tool, decision.is_allowed()),
                 decision: word,
             })
             .inc();
@@ -494,4 +498,19 @@ fn json_answer(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response<
             .insert(crate::forward::headers::names::X_REQUEST_ID, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::McpState;
+
+    #[test]
+    fn only_allowed_calls_add_tool_labels() {
+        let state = McpState::default();
+        assert_eq!(state.tool_label("r", "made_up", false), "_other");
+        assert_eq!(state.tool_label("r", "get_a", true), "get_a");
+        // Once known, a denied call of it is counted under its name.
+        assert_eq!(state.tool_label("r", "get_a", false), "get_a");
+        assert_eq!(state.tool_label("other", "get_a", false), "_other");
+    }
 }
