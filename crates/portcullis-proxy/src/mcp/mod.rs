@@ -47,29 +47,38 @@ pub const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// Distinct `tool` label values of `portcullis_mcp_calls_total` before further
 /// tools count as `_other`: a caller may name any tool, and every name would
-/// otherwise be a new series. Only an allowed call adds a name; a denied one
-/// uses its name only when it is already known, so made-up names cannot use up
-/// the slots of real tools.
+/// otherwise be a new series. Denied calls may add at most half of them, so
+/// made-up names cannot use up the slots of the tools callers really call.
 const MAX_TOOL_LABELS: usize = 1000;
 
 /// What MCP routes keep across requests and config reloads.
 #[derive(Default)]
 pub struct McpState {
     pub sessions: sessions::Sessions,
-    tool_labels: Mutex<HashSet<(String, String)>>,
+    tool_labels: Mutex<ToolLabels>,
+}
+
+#[derive(Default)]
+struct ToolLabels {
+    seen: HashSet<(String, String)>,
+    /// How many of `seen` a denied call added.
+    by_denied: usize,
 }
 
 impl McpState {
     fn tool_label(&self, route: &str, tool: &str, allowed: bool) -> String {
-        let mut seen = self.tool_labels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut labels = self.tool_labels.lock().unwrap_or_else(|e| e.into_inner());
         let key = (route.to_string(), tool.to_string());
-        if seen.contains(&key) {
+        if labels.seen.contains(&key) {
             return tool.to_string();
         }
-        if !allowed || seen.len() >= MAX_TOOL_LABELS || tool.len() > 128 {
+        let full = labels.seen.len() >= MAX_TOOL_LABELS
+            || (!allowed && labels.by_denied >= MAX_TOOL_LABELS / 2);
+        if full || tool.len() > 128 {
             return "_other".to_string();
         }
-        seen.insert(key);
+        labels.seen.insert(key);
+        labels.by_denied += usize::from(!allowed);
         tool.to_string()
     }
 }
@@ -505,12 +514,18 @@ mod label_tests {
     use super::McpState;
 
     #[test]
-    fn only_allowed_calls_add_tool_labels() {
+    fn denied_calls_take_at_most_half_the_tool_labels() {
         let state = McpState::default();
-        assert_eq!(state.tool_label("r", "made_up", false), "_other");
-        assert_eq!(state.tool_label("r", "get_a", true), "get_a");
-        // Once known, a denied call of it is counted under its name.
-        assert_eq!(state.tool_label("r", "get_a", false), "get_a");
-        assert_eq!(state.tool_label("other", "get_a", false), "_other");
+        for i in 0..2000 {
+            state.tool_label("r", &format!("made_up_{i}"), false);
+        }
+        assert_eq!(state.tool_label("r", "made_up_0", false), "made_up_0");
+        assert_eq!(state.tool_label("r", "made_up_1999", false), "_other");
+        // The other half is left for tools that are allowed.
+        for i in 0..(super::MAX_TOOL_LABELS / 2) {
+            let name = format!("get_{i}");
+            assert_eq!(state.tool_label("r", &name, true), name);
+        }
+        assert_eq!(state.tool_label("r", "get_more", true), "_other");
     }
 }
