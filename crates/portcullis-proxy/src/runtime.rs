@@ -143,9 +143,11 @@ impl Runtime {
                         None => Ok(shared_plain()),
                     };
                     match (endpoints, client) {
-                        (Ok(endpoints), Ok(client)) => {
-                            Some(Arc::new(UpstreamPool::new(endpoints, client)))
-                        }
+                        (Ok(endpoints), Ok(client)) => Some(Arc::new(
+                            UpstreamPool::new(endpoints, client).guarding_login_cookie(
+                                config.login.as_ref().map(|l| l.cookie.name.as_str()),
+                            ),
+                        )),
                         _ => None,
                     }
                 }

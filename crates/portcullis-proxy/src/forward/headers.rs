@@ -7,8 +7,8 @@
 //! WSGI, PHP and many frameworks read `X_Original_URL` as `X-Original-URL`.
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use std::net::IpAddr;
 
@@ -175,6 +175,30 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     // Each part was a valid value, and `; ` is too: this cannot fail.
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(http::header::COOKIE, v);
+    }
+}
+
+/// Removes from an upstream's answer every `Set-Cookie` that would set one of
+/// the proxy's own cookies (`session_name`, the login session cookie, and its
+/// sign-in cookies: [`crate::login::cookie::is_ours`]). A service, or a header
+/// injected into its answer, could otherwise plant its own session in the
+/// browser (a sign-in as someone else), or one with a narrower `Path` that the
+/// browser then sends beside the real one. Other cookies pass untouched, in order.
+pub fn drop_our_set_cookies(headers: &mut HeaderMap, session_name: &str) {
+    use crate::login::cookie::{is_ours, set_cookie_name};
+    let ours = |v: &HeaderValue| is_ours(set_cookie_name(v.as_bytes()), session_name);
+    if !headers.get_all(SET_COOKIE).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| !ours(v))
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for v in kept {
+        headers.append(SET_COOKIE, v);
     }
 }
 
@@ -548,6 +572,47 @@ mod tests {
         let mut none = HeaderMap::new();
         join_cookies(&mut none);
         assert!(none.is_empty());
+    }
+
+    /// An upstream must not set the proxy's own login cookies (a planted
+    /// session signs the browser in as someone else): however the name is
+    /// spaced, whatever attributes follow. Names are case-sensitive, so another
+    /// spelling is another cookie, and stays, as do all other cookies, in order.
+    #[test]
+    fn an_upstream_cannot_set_our_cookies() {
+        let mut h = HeaderMap::new();
+        for v in [
+            "a=1; Path=/",
+            "_portcullis=attackers-session.mac; Path=/; HttpOnly",
+            " \t_portcullis =x; Path=/app",
+            "_portcullis",
+            "_portcullis=; Max-Age=0",
+            "_portcullis_s0a0b0c0d=forged; Path=/.portcullis/callback",
+            "_portcullis_sm0a0b0c0d=1",
+            "_Portcullis=other-case",
+            "_portcullisX=longer-name",
+            "b=2",
+        ] {
+            h.append(SET_COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h.append("x-other", HeaderValue::from_static("_portcullis=kept"));
+        drop_our_set_cookies(&mut h, "_portcullis");
+        let left: Vec<_> = h.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(
+            left,
+            [
+                "a=1; Path=/",
+                "_Portcullis=other-case",
+                "_portcullisX=longer-name",
+                "b=2"
+            ]
+        );
+        assert_eq!(h["x-other"], "_portcullis=kept");
+        // Nothing of ours: nothing moves.
+        let mut none = HeaderMap::new();
+        none.append(SET_COOKIE, HeaderValue::from_static("a=1"));
+        drop_our_set_cookies(&mut none, "_portcullis");
+        assert_eq!(none[SET_COOKIE], "a=1");
     }
 
     #[test]

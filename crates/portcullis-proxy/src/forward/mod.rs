@@ -92,7 +92,7 @@ pub async fn forward(
                 if unhealthy && attempt + 1 < attempts {
                     continue;
                 }
-                return Ok(into_client_response(resp, client_upgrade));
+                return Ok(into_client_response(resp, client_upgrade, pool));
             }
         }
     }
@@ -126,12 +126,17 @@ fn upstream_target(
         .map_err(|e| format!("cannot build upstream URI: {e}"))
 }
 
-/// Prepares the upstream's response for the client: hop-by-hop headers removed, and
-/// for `101 Switching Protocols` a tunnel spliced between the two upgraded streams.
+/// Prepares the upstream's response for the client: hop-by-hop headers removed,
+/// no `Set-Cookie` of the proxy's own login cookies, and for `101 Switching
+/// Protocols` a tunnel spliced between the two upgraded streams.
 fn into_client_response(
     (mut resp, slot): client::UpstreamResponse,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pool: &UpstreamPool,
 ) -> Response<ProxyBody> {
+    if let Some(name) = &pool.login_cookie {
+        headers::drop_our_set_cookies(resp.headers_mut(), name);
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_side) = client_upgrade {
             let upstream_side = hyper::upgrade::on(&mut resp);

@@ -98,6 +98,10 @@ fn now_ms() -> u64 {
 pub struct UpstreamPool {
     pub endpoints: Vec<Endpoint>,
     pub client: UpstreamClient,
+    /// `login.cookie.name` when login is configured: no answer from these
+    /// endpoints may set that cookie or the sign-in cookies named after it
+    /// (see [`super::headers::drop_our_set_cookies`]).
+    pub login_cookie: Option<String>,
     next: AtomicUsize,
 }
 
@@ -106,8 +110,15 @@ impl UpstreamPool {
         UpstreamPool {
             endpoints,
             client,
+            login_cookie: None,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The pool, guarding the login cookie `name` (`None`: login is not configured).
+    pub fn guarding_login_cookie(mut self, name: Option<&str>) -> Self {
+        self.login_cookie = name.map(str::to_string);
+        self
     }
 
     /// The next endpoint in round-robin order that is not ejected.

@@ -143,11 +143,10 @@ impl Cookies {
     /// A line that is not ASCII text must not carry a session cookie past
     /// this (see [`cookie_pairs`]).
     pub fn without_ours(&self, headers: &HeaderMap) -> Option<Option<HeaderValue>> {
-        let prefix = format!("{}_s", self.name);
         let mut found = false;
         let mut kept: Vec<&[u8]> = Vec::new();
         for pair in cookie_pairs(headers) {
-            if pair.name == self.name.as_bytes() || pair.name.starts_with(prefix.as_bytes()) {
+            if is_ours(pair.name, &self.name) {
                 found = true;
             } else if !pair.whole.is_empty() {
                 kept.push(pair.whole);
@@ -179,6 +178,32 @@ impl Cookies {
         // here (base64url), so this cannot fail; an empty value is the safe fallback.
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
+}
+
+/// Whether `cookie` (a cookie's name, exactly: names are case-sensitive) is
+/// one of the proxy's own when the session cookie is called `session_name`:
+/// the session cookie itself, or any name that starts `{session_name}_s` (the
+/// sign-in cookies). The one definition of "ours": what the service never
+/// sees in `Cookie`, and may never set with `Set-Cookie`.
+pub fn is_ours(cookie: &[u8], session_name: &str) -> bool {
+    let ours = session_name.as_bytes();
+    cookie
+        .strip_prefix(ours)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"_s"))
+}
+
+/// The name a `Set-Cookie` value sets, as a browser reads it (RFC 6265 §5.2):
+/// what comes before the first `;`, up to its first `=`, without the
+/// whitespace around it. A pair without `=` sets a cookie with an empty name
+/// whose value browsers send back alone (`Cookie: NAME`), so that whole pair is
+/// taken as the name: it reads as one of ours too.
+pub fn set_cookie_name(value: &[u8]) -> &[u8] {
+    let pair = value.split(|&b| b == b';').next().unwrap_or_default();
+    let name = match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => &pair[..eq],
+        None => pair,
+    };
+    name.trim_ascii()
 }
 
 /// A session id (the random part of the cookie).
