@@ -66,7 +66,7 @@ where
             crate::forward_auth::whoami(req.method(), req.headers(), rt, ex, conn, peer_trusted)
                 .await
         }
-        flow::LOGIN_PATH => flow::login(req.method(), query, rt, ex).await,
+        flow::LOGIN_PATH => flow::login(req.method(), req.headers(), query, rt, ex).await,
         flow::CALLBACK_PATH => {
             let query = query.map(str::to_string);
             flow::callback(req.method(), req.headers(), query.as_deref(), rt, ex).await

@@ -43,6 +43,9 @@ pub struct Refusal {
     /// For a rejected token: the provider it was routed to. Never told to the
     /// caller; `portcullis explain` names it.
     pub provider: Option<String>,
+    /// `Set-Cookie`s the answer carries, whatever it is (a redirect too): the
+    /// clearing of a session cookie found dead, of surplus sign-in cookies.
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 /// A 302 and the cookies it sets.
@@ -110,6 +113,7 @@ impl Refusal {
             sign_in: false,
             redirect: None,
             provider: None,
+            set_cookies: Vec::new(),
         }
     }
 }
@@ -152,7 +156,16 @@ pub fn wants_html(headers: &http::HeaderMap) -> bool {
 /// Builds the SPEC §6 response for a refusal.
 pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Response<ProxyBody> {
     if let Some(r) = &refusal.redirect {
-        return redirect(&r.location, &r.set_cookies, request_id);
+        if refusal.set_cookies.is_empty() {
+            return redirect(&r.location, &r.set_cookies, request_id);
+        }
+        let cookies: Vec<HeaderValue> = refusal
+            .set_cookies
+            .iter()
+            .chain(&r.set_cookies)
+            .cloned()
+            .collect();
+        return redirect(&r.location, &cookies, request_id);
     }
     let status = refusal.status.unwrap_or_else(|| {
         StatusCode::from_u16(refusal.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -187,6 +200,9 @@ pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Respon
     }
     if refusal.close {
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    for cookie in &refusal.set_cookies {
+        headers.append(SET_COOKIE, cookie.clone());
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::forward::headers::names::X_REQUEST_ID, v);

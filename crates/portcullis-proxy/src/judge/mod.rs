@@ -19,12 +19,12 @@ pub mod workload;
 
 use crate::authority::JudgedHost;
 use crate::forward::headers;
-use crate::login::ActiveSession;
+use crate::login::{ActiveSession, SessionLookup};
 use crate::propagate::{self, Propagated};
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use credentials::Credential;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portcullis_config::{AuthMode, RateLimitKey};
 use portcullis_core::{Identity, Reason};
 use portcullis_policy::{Decision, NormalizedPath};
@@ -129,6 +129,11 @@ pub struct Judgment {
     /// header the service gets instead (`None`: none at all), so no session
     /// cookie ever reaches a service that could replay it.
     pub cookie: Option<Option<http::HeaderValue>>,
+    /// `Set-Cookie`s the answer must carry, whatever it is: the clearing of a
+    /// session cookie that named no live session (counted as no session, see
+    /// [`identify_caller`]). A refusal already carries them; a front end that
+    /// answers an allowed request adds them to its answer.
+    pub set_cookies: Vec<HeaderValue>,
     /// When the caller was identified, for the trace's `authenticate` span;
     /// measured only when `telemetry` is configured.
     pub auth_timing: Option<AuthTiming>,
@@ -156,6 +161,7 @@ impl Default for Judgment {
             remove: Vec::new(),
             session: None,
             cookie: None,
+            set_cookies: Vec::new(),
             auth_timing: None,
         }
     }
@@ -199,6 +205,16 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     }
     if let Err(mut refusal) = decide(rt, facts, &path, &mut j).await {
         refusal.sign_in = wants_sign_in(rt, facts, &j, &refusal);
+        refusal.set_cookies.extend(j.set_cookies.iter().cloned());
+        // The proxy starts this sign-in itself, from this request: what it
+        // sets must keep the browser's sign-in cookies few (see
+        // `login::cookie`). The other front ends send the browser to
+        // `/.portcullis/login`, which does the same.
+        if let (true, Frontend::Proxy, Some(login)) = (refusal.sign_in, facts.frontend, &rt.login) {
+            refusal
+                .set_cookies
+                .extend(login.cookies.surplus_sign_ins(facts.headers));
+        }
         // MCP clients find the authorization server from the 401 (SPEC §10).
         if refusal.reason.status() == 401 {
             refusal.resource_metadata = j.route.and_then(|i| crate::mcp::metadata::url_for(rt, i));
@@ -290,6 +306,7 @@ async fn decide(
     let caller = identified?;
     j.identity = caller.identity;
     j.session = caller.session;
+    j.set_cookies.extend(caller.clear_cookie);
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
     // (On an MCP route this is the judgment of every JSON-RPC method but
@@ -400,12 +417,24 @@ pub async fn identify(
 pub struct Caller {
     pub identity: Arc<Identity>,
     pub session: Option<ActiveSession>,
+    /// The request carried a session cookie of ours that named no live
+    /// session, and it counted as none: the `Set-Cookie` that clears it.
+    pub clear_cookie: Option<HeaderValue>,
 }
 
-/// [`identify`], with the browser session (`login`): a session cookie counts
-/// as a credential like a bearer token. A session that ended is a 401
-/// `session_expired`; a session and a token naming different callers are a 400
-/// (SPEC §5), never resolved by choosing one.
+/// [`identify`], with the browser session (`login`): a live session counts as
+/// a credential like a bearer token, and a session and a token naming
+/// different callers are a 400 (SPEC §5), never resolved by choosing one.
+///
+/// A session cookie that names no live session (ended, unknown, or failing
+/// its MAC: [`SessionLookup::Dead`]) counts as no session when a token is
+/// present (the token alone decides) or when the route does not require a
+/// caller (`optional`: anonymous); only where a caller is required and
+/// nothing else speaks for them is it a 401 `session_expired` (a browser on a
+/// `login: true` route is then sent to sign in). Either way the answer clears
+/// the cookie: left in place, a cookie that outlived its session (the idle
+/// timeout is far shorter than the cookie's life) would stand in the way of
+/// every later request.
 pub async fn identify_caller(
     rt: &Runtime,
     facts: &RequestFacts<'_>,
@@ -426,12 +455,43 @@ pub async fn identify_caller(
         Some(claims) => Credential::Claims(claims),
         None => credentials::credential(facts.headers)?,
     };
-    let session = match (&rt.login, auth) {
+    let (session, clear_cookie) = match (&rt.login, auth) {
         (Some(login), AuthMode::Required | AuthMode::Optional) => {
-            login.session(facts.headers, &rt.auth).await?
+            match login.session(facts.headers, &rt.auth).await? {
+                SessionLookup::Live(active) => (Some(active), None),
+                SessionLookup::Dead => (None, Some(login.cookies.clear_session())),
+                SessionLookup::None => (None, None),
+            }
         }
-        _ => None,
+        _ => (None, None),
     };
+    if let Some(clear) = &clear_cookie {
+        if auth == AuthMode::Required && matches!(credential, Credential::None) {
+            let mut refusal = Refusal::new(Reason::SessionExpired);
+            refusal.set_cookies.push(clear.clone());
+            return Err(refusal);
+        }
+    }
+    match identify_with(rt, credential, session, workload, auth).await {
+        Ok(mut caller) => {
+            caller.clear_cookie = clear_cookie;
+            Ok(caller)
+        }
+        Err(mut refusal) => {
+            refusal.set_cookies.extend(clear_cookie);
+            Err(refusal)
+        }
+    }
+}
+
+/// The caller from their credential, live session (if any) and workload.
+async fn identify_with(
+    rt: &Runtime,
+    credential: Credential<'_>,
+    session: Option<ActiveSession>,
+    workload: Option<String>,
+    auth: AuthMode,
+) -> Result<Caller, Refusal> {
     let rejected = |e: portcullis_identity::AuthError| {
         let mut r = Refusal::with_message(e.reason, e.description);
         r.provider = e.provider;
@@ -473,7 +533,11 @@ pub async fn identify_caller(
         // A copy when shared: the cached identity is the token's alone.
         workload::attach(Arc::make_mut(&mut identity), spiffe);
     }
-    Ok(Caller { identity, session })
+    Ok(Caller {
+        identity,
+        session,
+        clear_cookie: None,
+    })
 }
 
 /// The policy's word on one request, and the refusal when it does not permit

@@ -9,6 +9,14 @@
 //!   path and living ten minutes: the `state`, `nonce`, PKCE verifier and where
 //!   to go afterwards. It binds the state to this browser: a callback with a
 //!   state whose cookie is not in the browser is refused (login CSRF).
+//!   Beside it, a marker (`NAME_sm` + the same 8 digits, value `1`, path `/`)
+//!   that every request carries: a sign-in cookie reaches only the callback,
+//!   and the marker lets the request that starts the next sign-in see how
+//!   many are in progress. Past [`KEPT_SIGN_INS`] the oldest are cleared
+//!   ([`Cookies::surplus_sign_ins`]): otherwise every page load without a
+//!   session (an attacker's page can cause many) adds a ~250-byte cookie until
+//!   the callback's head is too large to be read, or the browser evicts the
+//!   session cookie to make room.
 //!
 //! MACs are HMAC-SHA256 with a different label per cookie kind, so one kind can
 //! never be passed off as the other, and are compared in constant time.
@@ -21,6 +29,9 @@ use portcullis_identity::jose::{b64_decode, b64_encode};
 const RANDOM_BYTES: usize = 32;
 /// Bytes of MAC kept in a cookie (128 bits).
 const MAC_BYTES: usize = 16;
+/// Sign-ins in progress a browser keeps when it starts another (which makes
+/// one more): enough for several tabs signing in at once.
+pub const KEPT_SIGN_INS: usize = 4;
 
 /// How cookies are written: name, signing key and attributes.
 pub struct Cookies {
@@ -98,28 +109,70 @@ impl Cookies {
 
     /// The sign-in cookie's name for `state`.
     fn pending_name(&self, state: &str) -> String {
-        let hash = digest::digest(&digest::SHA256, state.as_bytes());
-        let hex: String = hash.as_ref()[..4]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{}_s{hex}", self.name)
+        format!("{}_s{}", self.name, pending_tag(state))
     }
 
-    /// `Set-Cookie` for a sign-in in progress carrying `payload` (already
-    /// serialized), valid `ttl` seconds.
-    pub fn pending_cookie(&self, state: &str, payload: &[u8], ttl: u64) -> HeaderValue {
+    /// The name of the marker of the sign-in whose tag is `tag`.
+    fn marker_name(&self, tag: &str) -> String {
+        format!("{}_sm{tag}", self.name)
+    }
+
+    /// `Set-Cookie`s for a sign-in in progress carrying `payload` (already
+    /// serialized), valid `ttl` seconds: the sign-in cookie, then its marker.
+    pub fn pending_cookie(&self, state: &str, payload: &[u8], ttl: u64) -> [HeaderValue; 2] {
         let data = b64_encode(payload);
         let value = format!(
             "{data}.{}",
             self.mac(&format!("pending {state}"), data.as_bytes())
         );
-        self.set_cookie(&self.pending_name(state), &value, CALLBACK_PATH, ttl)
+        [
+            self.set_cookie(&self.pending_name(state), &value, CALLBACK_PATH, ttl),
+            self.set_cookie(&self.marker_name(&pending_tag(state)), "1", "/", ttl),
+        ]
     }
 
-    /// `Set-Cookie` that removes the sign-in cookie of `state`.
-    pub fn clear_pending(&self, state: &str) -> HeaderValue {
-        self.set_cookie(&self.pending_name(state), "", CALLBACK_PATH, 0)
+    /// `Set-Cookie`s that remove the sign-in cookie of `state` and its marker.
+    pub fn clear_pending(&self, state: &str) -> [HeaderValue; 2] {
+        self.clear_tag(&pending_tag(state))
+    }
+
+    /// Both cookies of the sign-in tagged `tag`, cleared, each on the path it
+    /// was set for (a cookie is only replaced by one of the same path).
+    fn clear_tag(&self, tag: &str) -> [HeaderValue; 2] {
+        [
+            self.set_cookie(&format!("{}_s{tag}", self.name), "", CALLBACK_PATH, 0),
+            self.set_cookie(&self.marker_name(tag), "", "/", 0),
+        ]
+    }
+
+    /// For a request that starts a sign-in: the `Set-Cookie`s that clear the
+    /// oldest sign-ins in progress it shows (by their markers), so that
+    /// [`KEPT_SIGN_INS`] remain beside the one it starts. Browsers list
+    /// cookies of one path oldest first (RFC 6265 §5.4), and every marker has
+    /// path `/`.
+    pub fn surplus_sign_ins(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
+        let prefix = format!("{}_sm", self.name);
+        let mut tags: Vec<&str> = Vec::new();
+        for pair in cookie_pairs(headers) {
+            let (Some(tag), Some(_)) = (pair.name.strip_prefix(prefix.as_bytes()), pair.value)
+            else {
+                continue;
+            };
+            // Only a tag this proxy makes: it becomes part of a header.
+            let tag = match std::str::from_utf8(tag) {
+                Ok(t) if is_tag(t) => t,
+                _ => continue,
+            };
+            // Host-only and `Domain` cookies of one sign-in are one sign-in.
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        let surplus = tags.len().saturating_sub(KEPT_SIGN_INS);
+        tags[..surplus]
+            .iter()
+            .flat_map(|tag| self.clear_tag(tag))
+            .collect()
     }
 
     /// The payload of the sign-in cookie for `state`, when this browser has one
@@ -178,6 +231,23 @@ impl Cookies {
         // here (base64url), so this cannot fail; an empty value is the safe fallback.
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
+}
+
+/// The 8 hex digits that name the cookies of the sign-in with `state`.
+fn pending_tag(state: &str) -> String {
+    let hash = digest::digest(&digest::SHA256, state.as_bytes());
+    hash.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `tag` has the shape of [`pending_tag`]'s.
+fn is_tag(tag: &str) -> bool {
+    tag.len() == 8
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether `cookie` (a cookie's name, exactly: names are case-sensitive) is
@@ -333,7 +403,12 @@ mod tests {
     #[test]
     fn a_sign_in_cookie_is_bound_to_its_state() {
         let c = jar();
-        let set = c.pending_cookie("state-1", b"payload", 600);
+        let [set, marker] = c.pending_cookie("state-1", b"payload", 600);
+        let marker = marker.to_str().unwrap();
+        assert!(
+            marker.starts_with("_p_sm") && marker.contains("=1; Path=/;"),
+            "{marker}"
+        );
         let text = set.to_str().unwrap();
         assert!(text.contains("Path=/.portcullis/callback"), "{text}");
         assert!(
@@ -347,6 +422,60 @@ mod tests {
         let (_, value) = pair.split_once('=').unwrap();
         let renamed = format!("{}={value}", c.pending_name("state-2"));
         assert!(c.pending(&with_cookie(&renamed), "state-2").is_none());
+    }
+
+    /// Each sign-in started adds a cookie; the request that starts the next
+    /// one shows, by their markers, how many are in progress, and the oldest
+    /// beyond [`KEPT_SIGN_INS`] are cleared on the paths they were set for.
+    #[test]
+    fn sign_ins_in_progress_stay_few() {
+        let c = jar();
+        let markers: Vec<String> = (0..7)
+            .map(|i| {
+                let [_, marker] = c.pending_cookie(&format!("state-{i}"), b"p", 600);
+                let text = marker.to_str().unwrap().to_string();
+                text.split(';').next().unwrap().to_string()
+            })
+            .collect();
+        let tag = |m: &str| m["_p_sm".len()..m.find('=').unwrap()].to_string();
+        // Four (and noise: others' cookies, forged or malformed markers, one
+        // sign-in seen twice) are kept as they are.
+        let mut line = format!(
+            "a=1; {}; _p_smZZZZZZZZ=1; _p_sm0a0b=1",
+            markers[..4].join("; ")
+        );
+        line.push_str(&format!("; {}; _p_sm0a0b0c0d; Path=/", markers[0]));
+        assert!(c.surplus_sign_ins(&with_cookie(&line)).is_empty());
+        // Seven: the three oldest go, both of their cookies, each on its path.
+        let line = format!("{}; b=2", markers.join("; "));
+        let cleared: Vec<String> = c
+            .surplus_sign_ins(&with_cookie(&line))
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cleared.len(), 6, "{cleared:?}");
+        for (i, pair) in cleared.chunks(2).enumerate() {
+            let t = tag(&markers[i]);
+            assert!(
+                pair[0].starts_with(&format!("_p_s{t}=; Path=/.portcullis/callback; Max-Age=0;")),
+                "{pair:?}"
+            );
+            assert!(
+                pair[1].starts_with(&format!("_p_sm{t}=; Path=/; Max-Age=0;")),
+                "{pair:?}"
+            );
+        }
+        // The callback clears its own sign-in's two cookies.
+        let [payload, marker] = c.clear_pending("state-6");
+        let t = tag(&markers[6]);
+        assert!(payload
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("_p_s{t}=; Path=/.portcullis/callback; Max-Age=0")));
+        assert!(marker
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("_p_sm{t}=; Path=/; Max-Age=0")));
     }
 
     /// Browsers send a cookie's UTF-8 value as it was set (a public upstream

@@ -56,9 +56,12 @@ fn only(method: &Method, allowed: &Method) -> Result<(), Refusal> {
     }
 }
 
-/// `GET /.portcullis/login?rd=URL`: to the provider, then back to `rd`.
+/// `GET /.portcullis/login?rd=URL`: to the provider, then back to `rd`. The
+/// oldest of the browser's sign-ins in progress beyond the few it keeps end
+/// here (see [`super::cookie`]).
 pub async fn login(
     method: &Method,
+    headers: &HeaderMap,
     query: Option<&str>,
     rt: &Runtime,
     ex: &Exchange,
@@ -69,8 +72,10 @@ pub async fn login(
     let rd = login.safe_target(&rd).ok_or_else(|| {
         Refusal::with_message(Reason::BadRequest, "rd is not an allowed redirect target")
     })?;
-    let (location, cookie) = login.start(&rd).await?;
-    Ok(redirect(&location, &[cookie], &ex.request_id))
+    let (location, started) = login.start(&rd).await?;
+    let mut cookies = login.cookies.surplus_sign_ins(headers);
+    cookies.extend(started);
+    Ok(redirect(&location, &cookies, &ex.request_id))
 }
 
 /// `GET /.portcullis/callback?code=…&state=…`: the provider sends the browser
@@ -135,13 +140,17 @@ pub async fn callback(
             tokens.expires_in.as_secs(),
         )
         .await?;
-    let clear = login.cookies.clear_pending(&state);
+    let [clear, clear_marker] = login.cookies.clear_pending(&state);
     // Checked when sign-in started; checked again, as the cookie is only as
     // trustworthy as the secret.
     let rd = login
         .safe_target(&pending.rd)
         .unwrap_or_else(|| "/".to_string());
-    Ok(redirect(&rd, &[session_cookie, clear], &ex.request_id))
+    Ok(redirect(
+        &rd,
+        &[session_cookie, clear, clear_marker],
+        &ex.request_id,
+    ))
 }
 
 /// `POST /.portcullis/logout`: ends the session (with the CSRF token of a page
@@ -155,11 +164,11 @@ pub async fn logout(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let login = login_of(rt)?;
     let form = std::str::from_utf8(body).unwrap_or("");
-    let active = match login.session(headers, &rt.auth).await {
-        Ok(active) => active,
-        // An ended session is already signed out; a confused request is not.
-        Err(r) if r.reason == Reason::SessionExpired => None,
-        Err(r) => return Err(r),
+    // An ended session is already signed out; a confused request (two
+    // sessions) is not.
+    let active = match login.session(headers, &rt.auth).await? {
+        super::SessionLookup::Live(active) => Some(active),
+        super::SessionLookup::None | super::SessionLookup::Dead => None,
     };
     let clear = login.cookies.clear_session();
     let Some(active) = active else {

@@ -62,6 +62,21 @@ pub struct ActiveSession {
     pub session: Arc<Session>,
 }
 
+/// What the session cookies of a request come to.
+pub enum SessionLookup {
+    /// No session cookie of ours.
+    None,
+    /// A live session (refreshed if it was due).
+    Live(ActiveSession),
+    /// Cookies of ours, but no live session behind any: ended (logout,
+    /// expiry, idle, a failed refresh), unknown to the store, or failing its
+    /// MAC. What that means depends on the request: with a bearer token, or on
+    /// a route that does not require a caller, it counts as no session at all;
+    /// else it is `session_expired` (see [`crate::judge::identify_caller`]).
+    /// Either way the answer clears the cookie ([`cookie::Cookies::clear_session`]).
+    Dead,
+}
+
 impl Login {
     /// Compiles `config.login` (if any). Sessions live in Redis when
     /// `shared_state` gave a handle (`redis`); else in this process, in
@@ -128,16 +143,16 @@ impl Login {
         redirect::safe_target(rd, &self.allowed_hosts, &self.public_host)
     }
 
-    /// The live session the request's cookie names, if any. A cookie whose
-    /// session ended (logout, expiry, a failed refresh) is `session_expired`;
-    /// two different live sessions in one request are a 400.
+    /// The live session the request's cookie names, if any (see
+    /// [`SessionLookup`]); two different live sessions in one request are a
+    /// 400, a session store that cannot answer a 503.
     pub async fn session(
         &self,
         headers: &HeaderMap,
         auth: &Arc<Authenticator>,
-    ) -> Result<Option<ActiveSession>, Refusal> {
+    ) -> Result<SessionLookup, Refusal> {
         if !self.cookies.has_session_cookie(headers) {
-            return Ok(None);
+            return Ok(SessionLookup::None);
         }
         let mut found: Option<ActiveSession> = None;
         for id in self.cookies.sessions(headers) {
@@ -155,9 +170,7 @@ impl Login {
                 found = Some(active);
             }
         }
-        found
-            .map(Some)
-            .ok_or_else(|| Refusal::new(Reason::SessionExpired))
+        Ok(found.map_or(SessionLookup::Dead, SessionLookup::Live))
     }
 
     /// The session under `key` if it still lives, refreshed when due.
@@ -270,8 +283,10 @@ impl Login {
     }
 
     /// The redirect that starts sign-in at the provider, remembering `rd`
-    /// (already checked) in this browser's sign-in cookie.
-    pub async fn start(&self, rd: &str) -> Result<(String, HeaderValue), Refusal> {
+    /// (already checked) in this browser's sign-in cookie; with the
+    /// `Set-Cookie`s of that cookie and its marker. (The request's surplus
+    /// sign-ins are its caller's to clear: [`cookie::Cookies::surplus_sign_ins`].)
+    pub async fn start(&self, rd: &str) -> Result<(String, [HeaderValue; 2]), Refusal> {
         let endpoints = self.rp.endpoints().await.map_err(|e| {
             tracing::warn!(error = %e, provider = %self.provider, "login provider discovery failed");
             Refusal::with_message(
@@ -288,7 +303,7 @@ impl Login {
         let pending = serde_json::json!({
             "n": nonce, "v": verifier, "r": rd, "t": now(),
         });
-        let set_cookie =
+        let set_cookies =
             self.cookies
                 .pending_cookie(&state, pending.to_string().as_bytes(), PENDING_TTL_SECS);
         let sep = if endpoints.authorization.contains('?') {
@@ -305,12 +320,14 @@ impl Login {
             enc(&self.scopes),
             cookie::pkce_challenge(&verifier),
         );
-        Ok((location, set_cookie))
+        Ok((location, set_cookies))
     }
 
     /// Turns a sign-in refusal into the redirect to the provider, coming back
     /// to `original` (the URL the browser asked for) when that is an allowed
-    /// target, else to its path on the proxy's own host.
+    /// target, else to its path on the proxy's own host. The refusal's own
+    /// `Set-Cookie`s (a dead session's clearing, surplus sign-ins) stay with
+    /// whatever is answered.
     pub async fn send_to_provider(
         &self,
         mut refusal: Refusal,
@@ -322,14 +339,17 @@ impl Login {
             .or_else(|| self.safe_target(path))
             .unwrap_or_else(|| "/".to_string());
         match self.start(&rd).await {
-            Ok((location, cookie)) => {
+            Ok((location, cookies)) => {
                 refusal.redirect = Some(Box::new(crate::respond::Redirect {
                     location,
-                    set_cookies: vec![cookie],
+                    set_cookies: cookies.to_vec(),
                 }));
                 refusal
             }
-            Err(e) => e,
+            Err(mut e) => {
+                e.set_cookies = refusal.set_cookies;
+                e
+            }
         }
     }
 

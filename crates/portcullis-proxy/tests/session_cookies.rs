@@ -1,0 +1,516 @@
+//! Browser sign-in against the real proxy, for what its cookies may and may
+//! not do: an upstream cannot set them, a session cookie that outlived its
+//! session stands in nobody's way, and a browser's sign-ins in progress stay
+//! few however many pages start one.
+//!
+//! The provider is a small OpenID Connect stand-in (discovery, keys, a token
+//! endpoint that redeems any code for the ID token the test asks for), signed
+//! by the development issuer's keys; the test plays the browser, with a cookie
+//! jar that keeps cookies by name and path as browsers do.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use bytes::Bytes;
+use common::{client, config, send, send_body, wait_ready};
+use http::{HeaderMap, Response};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use portcullis_proxy::Server;
+use portcullis_testkit::{DevIssuer, EchoUpstream};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// Answers every request with `answer(path and query)`.
+async fn serve<F>(answer: F) -> SocketAddr
+where
+    F: Fn(&str) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let target = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
+                    let resp = answer(&target);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn json_answer(v: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Stack {
+    server: Server,
+    keys: Arc<DevIssuer>,
+    issuer: String,
+    /// The `sub` the provider signs the next ID token for, and its nonce.
+    next_sign_in: Arc<Mutex<Option<(String, String)>>>,
+    /// The `Set-Cookie`s the cookie-setting upstream answers with.
+    upstream_cookies: Arc<Mutex<Vec<String>>>,
+    _echo: EchoUpstream,
+}
+
+const SECRET: &str = "a-cookie-secret-of-at-least-32-bytes!!";
+
+impl Stack {
+    async fn start(with_login: bool) -> Stack {
+        let keys = Arc::new(DevIssuer::start().await.unwrap());
+        let (_, jwks) = common::get(&format!("{}/jwks", keys.issuer())).await;
+        let jwks: Value = serde_json::from_str(&jwks).unwrap();
+        let next_sign_in: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+        let issuer_cell: Arc<Mutex<String>> = Arc::default();
+        let (signer, next, cell) = (keys.clone(), next_sign_in.clone(), issuer_cell.clone());
+        let idp = serve(move |target| {
+            let issuer = cell.lock().unwrap().clone();
+            let path = target.split('?').next().unwrap_or("");
+            match path {
+                "/.well-known/openid-configuration" => json_answer(&json!({
+                    "issuer": issuer,
+                    "jwks_uri": format!("{issuer}/jwks"),
+                    "authorization_endpoint": format!("{issuer}/authorize"),
+                    "token_endpoint": format!("{issuer}/token"),
+                    "id_token_signing_alg_values_supported": ["ES256"],
+                })),
+                "/jwks" => json_answer(&jwks),
+                "/token" => {
+                    let Some((sub, nonce)) = next.lock().unwrap().take() else {
+                        let mut r = json_answer(&json!({"error": "invalid_grant"}));
+                        *r.status_mut() = http::StatusCode::BAD_REQUEST;
+                        return r;
+                    };
+                    let id_token = signer
+                        .sign(&json!({
+                            "iss": issuer, "sub": sub, "aud": "portal", "nonce": nonce,
+                            "iat": now(), "exp": now() + 300,
+                        }))
+                        .unwrap();
+                    json_answer(&json!({
+                        "access_token": "opaque", "token_type": "Bearer",
+                        "expires_in": 300, "id_token": id_token,
+                    }))
+                }
+                _ => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    r
+                }
+            }
+        })
+        .await;
+        let issuer = format!("http://{idp}");
+        *issuer_cell.lock().unwrap() = issuer.clone();
+
+        let upstream_cookies: Arc<Mutex<Vec<String>>> = Arc::default();
+        let set = upstream_cookies.clone();
+        let setter = serve(move |_| {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+            for c in set.lock().unwrap().iter() {
+                resp.headers_mut().append("set-cookie", c.parse().unwrap());
+            }
+            resp
+        })
+        .await;
+        let echo = EchoUpstream::start().await.unwrap();
+        let (login, login_route) = if with_login {
+            (
+                format!("login:\n  provider: dev\n  cookie:\n    secret: {SECRET}\n"),
+                "    login: true\n",
+            )
+        } else {
+            (String::new(), "")
+        };
+        let yaml = format!(
+            "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+             providers:\n  - name: dev\n    issuer: {issuer}\n    audiences: [portal]\n\
+             \x20   client_id: portal\n    client_secret: portal-secret\n\
+             {login}\
+             routes:\n\
+             \x20 - name: app\n    match: {{ path_prefix: /app }}\n    upstream: {echo}\n{login_route}\
+             \x20   policy:\n      allow:\n        - authenticated: true\n\
+             \x20 - name: api\n    match: {{ path_prefix: /api }}\n    upstream: {echo}\n\
+             \x20   policy:\n      allow:\n        - authenticated: true\n\
+             \x20 - name: open\n    match: {{ path_prefix: /open }}\n    upstream: {echo}\n    auth: optional\n\
+             \x20   policy:\n      allow:\n        - methods: [GET]\n\
+             \x20 - name: setter\n    match: {{ path_prefix: /setter }}\n    upstream: http://{setter}\n    auth: none\n",
+            echo = echo.url(),
+        );
+        let server = Server::start(config(&yaml), None).await.unwrap();
+        wait_ready(server.admin_addr()).await;
+        Stack {
+            server,
+            keys,
+            issuer,
+            next_sign_in,
+            upstream_cookies,
+            _echo: echo,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.local_addr())
+    }
+
+    async fn call(&self, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
+        send(&client(), "GET", &self.url(path), headers).await
+    }
+
+    /// A bearer token for `sub` from the provider.
+    fn bearer(&self, sub: &str) -> String {
+        let token = self
+            .keys
+            .sign(&json!({
+                "iss": self.issuer, "sub": sub, "aud": "portal",
+                "iat": now(), "exp": now() + 300,
+            }))
+            .unwrap();
+        format!("Bearer {token}")
+    }
+
+    /// Starts a sign-in at `path` with the cookies of `jar` and completes it
+    /// at the callback as `sub`; the jar keeps what the proxy set.
+    async fn sign_in(&self, jar: &mut Jar, path: &str, sub: &str) -> u16 {
+        let state = self.start_sign_in(jar, path).await;
+        self.callback(jar, &state, sub).await
+    }
+
+    /// A page load that starts a sign-in; returns its `state`.
+    async fn start_sign_in(&self, jar: &mut Jar, path: &str) -> String {
+        let cookie = jar.header(path);
+        let (status, headers, body) = self
+            .call(path, &[("accept", "text/html"), ("cookie", &cookie)])
+            .await;
+        assert_eq!(status, 302, "{body}");
+        jar.take(&headers);
+        let location = headers["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with(&format!("{}/authorize?", self.issuer)));
+        query_value(&location, "state")
+            .zip(query_value(&location, "nonce"))
+            .map(|(state, nonce)| {
+                *self.next_sign_in.lock().unwrap() = Some((String::new(), nonce));
+                state
+            })
+            .unwrap()
+    }
+
+    /// The provider sends the browser back to the callback, signed in as `sub`.
+    async fn callback(&self, jar: &mut Jar, state: &str, sub: &str) -> u16 {
+        if let Some((s, _)) = self.next_sign_in.lock().unwrap().as_mut() {
+            *s = sub.to_string();
+        }
+        let path = format!("/.portcullis/callback?state={state}&code=c");
+        let cookie = jar.header(&path);
+        let (status, headers, _) = self.call(&path, &[("cookie", &cookie)]).await;
+        jar.take(&headers);
+        status
+    }
+}
+
+fn query_value(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// A browser's cookies: one per name and path, in the order they were first
+/// set (a replaced cookie keeps its place, RFC 6265 §5.3), sent longer paths
+/// first (§5.4).
+#[derive(Default)]
+struct Jar {
+    cookies: Vec<(String, String, String)>,
+}
+
+impl Jar {
+    fn take(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let mut parts = text.split(';').map(str::trim);
+            let (name, value) = parts.next().unwrap().split_once('=').unwrap();
+            let mut path = "/".to_string();
+            let mut gone = false;
+            for attr in parts {
+                if let Some(p) = attr.strip_prefix("Path=") {
+                    path = p.to_string();
+                }
+                if attr == "Max-Age=0" {
+                    gone = true;
+                }
+            }
+            let at = self
+                .cookies
+                .iter()
+                .position(|(n, p, _)| n == name && *p == path);
+            match (at, gone) {
+                (Some(i), true) => {
+                    self.cookies.remove(i);
+                }
+                (Some(i), false) => self.cookies[i].2 = value.to_string(),
+                (None, false) => self
+                    .cookies
+                    .push((name.to_string(), path, value.to_string())),
+                (None, true) => {}
+            }
+        }
+    }
+
+    fn header(&self, request_path: &str) -> String {
+        let path = request_path.split('?').next().unwrap();
+        let mut sent: Vec<&(String, String, String)> = self
+            .cookies
+            .iter()
+            .filter(|(_, p, _)| {
+                p == "/" || path == p || path.starts_with(&format!("{}/", p.trim_end_matches('/')))
+            })
+            .collect();
+        sent.sort_by_key(|(_, p, _)| std::cmp::Reverse(p.len()));
+        sent.iter()
+            .map(|(n, _, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// The sign-in cookies (not their markers).
+    fn sign_ins(&self) -> usize {
+        self.cookies
+            .iter()
+            .filter(|(n, p, _)| n.starts_with("_portcullis_s") && p == "/.portcullis/callback")
+            .count()
+    }
+}
+
+fn set_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn clears_session(headers: &HeaderMap) -> bool {
+    set_cookies(headers)
+        .iter()
+        .any(|c| c.starts_with("_portcullis=; Path=/; Max-Age=0"))
+}
+
+fn error_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// An upstream that answers with the proxy's session cookie (its own, or a
+/// session of the attacker's, perhaps through a header injection) would sign
+/// the browser in as someone else, or with a narrower path make it send two
+/// sessions: no `Set-Cookie` of the proxy's cookies ever comes from upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_cannot_set_the_proxys_cookies() {
+    let s = Stack::start(true).await;
+    // A real session of the attacker's, as an upstream could hand out.
+    let mut attacker = Jar::default();
+    assert_eq!(s.sign_in(&mut attacker, "/app/x", "mallory").await, 302);
+    let planted = attacker.value("_portcullis").unwrap().to_string();
+    *s.upstream_cookies.lock().unwrap() = vec![
+        "theme=dark; Path=/".to_string(),
+        format!("_portcullis={planted}; Path=/; HttpOnly"),
+        format!(" _portcullis={planted}; Path=/app"),
+        "_portcullis_s0a0b0c0d=forged; Path=/.portcullis/callback".to_string(),
+        "_portcullis_sm0a0b0c0d=1; Path=/".to_string(),
+        "_Portcullis=another-name".to_string(),
+    ];
+    let (status, headers, _) = s.call("/setter", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        set_cookies(&headers),
+        ["theme=dark; Path=/", "_Portcullis=another-name"]
+    );
+    // A browser that had none stays signed out.
+    let mut victim = Jar::default();
+    victim.take(&headers);
+    let (status, _, body) = s
+        .call("/api/x", &[("cookie", &victim.header("/api/x"))])
+        .await;
+    assert_eq!((status, error_of(&body).as_str()), (401, "missing_token"));
+
+    // Without login the proxy has no cookies of its own: nothing is taken.
+    let plain = Stack::start(false).await;
+    *plain.upstream_cookies.lock().unwrap() = vec!["_portcullis=theirs".to_string()];
+    let (_, headers, _) = plain.call("/setter", &[]).await;
+    assert_eq!(set_cookies(&headers), ["_portcullis=theirs"]);
+}
+
+/// A session cookie that names no live session (ended, unknown, forged)
+/// counts as no session beside a bearer token and on a route that does not
+/// require a caller; where one is required it is `session_expired`, and
+/// every refusal clears it. A live session and a token naming different
+/// callers stay a 400 (SPEC §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_session_cookie_stands_in_nobodys_way() {
+    let s = Stack::start(true).await;
+    let bob = s.bearer("bob");
+    // A real session, signed out.
+    let mut jar = Jar::default();
+    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
+    let signed_out = jar.header("/app/x");
+    let (_, _, whoami) = s
+        .call("/.portcullis/whoami", &[("cookie", &signed_out)])
+        .await;
+    let csrf = serde_json::from_str::<Value>(&whoami).unwrap()["session"]["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _, _) = send_body(
+        &client(),
+        "POST",
+        &s.url("/.portcullis/logout"),
+        &[
+            ("cookie", &signed_out),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Bytes::from(format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for dead in ["_portcullis=junk", signed_out.as_str()] {
+        // A valid bearer token decides alone.
+        let (status, _, body) = s
+            .call("/api/x", &[("authorization", &bob), ("cookie", dead)])
+            .await;
+        assert_eq!(status, 200, "{dead}: {body}");
+        assert_eq!(
+            common::echoed(&body)["headers"]["x-auth-request-user"][0],
+            "bob"
+        );
+        // An invalid one is refused for what it is, and the cookie cleared.
+        let (status, headers, body) = s
+            .call(
+                "/api/x",
+                &[("authorization", "Bearer nope"), ("cookie", dead)],
+            )
+            .await;
+        assert_eq!(status, 401);
+        assert_ne!(error_of(&body), "session_expired", "{body}");
+        assert!(clears_session(&headers), "{headers:?}");
+        // `auth: optional`: anonymous.
+        let (status, _, body) = s.call("/open/x", &[("cookie", dead)]).await;
+        assert_eq!(status, 200, "{dead}: {body}");
+        // A required caller and nothing else: session_expired, cleared.
+        let (status, headers, body) = s.call("/api/x", &[("cookie", dead)]).await;
+        assert_eq!((status, error_of(&body).as_str()), (401, "session_expired"));
+        assert!(clears_session(&headers), "{headers:?}");
+        let (status, headers, _) = s.call("/.portcullis/whoami", &[("cookie", dead)]).await;
+        assert_eq!(status, 401);
+        assert!(clears_session(&headers), "{headers:?}");
+        // A browser on a `login: true` route is sent to sign in, and the dead
+        // cookie goes with the same answer.
+        let (status, headers, _) = s
+            .call("/app/x", &[("cookie", dead), ("accept", "text/html")])
+            .await;
+        assert_eq!(status, 302);
+        assert!(clears_session(&headers), "{headers:?}");
+        assert!(headers["location"].to_str().unwrap().starts_with(&s.issuer));
+    }
+
+    // A live session: beside a token of the same caller, fine; of another, 400.
+    let mut jar = Jar::default();
+    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
+    let live = jar.header("/api/x");
+    let (status, headers, _) = s.call("/api/x", &[("cookie", &live)]).await;
+    assert_eq!(status, 200);
+    assert!(set_cookies(&headers).is_empty());
+    let alice = s.bearer("alice");
+    let (status, _, _) = s
+        .call("/api/x", &[("authorization", &alice), ("cookie", &live)])
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, body) = s
+        .call("/api/x", &[("authorization", &bob), ("cookie", &live)])
+        .await;
+    assert_eq!((status, error_of(&body).as_str()), (400, "bad_request"));
+    let (status, _, body) = s
+        .call("/open/x", &[("authorization", &bob), ("cookie", &live)])
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Every page load without a session starts a sign-in, and each adds a
+/// cookie the callback receives: an attacker's page that causes a hundred
+/// navigations would make the callback too large to read (431) or push the
+/// session cookie out of the browser. Past four in progress, the oldest are
+/// cleared by the request that starts the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_in_progress_stay_few() {
+    let s = Stack::start(true).await;
+    let mut jar = Jar::default();
+    let mut states = Vec::new();
+    for i in 0..12 {
+        // Through a protected page, and through the login endpoint.
+        let path = if i % 2 == 0 {
+            format!("/app/page-{i}")
+        } else {
+            format!("/.portcullis/login?rd=/app/page-{i}")
+        };
+        states.push(s.start_sign_in(&mut jar, &path).await);
+        assert!(jar.sign_ins() <= 5, "{} after {}", jar.sign_ins(), i + 1);
+    }
+    assert_eq!(jar.sign_ins(), 5);
+    let callback = jar.header("/.portcullis/callback");
+    assert!(callback.len() < 2_000, "{}", callback.len());
+    // The latest completes, and takes its own cookies with it.
+    assert_eq!(
+        s.callback(&mut jar, states.last().unwrap(), "alice").await,
+        302
+    );
+    assert_eq!(jar.sign_ins(), 4);
+    let markers = jar
+        .cookies
+        .iter()
+        .filter(|(n, p, _)| n.starts_with("_portcullis_sm") && p == "/")
+        .count();
+    assert_eq!(markers, 4);
+    let (status, _, _) = s.call("/app/x", &[("cookie", &jar.header("/app/x"))]).await;
+    assert_eq!(status, 200);
+    // One of the oldest cannot: its cookie is gone.
+    assert_eq!(s.callback(&mut jar, &states[0], "alice").await, 400);
+}
