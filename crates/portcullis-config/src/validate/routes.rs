@@ -191,6 +191,43 @@ fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<
         if r.auth == AuthMode::None {
             report.warn(&at.key("login"), "has no effect with auth: none");
         }
+        sign_in_hosts(config, r, at, report);
+    }
+}
+
+/// Without `login.cookie.domain` the sign-in cookie is set host-only on the
+/// host the browser asked for, and the callback is on `server.public_url`'s
+/// host: on any other host of a `login: true` route the callback never gets
+/// the sign-in cookie (and the route never gets the session cookie the
+/// callback sets), so sign-in cannot complete there.
+fn sign_in_hosts(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<'_>) {
+    let (Some(login), Some(public_url)) = (&config.login, &config.server.public_url) else {
+        return;
+    };
+    if login.cookie.domain.is_some() {
+        return;
+    }
+    // A malformed public_url is reported where it is.
+    let Ok(public) = url::parse_url(public_url) else {
+        return;
+    };
+    for (i, host) in r.matcher.hosts.iter().enumerate() {
+        let name = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if !name.eq_ignore_ascii_case(public.host) {
+            report.warn(
+                &at.key("match").key("hosts").index(i),
+                format!(
+                    "sign-in cannot complete on `{host}`: without login.cookie.domain the \
+                     sign-in cookie is set for that host alone, and the callback is on `{}` \
+                     (server.public_url), which never receives it; set login.cookie.domain to \
+                     a domain both are in, or serve this route on `{}`",
+                    public.host, public.host
+                ),
+            );
+        }
     }
 }
 
@@ -243,3 +280,63 @@ fn mcp(r: &RouteConfig, at: &KeyPath, report: &mut Report<'_>) {
 
 /// Every message of an MCP route may be held in memory once: keep that bounded.
 const MAX_MCP_MESSAGE: u64 = 64 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    fn warnings(yaml: &str) -> Vec<String> {
+        match crate::load_str(yaml, "test.yaml", &|_| None) {
+            Ok(loaded) => loaded.warnings.iter().map(ToString::to_string).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn config(public_url: &str, domain: &str, hosts: &str) -> String {
+        format!(
+            "server:\n  listen: 127.0.0.1:8080\n  public_url: {public_url}\n\
+             providers:\n  - name: idp\n    issuer: https://idp.example.com\n    audiences: [app]\n\
+             \x20   client_id: app\n    client_secret: s\n\
+             login:\n  provider: idp\n  cookie:\n    secret: a-cookie-secret-of-at-least-32-bytes!!\n{domain}\
+             routes:\n  - name: app\n    match: {{ path_prefix: /, {hosts} }}\n    login: true\n\
+             \x20   upstream: http://127.0.0.1:9000\n    policy: {{ allow: [{{ authenticated: true }}] }}\n"
+        )
+    }
+
+    fn about_sign_in(w: &[String]) -> Vec<&String> {
+        w.iter()
+            .filter(|w| w.contains("sign-in cannot complete"))
+            .collect()
+    }
+
+    #[test]
+    fn a_login_route_on_a_host_the_callback_never_sees_is_warned_about() {
+        let public = "https://auth.example.com";
+        let w = warnings(&config(public, "", "hosts: [app.example.com]"));
+        let found = about_sign_in(&w);
+        assert_eq!(found.len(), 1, "{w:?}");
+        assert!(
+            found[0].starts_with("test.yaml:16:38: routes[0].match.hosts[0]: "),
+            "{w:?}"
+        );
+        assert!(found[0].contains("`app.example.com`") && found[0].contains("`auth.example.com`"));
+        // Only the hosts that are not public_url's.
+        let w = warnings(&config(
+            public,
+            "",
+            "hosts: [AUTH.example.com, app.example.com]",
+        ));
+        assert_eq!(about_sign_in(&w).len(), 1, "{w:?}");
+        // The public host itself (with a port in public_url), any host, or a
+        // cookie domain that covers them: nothing to say.
+        let w = warnings(&config(
+            "https://auth.example.com:8443/base",
+            "",
+            "hosts: [auth.example.com]",
+        ));
+        assert!(about_sign_in(&w).is_empty(), "{w:?}");
+        let w = warnings(&config(public, "", "methods: [GET]"));
+        assert!(about_sign_in(&w).is_empty(), "{w:?}");
+        let domain = "    domain: example.com\n";
+        let w = warnings(&config(public, domain, "hosts: [app.example.com]"));
+        assert!(about_sign_in(&w).is_empty(), "{w:?}");
+    }
+}
