@@ -164,6 +164,9 @@ async fn run(
     };
     let mut judgment = judge::judge(rt, &facts).await;
     let cookie = judgment.cookie.take();
+    // A dead session cookie the core looked past (beside a bearer token, on an
+    // optional route) is cleared in the answer, whichever it is.
+    let clear_cookies = std::mem::take(&mut judgment.set_cookies);
     let (path, set, remove) = match ex.absorb(judgment) {
         Ok(told) => told,
         // Boxed, as are the other branches a plain proxied request never takes:
@@ -268,6 +271,9 @@ async fn run(
     }
     if let Some(id) = request_id {
         resp.headers_mut().insert(names::X_REQUEST_ID, id);
+    }
+    for c in clear_cookies {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
     }
     Ok(resp)
 }

@@ -414,10 +414,12 @@ async fn a_dead_session_cookie_stands_in_nobodys_way() {
     assert_eq!(status, 200);
     for dead in ["_portcullis=junk", signed_out.as_str()] {
         // A valid bearer token decides alone.
-        let (status, _, body) = s
+        let (status, headers, body) = s
             .call("/api/x", &[("authorization", &bob), ("cookie", dead)])
             .await;
         assert_eq!(status, 200, "{dead}: {body}");
+        // The dead cookie is cleared in the answer that succeeded, too.
+        assert!(clears_session(&headers), "{headers:?}");
         assert_eq!(
             common::echoed(&body)["headers"]["x-auth-request-user"][0],
             "bob"
