@@ -113,12 +113,7 @@ async fn run(
                 GuardRefusal::BadRequest(why) => {
                     Refusal::with_message(Reason::BadRequest, format!("malformed request: {why}"))
                 }
-                GuardRefusal::HeadersTooLarge => {
-                    let mut r =
-                        Refusal::with_message(Reason::BadRequest, "request headers too large");
-                    r.status = Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-                    r
-                }
+                GuardRefusal::HeadersTooLarge => headers_too_large(),
             };
             r.close = true;
             return Err(r);
@@ -132,9 +127,7 @@ async fn run(
         && h2_header_list_size(&req)
             > usize::try_from(rt.config.server.max_header_bytes.0).unwrap_or(usize::MAX)
     {
-        let mut r = Refusal::with_message(Reason::BadRequest, "request headers too large");
-        r.status = Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        return Err(r);
+        return Err(headers_too_large());
     }
 
     // One host is judged, and it is the one the upstream receives.
@@ -302,6 +295,13 @@ fn set_header(headers: &mut http::HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
+}
+
+/// The 431 for a request head over `max_header_bytes`, HTTP/1 or HTTP/2.
+fn headers_too_large() -> Refusal {
+    let mut r = Refusal::with_message(Reason::BadRequest, "request headers too large");
+    r.status = Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    r
 }
 
 /// An HTTP/2 request head's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it

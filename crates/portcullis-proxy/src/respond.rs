@@ -156,9 +156,6 @@ pub fn wants_html(headers: &http::HeaderMap) -> bool {
 /// Builds the SPEC §6 response for a refusal.
 pub fn error_response(refusal: &Refusal, request_id: &str, html: bool) -> Response<ProxyBody> {
     if let Some(r) = &refusal.redirect {
-        if refusal.set_cookies.is_empty() {
-            return redirect(&r.location, &r.set_cookies, request_id);
-        }
         let cookies: Vec<HeaderValue> = refusal
             .set_cookies
             .iter()

@@ -194,40 +194,23 @@ async fn messages_the_server_might_read_differently_are_refused() {
     }
 }
 
-/// An MCP server that answers every request with a `tools/list` event stream
-/// marked as gzip (whatever its bytes): the proxy cannot read it to filter.
-async fn compressing_server() -> std::net::SocketAddr {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let svc = service_fn(|_req: http::Request<hyper::body::Incoming>| async {
-                let event = format!(
-                    "data: {}\n\n",
-                    json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "rm_rf"}]}})
-                );
-                Ok::<_, std::convert::Infallible>(
-                    http::Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .header("content-encoding", "gzip")
-                        .body(Full::new(Bytes::from(event)))
-                        .unwrap(),
-                )
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
-            );
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn a_compressed_tool_list_is_not_passed_on() {
     let idp = DevIssuer::start().await.unwrap();
-    let upstream = compressing_server().await;
+    // An MCP server that answers with a `tools/list` event stream marked as
+    // gzip (whatever its bytes): the proxy cannot read it to filter.
+    let upstream = common::serve(|_| {
+        let event = format!(
+            "data: {}\n\n",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "rm_rf"}]}})
+        );
+        http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from(event)))
+            .unwrap()
+    })
+    .await;
     let yaml = format!(
         "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
          providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\

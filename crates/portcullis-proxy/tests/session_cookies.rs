@@ -12,51 +12,13 @@
 mod common;
 
 use bytes::Bytes;
-use common::{client, config, send, send_body, wait_ready};
+use common::{client, config, send, send_body, serve, wait_ready};
 use http::{HeaderMap, Response};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use portcullis_proxy::Server;
 use portcullis_testkit::{DevIssuer, EchoUpstream};
 use serde_json::{json, Value};
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-
-/// Answers every request with `answer(path and query)`.
-async fn serve<F>(answer: F) -> SocketAddr
-where
-    F: Fn(&str) -> Response<Full<Bytes>> + Send + Sync + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let target = req
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_string();
-                    let resp = answer(&target);
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 fn json_answer(v: &Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));

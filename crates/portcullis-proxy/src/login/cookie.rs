@@ -109,7 +109,12 @@ impl Cookies {
 
     /// The sign-in cookie's name for `state`.
     fn pending_name(&self, state: &str) -> String {
-        format!("{}_s{}", self.name, pending_tag(state))
+        self.sign_in_name(&pending_tag(state))
+    }
+
+    /// The name of the sign-in cookie whose tag is `tag`.
+    fn sign_in_name(&self, tag: &str) -> String {
+        format!("{}_s{tag}", self.name)
     }
 
     /// The name of the marker of the sign-in whose tag is `tag`.
@@ -140,7 +145,7 @@ impl Cookies {
     /// was set for (a cookie is only replaced by one of the same path).
     fn clear_tag(&self, tag: &str) -> [HeaderValue; 2] {
         [
-            self.set_cookie(&format!("{}_s{tag}", self.name), "", CALLBACK_PATH, 0),
+            self.set_cookie(&self.sign_in_name(tag), "", CALLBACK_PATH, 0),
             self.set_cookie(&self.marker_name(tag), "", "/", 0),
         ]
     }

@@ -135,7 +135,7 @@ impl ToolFilter {
 /// The request's side. `host` and `path` are the judged ones; `ex` carries the
 /// core's judgment (identity, decision) and receives the message's audit facts.
 pub async fn before(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     index: usize,
     rt: &Arc<Runtime>,
     shared: &Shared,
@@ -182,7 +182,6 @@ pub async fn before(
         max,
         redis,
     };
-    let mut req = req;
     // What the proxy filters it must be able to read: the server is asked for
     // plain bytes (a gzipped event stream would pass the filter unread).
     req.headers_mut()
@@ -216,12 +215,7 @@ pub async fn before(
             Box::new(after),
         ));
     }
-    if req
-        .headers()
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
+    if is_encoded(req.headers()) {
         // The server would judge the decoded bytes, the proxy the encoded ones.
         let mut r = Refusal::with_message(
             Reason::BadRequest,
@@ -399,12 +393,7 @@ pub async fn after(
         return Ok(resp);
     };
     // Asked for plain bytes; an answer encoded anyway cannot be read to filter.
-    if resp
-        .headers()
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
+    if is_encoded(resp.headers()) {
         return Err(cannot("it is compressed (Content-Encoding)"));
     }
     let content_type = resp
@@ -438,6 +427,15 @@ pub async fn after(
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Response::from_parts(parts, full(body)))
+}
+
+/// Whether a message's body is encoded (any `Content-Encoding` but `identity`):
+/// then its bytes are not what its reader decodes.
+fn is_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 /// Whether a request head announces a body (any `Transfer-Encoding`, or a

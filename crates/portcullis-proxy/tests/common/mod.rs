@@ -127,3 +127,39 @@ pub async fn wait_ready(admin: std::net::SocketAddr) {
     }
     panic!("proxy never became ready");
 }
+
+/// A stand-in upstream (or provider) on 127.0.0.1 that answers every request
+/// with `answer(path and query)`.
+pub async fn serve<F>(answer: F) -> std::net::SocketAddr
+where
+    F: Fn(&str) -> http::Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let target = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
+                    let resp = answer(&target);
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
