@@ -3,10 +3,9 @@
 //! session stands in nobody's way, and a browser's sign-ins in progress stay
 //! few however many pages start one.
 //!
-//! The provider is a small OpenID Connect stand-in (discovery, keys, a token
-//! endpoint that redeems any code for the ID token the test asks for), signed
-//! by the development issuer's keys; the test plays the browser, with a cookie
-//! jar that keeps cookies by name and path as browsers do.
+//! The provider is the development issuer (authorization code with PKCE);
+//! the test plays the browser, with a cookie jar that keeps cookies by name
+//! and path as browsers do.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -20,26 +19,9 @@ use portcullis_testkit::{DevIssuer, EchoUpstream};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
-fn json_answer(v: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
-    resp.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    resp
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 struct Stack {
     server: Server,
-    keys: Arc<DevIssuer>,
-    issuer: String,
-    /// The `sub` the provider signs the next ID token for, and its nonce.
-    next_sign_in: Arc<Mutex<Option<(String, String)>>>,
+    idp: DevIssuer,
     /// The `Set-Cookie`s the cookie-setting upstream answers with.
     upstream_cookies: Arc<Mutex<Vec<String>>>,
     _echo: EchoUpstream,
@@ -49,52 +31,9 @@ const SECRET: &str = "a-cookie-secret-of-at-least-32-bytes!!";
 
 impl Stack {
     async fn start(with_login: bool) -> Stack {
-        let keys = Arc::new(DevIssuer::start().await.unwrap());
-        let (_, jwks) = common::get(&format!("{}/jwks", keys.issuer())).await;
-        let jwks: Value = serde_json::from_str(&jwks).unwrap();
-        let next_sign_in: Arc<Mutex<Option<(String, String)>>> = Arc::default();
-        let issuer_cell: Arc<Mutex<String>> = Arc::default();
-        let (signer, next, cell) = (keys.clone(), next_sign_in.clone(), issuer_cell.clone());
-        let idp = serve(move |target| {
-            let issuer = cell.lock().unwrap().clone();
-            let path = target.split('?').next().unwrap_or("");
-            match path {
-                "/.well-known/openid-configuration" => json_answer(&json!({
-                    "issuer": issuer,
-                    "jwks_uri": format!("{issuer}/jwks"),
-                    "authorization_endpoint": format!("{issuer}/authorize"),
-                    "token_endpoint": format!("{issuer}/token"),
-                    "id_token_signing_alg_values_supported": ["ES256"],
-                })),
-                "/jwks" => json_answer(&jwks),
-                "/token" => {
-                    let Some((sub, nonce)) = next.lock().unwrap().take() else {
-                        let mut r = json_answer(&json!({"error": "invalid_grant"}));
-                        *r.status_mut() = http::StatusCode::BAD_REQUEST;
-                        return r;
-                    };
-                    let id_token = signer
-                        .sign(&json!({
-                            "iss": issuer, "sub": sub, "aud": "portal", "nonce": nonce,
-                            "iat": now(), "exp": now() + 300,
-                        }))
-                        .unwrap();
-                    json_answer(&json!({
-                        "access_token": "opaque", "token_type": "Bearer",
-                        "expires_in": 300, "id_token": id_token,
-                    }))
-                }
-                _ => {
-                    let mut r = Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = http::StatusCode::NOT_FOUND;
-                    r
-                }
-            }
-        })
-        .await;
-        let issuer = format!("http://{idp}");
-        *issuer_cell.lock().unwrap() = issuer.clone();
-
+        let idp = DevIssuer::start().await.unwrap();
+        idp.token_endpoint()
+            .add_secret_client("portal", "portal-secret");
         let upstream_cookies: Arc<Mutex<Vec<String>>> = Arc::default();
         let set = upstream_cookies.clone();
         let setter = serve(move |_| {
@@ -127,15 +66,14 @@ impl Stack {
              \x20 - name: open\n    match: {{ path_prefix: /open }}\n    upstream: {echo}\n    auth: optional\n\
              \x20   policy:\n      allow:\n        - methods: [GET]\n\
              \x20 - name: setter\n    match: {{ path_prefix: /setter }}\n    upstream: http://{setter}\n    auth: none\n",
+            issuer = idp.issuer(),
             echo = echo.url(),
         );
         let server = Server::start(config(&yaml), None).await.unwrap();
         wait_ready(server.admin_addr()).await;
         Stack {
             server,
-            keys,
-            issuer,
-            next_sign_in,
+            idp,
             upstream_cookies,
             _echo: echo,
         }
@@ -151,24 +89,19 @@ impl Stack {
 
     /// A bearer token for `sub` from the provider.
     fn bearer(&self, sub: &str) -> String {
-        let token = self
-            .keys
-            .sign(&json!({
-                "iss": self.issuer, "sub": sub, "aud": "portal",
-                "iat": now(), "exp": now() + 300,
-            }))
-            .unwrap();
+        let token = self.idp.token(sub, "portal", 300, json!({})).unwrap();
         format!("Bearer {token}")
     }
 
     /// Starts a sign-in at `path` with the cookies of `jar` and completes it
-    /// at the callback as `sub`; the jar keeps what the proxy set.
+    /// at the provider and the callback as `sub`; the jar keeps what the proxy set.
     async fn sign_in(&self, jar: &mut Jar, path: &str, sub: &str) -> u16 {
-        let state = self.start_sign_in(jar, path).await;
-        self.callback(jar, &state, sub).await
+        let authorize = self.start_sign_in(jar, path).await;
+        self.callback(jar, &authorize, sub).await
     }
 
-    /// A page load that starts a sign-in; returns its `state`.
+    /// A page load that starts a sign-in; returns where it sends the browser
+    /// (the provider's authorization URL).
     async fn start_sign_in(&self, jar: &mut Jar, path: &str) -> String {
         let cookie = jar.header(path);
         let (status, headers, body) = self
@@ -177,35 +110,25 @@ impl Stack {
         assert_eq!(status, 302, "{body}");
         jar.take(&headers);
         let location = headers["location"].to_str().unwrap().to_string();
-        assert!(location.starts_with(&format!("{}/authorize?", self.issuer)));
-        query_value(&location, "state")
-            .zip(query_value(&location, "nonce"))
-            .map(|(state, nonce)| {
-                *self.next_sign_in.lock().unwrap() = Some((String::new(), nonce));
-                state
-            })
-            .unwrap()
+        assert!(location.starts_with(&format!("{}/authorize?", self.idp.issuer())));
+        location
     }
 
-    /// The provider sends the browser back to the callback, signed in as `sub`.
-    async fn callback(&self, jar: &mut Jar, state: &str, sub: &str) -> u16 {
-        if let Some((s, _)) = self.next_sign_in.lock().unwrap().as_mut() {
-            *s = sub.to_string();
-        }
-        let path = format!("/.portcullis/callback?state={state}&code=c");
-        let cookie = jar.header(&path);
-        let (status, headers, _) = self.call(&path, &[("cookie", &cookie)]).await;
+    /// The browser goes to the provider's `authorize` URL, where `sub` signs
+    /// in, and is sent back to the callback with a code.
+    async fn callback(&self, jar: &mut Jar, authorize: &str, sub: &str) -> u16 {
+        self.idp.sign_in_as(sub, json!({}));
+        let (status, headers, body) = send(&client(), "GET", authorize, &[]).await;
+        assert_eq!(status, 302, "{body}");
+        // To the redirect URI, on server.public_url (here the configured
+        // listen address, port 0): the path is what reaches the proxy.
+        let back = headers["location"].to_str().unwrap();
+        let path = &back[back.find("/.portcullis/callback?").unwrap()..];
+        let cookie = jar.header(path);
+        let (status, headers, _) = self.call(path, &[("cookie", &cookie)]).await;
         jar.take(&headers);
         status
     }
-}
-
-fn query_value(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| v.to_string())
-    })
 }
 
 /// A browser's cookies: one per name and path, in the order they were first
@@ -413,7 +336,10 @@ async fn a_dead_session_cookie_stands_in_nobodys_way() {
             .await;
         assert_eq!(status, 302);
         assert!(clears_session(&headers), "{headers:?}");
-        assert!(headers["location"].to_str().unwrap().starts_with(&s.issuer));
+        assert!(headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&s.idp.issuer()));
     }
 
     // A live session: beside a token of the same caller, fine; of another, 400.
@@ -447,7 +373,7 @@ async fn a_dead_session_cookie_stands_in_nobodys_way() {
 async fn sign_ins_in_progress_stay_few() {
     let s = Stack::start(true).await;
     let mut jar = Jar::default();
-    let mut states = Vec::new();
+    let mut started = Vec::new();
     for i in 0..12 {
         // Through a protected page, and through the login endpoint.
         let path = if i % 2 == 0 {
@@ -455,7 +381,7 @@ async fn sign_ins_in_progress_stay_few() {
         } else {
             format!("/.portcullis/login?rd=/app/page-{i}")
         };
-        states.push(s.start_sign_in(&mut jar, &path).await);
+        started.push(s.start_sign_in(&mut jar, &path).await);
         assert!(jar.sign_ins() <= 5, "{} after {}", jar.sign_ins(), i + 1);
     }
     assert_eq!(jar.sign_ins(), 5);
@@ -463,7 +389,7 @@ async fn sign_ins_in_progress_stay_few() {
     assert!(callback.len() < 2_000, "{}", callback.len());
     // The latest completes, and takes its own cookies with it.
     assert_eq!(
-        s.callback(&mut jar, states.last().unwrap(), "alice").await,
+        s.callback(&mut jar, started.last().unwrap(), "alice").await,
         302
     );
     assert_eq!(jar.sign_ins(), 4);
@@ -476,5 +402,5 @@ async fn sign_ins_in_progress_stay_few() {
     let (status, _, _) = s.call("/app/x", &[("cookie", &jar.header("/app/x"))]).await;
     assert_eq!(status, 200);
     // One of the oldest cannot: its cookie is gone.
-    assert_eq!(s.callback(&mut jar, &states[0], "alice").await, 400);
+    assert_eq!(s.callback(&mut jar, &started[0], "alice").await, 400);
 }

@@ -1,8 +1,10 @@
 //! A development token issuer on loopback: OIDC discovery, a JWKS, key rotation,
-//! token minting, and a client-credentials token endpoint ([`TokenEndpoint`]).
+//! token minting, a token endpoint for client credentials ([`TokenEndpoint`]),
+//! and browser sign-in by authorization code ([`crate::authorize`]).
 //! Keys are generated at start; nothing is ever written to disk.
 //! Used by the end-to-end tests and by `portcullis demo`.
 
+use crate::authorize::Authorized;
 use crate::token_endpoint::TokenEndpoint;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -18,7 +20,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
 struct Keys {
@@ -93,6 +94,12 @@ impl DevIssuer {
         &self.token
     }
 
+    /// The user the next browser sign-in (`GET /authorize`) signs in, with
+    /// `claims` added to the ID token (`json!({})` for none).
+    pub fn sign_in_as(&self, sub: &str, claims: Value) {
+        self.token.sign_ins().sign_in_as(Some((sub, claims)));
+    }
+
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> usize {
         self.jwks_fetches.load(Ordering::Relaxed)
@@ -144,10 +151,7 @@ impl DevIssuer {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
 }
 
 fn rand_suffix() -> u64 {
@@ -186,10 +190,30 @@ async fn answer(
         *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
         return resp;
     }
+    if req.uri().path() == "/authorize" && req.method() == http::Method::GET {
+        let query = req.uri().query().unwrap_or("");
+        return match token.sign_ins().authorize(query, |id| token.knows(id)) {
+            Authorized::Redirect(location) => {
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::FOUND;
+                if let Ok(v) = http::HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(http::header::LOCATION, v);
+                }
+                resp
+            }
+            Authorized::Refused(status, code) => {
+                let mut resp = json_response(&json!({ "error": code }));
+                *resp.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                resp
+            }
+        };
+    }
     let body = match req.uri().path() {
         "/.well-known/openid-configuration" => json!({
             "issuer": issuer,
             "jwks_uri": format!("{issuer}/jwks"),
+            "authorization_endpoint": format!("{issuer}/authorize"),
             "token_endpoint": format!("{issuer}/token"),
             "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
         }),

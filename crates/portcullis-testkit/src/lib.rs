@@ -4,6 +4,7 @@
 //! run time.
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod echo;
 pub mod issuer;
 pub mod redis_server;
@@ -13,3 +14,11 @@ pub use echo::{EchoUpstream, Seen};
 pub use issuer::DevIssuer;
 pub use redis_server::RedisServer;
 pub use token_endpoint::TokenEndpoint;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,5 +1,6 @@
 //! The development issuer's OAuth2 token endpoint (`POST /token`): the
-//! client-credentials grant for registered clients, authenticated with
+//! client-credentials grant and the authorization-code grant of browser
+//! sign-in ([`crate::authorize`]) for registered clients, authenticated with
 //! `client_secret_basic`, `client_secret_post` or `private_key_jwt` (RFC 7523,
 //! the assertion's signature, `iss`/`sub`, `aud`, `exp` and a never-seen `jti`
 //! all checked). Issues JWT access tokens signed with the issuer's key.
@@ -16,6 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::authorize::SignIns;
+use crate::unix_now as now;
 
 /// How a registered client authenticates.
 pub enum ClientKey {
@@ -38,6 +42,7 @@ pub struct TokenEndpoint {
     issued: AtomicUsize,
     /// The form of the last request (secrets included: this is a test double).
     last_form: Mutex<HashMap<String, String>>,
+    sign_ins: SignIns,
 }
 
 /// What the token endpoint answers: status and JSON body.
@@ -90,6 +95,16 @@ impl TokenEndpoint {
         self.issued.load(Ordering::Relaxed)
     }
 
+    /// Browser sign-in: who signs in at `/authorize`, and the codes issued.
+    pub fn sign_ins(&self) -> &SignIns {
+        &self.sign_ins
+    }
+
+    /// Whether `client_id` is registered.
+    pub fn knows(&self, client_id: &str) -> bool {
+        Self::lock(&self.clients).contains_key(client_id)
+    }
+
     /// The form fields of the last request.
     pub fn last_form(&self) -> HashMap<String, String> {
         Self::lock(&self.last_form).clone()
@@ -115,7 +130,8 @@ impl TokenEndpoint {
         }
         let form = parse_form(body);
         *Self::lock(&self.last_form) = form.clone();
-        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        let grant = form.get("grant_type").map(String::as_str);
+        if !matches!(grant, Some("client_credentials" | "authorization_code")) {
             return oauth_error(400, "unsupported_grant_type");
         }
         let Some(client_id) = self.authenticate(authorization, &form, url) else {
@@ -134,6 +150,19 @@ impl TokenEndpoint {
             "exp": now + ttl,
             "jti": format!("{now}-{}", self.issued.load(Ordering::Relaxed)),
         });
+        let mut id_token = None;
+        if grant == Some("authorization_code") {
+            let redeemed = match self.sign_ins.redeem(&form, &client_id, issuer) {
+                Ok(r) => r,
+                Err(code) => return oauth_error(400, code),
+            };
+            claims["sub"] = json!(redeemed.sub);
+            claims["aud"] = json!(redeemed.client_id);
+            let Some(signed) = sign(&redeemed.id_token_claims) else {
+                return oauth_error(500, "server_error");
+            };
+            id_token = Some(signed);
+        }
         if let Some(aud) = form.get("resource").or_else(|| form.get("audience")) {
             claims["aud"] = json!(aud);
         }
@@ -144,10 +173,11 @@ impl TokenEndpoint {
             return oauth_error(500, "server_error");
         };
         self.issued.fetch_add(1, Ordering::Relaxed);
-        Answer {
-            status: 200,
-            body: json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl }),
+        let mut body = json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl });
+        if let Some(id_token) = id_token {
+            body["id_token"] = json!(id_token);
         }
+        Answer { status: 200, body }
     }
 
     /// The authenticated client id, or `None`.
@@ -225,7 +255,7 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
 }
 
 /// `application/x-www-form-urlencoded` decoding (`+` is a space).
-fn form_decode(text: &str) -> String {
+pub(crate) fn form_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -250,13 +280,6 @@ fn form_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A handle to share the endpoint's state with the issuer's connections.
