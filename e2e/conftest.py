@@ -361,6 +361,7 @@ def launch(binary: str, idp: Idp, workdir: Path, config: str = CONFIG, tag: str 
     up_log = workdir / f"upstream{tag}.log"
     # Replicas behind one address share a `public_url` (the assertions' issuer).
     up_env = os.environ | {"PORTCULLIS_URL": fields.get("public_url", proxy_url),
+                           "PORTCULLIS_JWKS_URL": f"{proxy_url}/.well-known/portcullis/jwks.json",
                            "ASSERTION_AUDIENCE": upstream,
                            "UPSTREAM_FD": str(up_sock.fileno())}
     upstream_proc = start([sys.executable, str(E2E / "upstream" / "app.py")], up_log,

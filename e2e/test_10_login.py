@@ -280,3 +280,58 @@ def test_forward_auth_redirects_browsers_only_when_asked(login_stack):
     # The login endpoint it points at starts sign-in and keeps where to return.
     start = httpx.get(r.headers["location"])
     assert start.status_code == 302 and start.headers["location"].startswith(s.issuer)
+
+
+# Forgery from a sibling subdomain needs names: every subdomain of
+# `portcullis.localhost` is the same site (Chromium resolves `*.localhost` to
+# loopback itself), so `SameSite=Lax` lets a page on `evil.portcullis.localhost`
+# make the browser POST to the app with its session cookie.
+SITE_CONFIG = CONFIG.replace("public_url: http://127.0.0.1:{port}", "public_url: {public_url}") \
+    .replace("  cookie:\n", "  allowed_redirect_hosts: [portal.portcullis.localhost]\n  cookie:\n")
+
+
+@pytest.fixture(scope="module")
+def site_stack(workdir):
+    port = free_port()
+    base = f"http://app.portcullis.localhost:{port}"
+    login_secret = secrets.token_urlsafe(24)
+    env = {"IDP_LOGIN_SECRET": login_secret,
+           "IDP_LOGIN_REDIRECT": f"{base}/.portcullis/callback",
+           "IDP_LOGIN_BACKCHANNEL": f"{base}/.portcullis/backchannel-logout"}
+    for issuer, _proc in start_idp(workdir, env, tag="-site"):
+        stack = launch(portcullis_bin(), SimpleNamespace(issuer=issuer), workdir, SITE_CONFIG,
+                       tag="-site", port=port, public_url=base, login_secret=login_secret,
+                       cookie_secret=secrets.token_urlsafe(32))
+        try:
+            yield SimpleNamespace(base=base, issuer=issuer, stack=stack, port=port)
+        finally:
+            stop(stack.proc, grace=20)
+            stop(stack.upstream_proc)
+
+
+def test_a_sibling_subdomains_page_cannot_post_with_the_session(site_stack):
+    s = site_stack
+    signed_in, own, forged, trusted, after = browse(
+        s,
+        {"do": "signin", "path": "/app/page", "user": "alice"},
+        {"do": "post", "path": "/api/transfer"},
+        {"do": "forge", "from": f"http://evil.portcullis.localhost:{s.port}", "path": "/api/transfer"},
+        {"do": "forge", "from": f"http://portal.portcullis.localhost:{s.port}", "path": "/api/transfer"},
+        {"do": "fetch", "path": "/.portcullis/whoami"},
+    )
+    assert signed_in["url"] == f"{s.base}/app/page", signed_in["url"]
+    # The app's own form: the service gets the POST, as alice.
+    assert own["status"] == 200, own["text"][-2000:]
+    assert echo(own)["claims"]["sub"] == "alice"
+    # The sibling's page: refused before the service sees it.
+    assert forged["status"] == 403, forged["text"][-2000:]
+    assert "cross-site request forgery" in forged["text"]
+    # A host the deployment trusts (login.allowed_redirect_hosts) may; that it
+    # arrives as alice shows the browser does send the cookie from a sibling.
+    assert trusted["status"] == 200, trusted["text"][-2000:]
+    assert echo(trusted)["claims"]["sub"] == "alice"
+    assert json.loads(after["text"])["sub"] == "alice"
+    lines = [json.loads(line) for line in s.stack.audit_log.read_text().splitlines()]
+    refused = [l for l in lines if l["status"] == 403 and l["path"] == "/api/transfer"]
+    assert len(refused) == 1 and refused[0]["reason"] == "forbidden", refused
+    assert refused[0]["identity"]["sub"] == "alice"

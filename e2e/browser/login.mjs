@@ -16,6 +16,11 @@
 //   {"do": "logout"}                           the 403 page's or whoami's CSRF
 //                                              token POSTed to /.portcullis/logout
 //   {"do": "idp_logout"}                       sign out at the provider itself
+//   {"do": "post", "path": P}                  a form on Portcullis's own origin
+//                                              POSTs to P; status, url, text
+//   {"do": "forge", "from": ORIGIN, "path": P} the same form, auto-submitted by
+//                                              a page of another ORIGIN (served by
+//                                              the browser's request interception)
 //   {"do": "sleep", "ms": MS}
 import { chromium } from 'playwright-core';
 
@@ -89,6 +94,23 @@ try {
         await page.click('button[value=yes], button[name=logout]');
         await page.waitForLoadState('load');
         out.push({ status: null, url: page.url(), text: await page.content() });
+        break;
+      }
+      case 'post':
+      case 'forge': {
+        const form = `<form method="post" action="${url(step.path)}"><input name="amount" value="1000"></form>`;
+        if (step.do === 'forge') {
+          const attack = new URL('/attack', step.from).toString();
+          await context.route(attack, (route) => route.fulfill({ contentType: 'text/html', body: `<html><body>${form}</body></html>` }));
+          await page.goto(attack);
+        } else {
+          await page.goto(url('/.well-known/portcullis/jwks.json'));
+          await page.setContent(form);
+        }
+        const done = page.waitForNavigation({ timeout: 20000 });
+        await page.evaluate(() => document.forms[0].submit());
+        const response = await done;
+        out.push(await seen(response));
         break;
       }
       case 'sleep':

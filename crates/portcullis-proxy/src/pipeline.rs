@@ -148,6 +148,7 @@ async fn run(
         scheme,
         raw_path: req.uri().path(),
         headers: req.headers(),
+        upgrade: upgrade.is_some(),
         peer_trusted,
         peer_identity: conn.peer_identity.as_ref(),
         client_ip: &ex.client_ip,

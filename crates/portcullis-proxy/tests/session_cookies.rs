@@ -1,7 +1,8 @@
 //! Browser sign-in against the real proxy, for what its cookies may and may
 //! not do: an upstream cannot set them, a session cookie that outlived its
-//! session stands in nobody's way, and a browser's sign-ins in progress stay
-//! few however many pages start one.
+//! session stands in nobody's way, a browser's sign-ins in progress stay
+//! few however many pages start one, and a page on another origin cannot use
+//! the session to change anything.
 //!
 //! The provider is the development issuer (authorization code with PKCE);
 //! the test plays the browser, with a cookie jar that keeps cookies by name
@@ -47,7 +48,10 @@ impl Stack {
         let echo = EchoUpstream::start().await.unwrap();
         let (login, login_route) = if with_login {
             (
-                format!("login:\n  provider: dev\n  cookie:\n    secret: {SECRET}\n"),
+                format!(
+                    "login:\n  provider: dev\n  allowed_redirect_hosts: [\"*.apps.test\"]\n\
+                     \x20 cookie:\n    secret: {SECRET}\n"
+                ),
                 "    login: true\n",
             )
         } else {
@@ -403,4 +407,75 @@ async fn sign_ins_in_progress_stay_few() {
     assert_eq!(status, 200);
     // One of the oldest cannot: its cookie is gone.
     assert_eq!(s.callback(&mut jar, &started[0], "alice").await, 400);
+}
+
+/// A sibling subdomain is the same site, so `SameSite=Lax` lets its pages
+/// POST with the session cookie, and open WebSockets with it: a request that
+/// only the cookie authenticates and that can change something must come from
+/// a trusted origin (the request's own, `public_url`'s, an allowed host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_origins_page_cannot_use_the_session() {
+    let s = Stack::start(true).await;
+    let mut jar = Jar::default();
+    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
+    let cookie = jar.header("/api/x");
+    let own = format!("http://{}", s.server.local_addr());
+    let post = |headers: Vec<(&'static str, String)>| {
+        let url = s.url("/api/x");
+        let cookie = cookie.clone();
+        async move {
+            let mut all: Vec<(&str, &str)> = vec![("cookie", cookie.as_str())];
+            all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            send_body(&client(), "POST", &url, &all, Bytes::from_static(b"x=1")).await
+        }
+    };
+    for (headers, want) in [
+        (vec![("origin", "http://evil.test".to_string())], 403),
+        (vec![("origin", "null".to_string())], 403),
+        (vec![("sec-fetch-site", "same-site".to_string())], 403),
+        (vec![("origin", own.replace("127.0.0.1", "localhost"))], 403),
+        (vec![("origin", own.clone())], 200),
+        (vec![("origin", "http://portal.apps.test".to_string())], 200),
+        (vec![("sec-fetch-site", "same-origin".to_string())], 200),
+        // No word from a browser about another page: a script's request.
+        (vec![], 200),
+    ] {
+        let (status, _, body) = post(headers.clone()).await;
+        assert_eq!(status, want, "{headers:?}: {body}");
+        if want == 403 {
+            assert_eq!(error_of(&body), "forbidden");
+            assert!(body.contains("cross-site request forgery"), "{body}");
+        }
+    }
+    // A token is not something another page can make the browser send.
+    let alice = s.bearer("alice");
+    let (status, _, _) = post(vec![
+        ("authorization", alice),
+        ("origin", "http://evil.test".to_string()),
+    ])
+    .await;
+    assert_eq!(status, 200);
+    // Reading is the service's to keep safe, and navigation must work ...
+    let (status, _, _) = s
+        .call(
+            "/api/x",
+            &[("cookie", &cookie), ("origin", "http://evil.test")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    // ... but a WebSocket handshake is a GET that opens a channel both ways.
+    let (status, _, body) = s
+        .call(
+            "/api/x",
+            &[
+                ("cookie", &cookie),
+                ("origin", "http://evil.test"),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        )
+        .await;
+    assert_eq!((status, error_of(&body).as_str()), (403, "forbidden"));
 }

@@ -146,6 +146,7 @@ async fn explain(
         scheme: request.scheme,
         raw_path: &request.raw_path,
         headers: &request.headers,
+        upgrade: request.headers.contains_key(http::header::UPGRADE),
         peer_trusted: true,
         peer_identity: request.workload.as_ref(),
         client_ip: "127.0.0.1",

@@ -152,6 +152,7 @@ async fn judge_check(
         scheme: scheme_of(http),
         raw_path,
         headers,
+        upgrade: headers.contains_key(http::header::UPGRADE),
         peer_trusted,
         peer_identity,
         client_ip: &ex.client_ip,

@@ -66,6 +66,9 @@ pub struct RequestFacts<'a> {
     /// The request headers: credentials (`authorization`) and, from trusted
     /// peers, sidecar identity headers.
     pub headers: &'a HeaderMap,
+    /// The request asks to switch protocols (HTTP/1.1 `Upgrade`, which the
+    /// proxy strips from `headers` as hop-by-hop before judging).
+    pub upgrade: bool,
     /// Whether the peer is one of `server.trusted_proxies` (its sidecar and
     /// forwarding headers count).
     pub peer_trusted: bool,
@@ -307,6 +310,26 @@ async fn decide(
     j.identity = caller.identity;
     j.session = caller.session;
     j.set_cookies.extend(caller.clear_cookie);
+    // Only the cookie speaks for this caller, and a browser sends it with
+    // requests other pages start: see `login::origin`.
+    if let (true, Some(login)) = (caller.session_only, &rt.login) {
+        if let Some(why) = login.origins.forgery(
+            facts.method,
+            facts.upgrade,
+            facts.headers,
+            facts.scheme,
+            facts.host,
+        ) {
+            return Err(Refusal::with_message(
+                Reason::Forbidden,
+                format!(
+                    "{why}, and only the session cookie authenticates it: refused as a \
+                     possible cross-site request forgery (a trusted page's host belongs on \
+                     login.allowed_redirect_hosts)"
+                ),
+            ));
+        }
+    }
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
     // (On an MCP route this is the judgment of every JSON-RPC method but
@@ -420,6 +443,9 @@ pub struct Caller {
     /// The request carried a session cookie of ours that named no live
     /// session, and it counted as none: the `Set-Cookie` that clears it.
     pub clear_cookie: Option<HeaderValue>,
+    /// The session is the caller's only credential (no token): what a
+    /// browser attaches by itself, whichever page started the request.
+    pub session_only: bool,
 }
 
 /// [`identify`], with the browser session (`login`): a live session counts as
@@ -498,6 +524,7 @@ async fn identify_with(
         r
     };
     let mut identity = Identity::anonymous_shared();
+    let session_only = session.is_some() && matches!(credential, Credential::None);
     match credential {
         Credential::None
             if session.is_none() && auth == AuthMode::Required && workload.is_none() =>
@@ -537,6 +564,7 @@ async fn identify_with(
         identity,
         session,
         clear_cookie: None,
+        session_only,
     })
 }
 

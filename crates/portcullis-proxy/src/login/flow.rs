@@ -178,7 +178,7 @@ pub async fn logout(
     let same_origin = headers
         .get(ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| o.eq_ignore_ascii_case(&login.public_origin));
+        .is_some_and(|o| login.origins.is_public(o));
     let token_ok = form_value(form, "csrf").is_some_and(|t| {
         aws_lc_rs::constant_time::verify_slices_are_equal(
             t.as_bytes(),

@@ -11,6 +11,7 @@
 
 pub mod cookie;
 pub mod flow;
+pub mod origin;
 pub mod redirect;
 pub mod redis_store;
 mod refresh;
@@ -49,8 +50,9 @@ pub struct Login {
     idle_timeout: u64,
     /// `{public_url}/.portcullis/callback`, the redirect URI registered at the provider.
     pub callback_url: String,
-    /// `public_url`'s origin (`scheme://host[:port]`), for same-origin logout.
-    pub public_origin: String,
+    /// Where a session-only request with side effects may come from
+    /// (`public_url`'s origin, `allowed_redirect_hosts`), and same-origin logout.
+    pub origins: origin::TrustedOrigins,
     /// `public_url`'s host, always an allowed redirect target.
     public_host: String,
     pub store: Arc<dyn SessionStore>,
@@ -132,7 +134,11 @@ impl Login {
             session_ttl: cfg.session_ttl.get().as_secs(),
             idle_timeout: cfg.idle_timeout.get().as_secs(),
             callback_url: format!("{base}{}", cookie::CALLBACK_PATH),
-            public_origin: format!("{scheme}://{authority}"),
+            origins: origin::TrustedOrigins::new(
+                secure,
+                authority.as_str(),
+                &cfg.allowed_redirect_hosts,
+            ),
             public_host: authority.host().to_string(),
             store,
         }))
