@@ -611,7 +611,9 @@ async fn the_session_cookie_is_taken_out_of_what_the_service_gets() {
          providers:\n  - name: dev\n    issuer: {}\n    audiences: [portal]\n\
          \x20   client_id: portal\n    client_secret: not-used-here\n\
          login:\n  provider: dev\n  cookie:\n    secret: a-cookie-secret-of-at-least-32-bytes!!\n\
-         routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    auth: none\n",
+         routes:\n  - name: open\n    match: {{ path_prefix: /open }}\n    auth: optional\n\
+         \x20   policy:\n      allow:\n        - methods: [GET]\n\
+         \x20 - name: app\n    match: {{ path_prefix: / }}\n    auth: none\n",
         idp.issuer()
     );
     let server = portcullis_proxy::Server::start(config(&yaml), None)
@@ -648,5 +650,34 @@ async fn the_session_cookie_is_taken_out_of_what_the_service_gets() {
             .filter_map(|h| h.header.as_ref())
             .any(|h| h.key == "cookie"),
         "{ok:?}"
+    );
+    assert!(ok.response_headers_to_add.is_empty(), "{ok:?}");
+
+    // A session cookie naming no live session counts as none on an optional
+    // route, and the browser is told to drop it: added to the service's
+    // answer beside its own cookies, never replacing them.
+    let resp = check_on(
+        &server,
+        envoy_check("GET", "/open/x", &[("cookie", "_portcullis=junk")], ""),
+    )
+    .await;
+    let ok = ok_response(&resp);
+    let added: Vec<_> = ok
+        .response_headers_to_add
+        .iter()
+        .map(|o| {
+            let h = o.header.as_ref().unwrap();
+            (h.key.as_str(), o.append_action, o.append.clone())
+        })
+        .collect();
+    assert_eq!(
+        added,
+        [("set-cookie", 0, Some(BoolValue { value: true }))],
+        "{ok:?}"
+    );
+    let cleared = &ok.response_headers_to_add[0].header.as_ref().unwrap().value;
+    assert!(
+        cleared.starts_with("_portcullis=; Path=/; Max-Age=0"),
+        "{cleared}"
     );
 }

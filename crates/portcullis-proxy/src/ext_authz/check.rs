@@ -6,7 +6,7 @@
 use super::proto::{
     BoolValue, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue as PbHeader,
     HeaderValueOption, HttpRequest, HttpResponse, HttpStatus, OkHttpResponse, RpcStatus,
-    OVERWRITE_IF_EXISTS_OR_ADD,
+    APPEND_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS_OR_ADD,
 };
 use crate::audit::AuditTime;
 use crate::authority::{self, JudgedHost};
@@ -160,7 +160,14 @@ async fn judge_check(
         request_id: &ex.request_id,
         offline: None,
     };
-    let judgment = judge::judge(rt, &facts).await;
+    let mut judgment = judge::judge(rt, &facts).await;
+    // A dead session cookie the core looked past is cleared in the answer to
+    // the browser, as the reverse proxy does: added beside the service's own
+    // `Set-Cookie`s, never in their place.
+    let clear_cookies: Vec<_> = std::mem::take(&mut judgment.set_cookies)
+        .iter()
+        .map(|cookie| header_option(&http::header::SET_COOKIE, cookie, true))
+        .collect();
     // The proxy's own endpoints are not served behind Envoy.
     let reserved = judgment.reserved;
     // The `Cookie` header without the session cookie, as the reverse proxy
@@ -197,6 +204,7 @@ async fn judge_check(
     Ok(OkHttpResponse {
         headers,
         headers_to_remove,
+        response_headers_to_add: clear_cookies,
     })
 }
 
@@ -249,6 +257,27 @@ fn request_headers(http: &HttpRequest) -> Result<HeaderMap, Refusal> {
 
 /// A header Envoy sets, replacing any value the request had.
 fn overwrite(name: &HeaderName, value: &HeaderValue) -> HeaderValueOption {
+    header_option(name, value, false)
+}
+
+/// An answer's headers for Envoy: the first line of each name replaces, the
+/// lines after it are added (several `Set-Cookie`s must all reach the browser).
+fn answer_headers(headers: &HeaderMap) -> Vec<HeaderValueOption> {
+    let mut previous: Option<&HeaderName> = None;
+    headers
+        .iter()
+        // Connection management is Envoy's own business.
+        .filter(|(name, _)| *name != http::header::CONNECTION)
+        .map(|(name, value)| {
+            // A header map yields every line of one name in a row.
+            let again = previous == Some(name);
+            previous = Some(name);
+            header_option(name, value, again)
+        })
+        .collect()
+}
+
+fn header_option(name: &HeaderName, value: &HeaderValue, append: bool) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(PbHeader {
             key: name.as_str().to_string(),
@@ -260,8 +289,12 @@ fn overwrite(name: &HeaderName, value: &HeaderValue) -> HeaderValueOption {
             raw_value: Vec::new(),
         }),
         // Both spellings, for Envoys that read only the deprecated one.
-        append: Some(BoolValue { value: false }),
-        append_action: OVERWRITE_IF_EXISTS_OR_ADD,
+        append: Some(BoolValue { value: append }),
+        append_action: if append {
+            APPEND_IF_EXISTS_OR_ADD
+        } else {
+            OVERWRITE_IF_EXISTS_OR_ADD
+        },
     }
 }
 
@@ -283,13 +316,7 @@ async fn denied(refusal: &Refusal, ex: &Exchange) -> (CheckResponse, StatusCode)
         Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
         Err(_) => String::new(),
     };
-    let headers = parts
-        .headers
-        .iter()
-        // Connection management is Envoy's own business.
-        .filter(|(name, _)| *name != http::header::CONNECTION)
-        .map(|(name, value)| overwrite(name, value))
-        .collect();
+    let headers = answer_headers(&parts.headers);
     let grpc_code = match parts.status.as_u16() {
         // 302: a browser sent to sign in.
         401 | 302 => code::UNAUTHENTICATED,
@@ -366,6 +393,36 @@ mod tests {
         let h = request_headers(&req).unwrap();
         let lines: Vec<_> = h.get_all("x-forwarded-client-cert").iter().collect();
         assert_eq!(lines, ["URI=spiffe://a/1", "URI=spiffe://a/2"]);
+    }
+
+    #[test]
+    fn every_set_cookie_of_an_answer_reaches_envoy() {
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", HeaderValue::from_static("a=; Max-Age=0"));
+        h.append("set-cookie", HeaderValue::from_static("b=; Max-Age=0"));
+        h.append("content-type", HeaderValue::from_static("application/json"));
+        h.append("connection", HeaderValue::from_static("close"));
+        let options = answer_headers(&h);
+        let seen: Vec<_> = options
+            .iter()
+            .map(|o| {
+                let header = o.header.as_ref().unwrap();
+                (header.key.as_str(), header.value.as_str(), o.append_action)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("set-cookie", "a=; Max-Age=0", OVERWRITE_IF_EXISTS_OR_ADD),
+                ("set-cookie", "b=; Max-Age=0", APPEND_IF_EXISTS_OR_ADD),
+                (
+                    "content-type",
+                    "application/json",
+                    OVERWRITE_IF_EXISTS_OR_ADD
+                ),
+            ]
+        );
+        assert_eq!(options[1].append, Some(BoolValue { value: true }));
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct HeaderValueOption {
     pub append_action: i32,
 }
 
+/// `HeaderValueOption.HeaderAppendAction.APPEND_IF_EXISTS_OR_ADD`.
+pub const APPEND_IF_EXISTS_OR_ADD: i32 = 0;
 /// `HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD`.
 pub const OVERWRITE_IF_EXISTS_OR_ADD: i32 = 2;
 
@@ -189,6 +191,9 @@ pub struct OkHttpResponse {
     pub headers: Vec<HeaderValueOption>,
     #[prost(string, repeated, tag = "5")]
     pub headers_to_remove: Vec<String>,
+    /// Added to the answer Envoy sends the client.
+    #[prost(message, repeated, tag = "6")]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
 }
 
 /// `grpc.health.v1.HealthCheckRequest`.
