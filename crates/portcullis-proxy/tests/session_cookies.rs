@@ -479,3 +479,35 @@ async fn another_origins_page_cannot_use_the_session() {
         .await;
     assert_eq!((status, error_of(&body).as_str()), (403, "forbidden"));
 }
+
+/// The URL a sign-in comes back to travels in the sign-in cookie, which a
+/// browser drops past 4096 bytes (and the sign-in then fails at the
+/// callback): a page URL too long to remember comes back to its path, and a
+/// login endpoint asked for one says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_never_makes_a_cookie_too_large_to_keep() {
+    let s = Stack::start(true).await;
+    let mut jar = Jar::default();
+    let page = format!("/app/report?q={}", "x".repeat(3500));
+    let authorize = s.start_sign_in(&mut jar, &page).await;
+    let longest = jar
+        .cookies
+        .iter()
+        .map(|(n, _, v)| n.len() + 1 + v.len())
+        .max()
+        .unwrap();
+    assert!(longest <= 4096, "{longest}");
+    s.idp.sign_in_as("alice", json!({}));
+    let (_, headers, _) = send(&client(), "GET", &authorize, &[]).await;
+    let back = headers["location"].to_str().unwrap();
+    let path = &back[back.find("/.portcullis/callback?").unwrap()..];
+    let cookie = jar.header(path);
+    let (status, headers, body) = s.call(path, &[("cookie", &cookie)]).await;
+    assert_eq!(status, 302, "{body}");
+    assert_eq!(headers["location"], "/app/report");
+
+    let rd = format!("/app/x?{}", "y".repeat(3000));
+    let (status, _, body) = s.call(&format!("/.portcullis/login?rd={rd}"), &[]).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("too long"), "{body}");
+}

@@ -72,6 +72,12 @@ pub async fn login(
     let rd = login.safe_target(&rd).ok_or_else(|| {
         Refusal::with_message(Reason::BadRequest, "rd is not an allowed redirect target")
     })?;
+    if !login.can_remember(&rd) {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "rd is too long to come back to after sign-in",
+        ));
+    }
     let (location, started) = login.start(&rd).await?;
     let mut cookies = login.cookies.surplus_sign_ins(headers);
     cookies.extend(started);

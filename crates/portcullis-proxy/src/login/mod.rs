@@ -32,6 +32,22 @@ use std::sync::Arc;
 const REFRESH_MARGIN_SECS: u64 = 30;
 /// A sign-in must come back from the provider within this time.
 const PENDING_TTL_SECS: u64 = 600;
+/// The longest `rd` a sign-in remembers, as JSON text. It travels in the
+/// sign-in cookie, which browsers drop silently when its name and value pass
+/// 4096 bytes (the sign-in then fails at the callback): with the nonce,
+/// verifier, MAC and base64 around it, this fits with a cookie name of up to
+/// 100 bytes.
+const MAX_RD_JSON_BYTES: usize = 2800;
+
+/// What a sign-in cookie remembers: nonce, PKCE verifier, `rd`, start time.
+fn pending_payload(nonce: &str, verifier: &str, rd: &str, started: u64) -> String {
+    serde_json::json!({ "n": nonce, "v": verifier, "r": rd, "t": started }).to_string()
+}
+
+/// Whether a sign-in cookie can carry `rd` (see [`MAX_RD_JSON_BYTES`]).
+fn fits_sign_in_cookie(rd: &str) -> bool {
+    serde_json::to_string(rd).is_ok_and(|json| json.len() <= MAX_RD_JSON_BYTES)
+}
 
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
@@ -142,6 +158,11 @@ impl Login {
             public_host: authority.host().to_string(),
             store,
         }))
+    }
+
+    /// Whether `rd` is short enough to come back to after sign-in.
+    pub fn can_remember(&self, rd: &str) -> bool {
+        fits_sign_in_cookie(rd)
     }
 
     /// `rd` if it is a safe place to send the browser (see [`redirect`]).
@@ -289,7 +310,8 @@ impl Login {
     }
 
     /// The redirect that starts sign-in at the provider, remembering `rd`
-    /// (already checked) in this browser's sign-in cookie; with the
+    /// (already checked, and short enough: [`Login::can_remember`]) in this
+    /// browser's sign-in cookie; with the
     /// `Set-Cookie`s of that cookie and its marker. (The request's surplus
     /// sign-ins are its caller's to clear: [`cookie::Cookies::surplus_sign_ins`].)
     pub async fn start(&self, rd: &str) -> Result<(String, [HeaderValue; 2]), Refusal> {
@@ -306,12 +328,10 @@ impl Login {
             })
         };
         let (state, nonce, verifier) = (random()?, random()?, random()?);
-        let pending = serde_json::json!({
-            "n": nonce, "v": verifier, "r": rd, "t": now(),
-        });
-        let set_cookies =
-            self.cookies
-                .pending_cookie(&state, pending.to_string().as_bytes(), PENDING_TTL_SECS);
+        let pending = pending_payload(&nonce, &verifier, rd, now());
+        let set_cookies = self
+            .cookies
+            .pending_cookie(&state, pending.as_bytes(), PENDING_TTL_SECS);
         let sep = if endpoints.authorization.contains('?') {
             '&'
         } else {
@@ -331,7 +351,9 @@ impl Login {
 
     /// Turns a sign-in refusal into the redirect to the provider, coming back
     /// to `original` (the URL the browser asked for) when that is an allowed
-    /// target, else to its path on the proxy's own host. The refusal's own
+    /// target, else to its path (`path`, with its query) on the proxy's own
+    /// host — without the query, or `/`, when it is too long to remember
+    /// ([`Login::can_remember`]). The refusal's own
     /// `Set-Cookie`s (a dead session's clearing, surplus sign-ins) stay with
     /// whatever is answered.
     pub async fn send_to_provider(
@@ -340,9 +362,13 @@ impl Login {
         original: &str,
         path: &str,
     ) -> Refusal {
-        let rd = self
-            .safe_target(original)
-            .or_else(|| self.safe_target(path))
+        // A URL too long to remember comes back to its path without the
+        // query, or to `/`.
+        let bare = path.split_once('?').map_or(path, |(p, _)| p);
+        let rd = [original, path, bare]
+            .into_iter()
+            .filter(|candidate| fits_sign_in_cookie(candidate))
+            .find_map(|candidate| self.safe_target(candidate))
             .unwrap_or_else(|| "/".to_string());
         match self.start(&rd).await {
             Ok((location, cookies)) => {
@@ -387,4 +413,27 @@ pub struct Pending {
     pub nonce: String,
     pub verifier: String,
     pub rd: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The longest `rd` that fits, however it escapes, makes a sign-in
+    /// cookie a browser keeps (name and value within 4096 bytes).
+    #[test]
+    fn the_longest_remembered_rd_fits_in_a_cookie() {
+        let name = "n".repeat(100);
+        let cookies = Cookies::new(&name, &"k".repeat(32), None, true, 3600);
+        let random = cookie::random_token().unwrap_or_default();
+        for rd in ["/".to_string() + &"a".repeat(2797), "\"".repeat(1399)] {
+            assert!(fits_sign_in_cookie(&rd), "{}", rd.len());
+            assert!(!fits_sign_in_cookie(&format!("{rd}a")));
+            let payload = pending_payload(&random, &random, &rd, u64::MAX);
+            let [set, _] = cookies.pending_cookie(&random, payload.as_bytes(), 600);
+            let text = set.to_str().unwrap_or("");
+            let pair = text.split(';').next().unwrap_or("");
+            assert!(pair.len() <= 4096, "{}", pair.len());
+        }
+    }
 }
