@@ -226,6 +226,13 @@ fn login_errors() {
         "login.cookie.secret: is 5 bytes: use at least 32 random bytes",
     );
     assert_error(
+        &format!(
+            "{base}    client_secret: s\nlogin:\n  provider: idp\n  cookie: {{secret: \"${{COOKIE_SECRET}}\", name: {}}}\n",
+            "n".repeat(65)
+        ),
+        "login.cookie.name: is 65 bytes: at most 64",
+    );
+    assert_error(
         "login:\n  provider: idp\n",
         "login: missing required key `cookie`",
     );

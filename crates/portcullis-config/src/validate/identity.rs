@@ -6,6 +6,10 @@ use crate::model::{ClientAuth, Config, ProviderConfig, WorkloadSource};
 use crate::path::KeyPath;
 use std::collections::HashMap;
 
+/// `login.cookie.name`'s longest: the proxy's sign-in cookies fit browsers
+/// with a name up to this long (`login::MAX_RD_JSON_BYTES` in the proxy).
+const MAX_COOKIE_NAME_BYTES: usize = 64;
+
 /// Every algorithm a provider may allow (SPEC §2). `none` is deliberately absent.
 pub(crate) const ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
@@ -310,6 +314,16 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
         report.error(
             &cookie.key("name"),
             format!("`{}` is not a valid cookie name", login.cookie.name),
+        );
+    } else if login.cookie.name.len() > MAX_COOKIE_NAME_BYTES {
+        // The sign-in cookies are named after it, and must stay within the
+        // 4096 bytes a browser keeps of a cookie's name and value.
+        report.error(
+            &cookie.key("name"),
+            format!(
+                "is {} bytes: at most {MAX_COOKIE_NAME_BYTES}",
+                login.cookie.name.len()
+            ),
         );
     }
     if let Some(domain) = &login.cookie.domain {
