@@ -22,15 +22,17 @@ use crate::authority::JudgedHost;
 use http::header::{HeaderMap, ORIGIN};
 use portcullis_policy::host_matches;
 
-/// What of an origin counts here: its scheme and its host (lowercase). Not
-/// its port: cookies are not separated by port (RFC 6265 §8.5), so a page on
-/// another port of a trusted host already holds the session cookie, and a
-/// front proxy that names the host without its port (nginx `$host`) would
-/// otherwise make every page a stranger.
+/// An origin: scheme, lowercase host and port (`None`: the scheme's
+/// default). Trust is judged by scheme and host, not by port: cookies are not
+/// separated by port (RFC 6265 §8.5), so a page on another port of a trusted
+/// host already holds the session cookie, and a front proxy that names the
+/// host without its port (nginx `$host`) would otherwise make every page a
+/// stranger. Only [`TrustedOrigins::is_public`] compares ports.
 #[derive(Debug, PartialEq, Eq)]
 struct Origin {
     https: bool,
     host: String,
+    port: Option<u16>,
 }
 
 impl Origin {
@@ -53,19 +55,21 @@ impl Origin {
         {
             return None;
         }
-        let host = match authority.rsplit_once(':') {
+        let (host, port) = match authority.rsplit_once(':') {
             // `[::1]:8443`, `host:8443`; but `[::1]` alone has colons inside.
             Some((host, port)) if !port.contains(']') => {
                 if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                host
+                (host, Some(port.parse::<u16>().ok()?))
             }
-            _ => authority,
+            _ => (authority, None),
         };
+        let default = if https { 443 } else { 80 };
         Some(Origin {
             https,
             host: host.trim_end_matches('.').to_ascii_lowercase(),
+            port: port.filter(|p| *p != default),
         })
     }
 
@@ -95,9 +99,10 @@ impl TrustedOrigins {
         }
     }
 
-    /// Whether `origin` (an `Origin` header's text) is `public_url`'s.
+    /// Whether `origin` (an `Origin` header's text) is exactly `public_url`'s
+    /// origin: scheme, host and port (same-origin logout, SPEC §4).
     pub fn is_public(&self, origin: &str) -> bool {
-        Origin::parse(origin).is_some_and(|o| self.public(&o))
+        Origin::parse(origin).is_some_and(|o| self.public.as_ref() == Some(&o))
     }
 
     fn public(&self, o: &Origin) -> bool {
@@ -288,13 +293,15 @@ mod tests {
     }
 
     #[test]
-    fn the_public_origin_is_its_host_and_scheme() {
+    fn same_origin_logout_compares_scheme_host_and_port() {
         let t = TrustedOrigins::new(false, "127.0.0.1:8080", &[]);
         assert!(t.is_public("http://127.0.0.1:8080"));
-        assert!(t.is_public("https://127.0.0.1:8080"));
+        assert!(!t.is_public("https://127.0.0.1:8080"));
+        assert!(!t.is_public("http://127.0.0.1:8081"));
+        assert!(!t.is_public("http://127.0.0.1"));
         assert!(!t.is_public("http://127.0.0.2:8080"));
         assert!(!t.is_public("null"));
-        let t = TrustedOrigins::new(true, "auth.example.com:443", &[]);
+        let t = TrustedOrigins::new(true, "Auth.example.com:443", &[]);
         assert!(t.is_public("https://auth.example.com"));
         assert!(!t.is_public("http://auth.example.com"));
     }
