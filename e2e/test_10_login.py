@@ -287,7 +287,7 @@ def test_forward_auth_redirects_browsers_only_when_asked(login_stack):
 # loopback itself), so `SameSite=Lax` lets a page on `evil.portcullis.localhost`
 # make the browser POST to the app with its session cookie.
 SITE_CONFIG = CONFIG.replace("public_url: http://127.0.0.1:{port}", "public_url: {public_url}") \
-    .replace("  cookie:\n", "  allowed_redirect_hosts: [portal.portcullis.localhost]\n  cookie:\n")
+    .replace("  cookie:\n", "  trusted_origins: [\"http://portal.portcullis.localhost\"]\n  cookie:\n")
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +326,7 @@ def test_a_sibling_subdomains_page_cannot_post_with_the_session(site_stack):
     # The sibling's page: refused before the service sees it.
     assert forged["status"] == 403, forged["text"][-2000:]
     assert "cross-site request forgery" in forged["text"]
-    # A host the deployment trusts (login.allowed_redirect_hosts) may; that it
+    # An origin the deployment trusts (login.trusted_origins) may; that it
     # arrives as alice shows the browser does send the cookie from a sibling.
     assert trusted["status"] == 200, trusted["text"][-2000:]
     assert echo(trusted)["claims"]["sub"] == "alice"

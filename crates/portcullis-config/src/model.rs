@@ -414,6 +414,10 @@ pub struct LoginConfig {
     /// Hosts that post-login redirects may point to (names or `*.suffix`).
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<String>,
+    /// Origins besides the request's own and `public_url`'s whose pages may
+    /// send unsafe requests with the session (`https://host`, `https://*.suffix`).
+    #[serde(default)]
+    pub trusted_origins: Vec<String>,
     /// Longest life of a session, however active (default 12h).
     #[serde(default = "default_session_ttl")]
     pub session_ttl: Duration,

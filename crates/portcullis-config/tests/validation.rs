@@ -232,6 +232,19 @@ fn login_errors() {
         ),
         "login.cookie.name: is 65 bytes: at most 64",
     );
+    let trusted = |origin: &str| {
+        format!(
+            "{base}    client_secret: s\nlogin:\n  provider: idp\n  cookie: {{secret: \"${{COOKIE_SECRET}}\"}}\n  trusted_origins: [\"{origin}\"]\n"
+        )
+    };
+    assert_error(
+        &trusted("portal.example.com"),
+        "login.trusted_origins[0]: `portal.example.com` is not an origin",
+    );
+    assert_error(
+        &trusted("https://portal.example.com:8443"),
+        "login.trusted_origins[0]: host `portal.example.com:8443`: leave out the port",
+    );
     assert_error(
         "login:\n  provider: idp\n",
         "login: missing required key `cookie`",

@@ -340,6 +340,20 @@ fn login(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
             report.error(&at.key("allowed_redirect_hosts").index(i), e);
         }
     }
+    for (i, origin) in login.trusted_origins.iter().enumerate() {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let problem = match host {
+            None => Some(format!(
+                "`{origin}` is not an origin: write `https://host` or `https://*.suffix`"
+            )),
+            Some(host) => checks::host_pattern(host, false).err(),
+        };
+        if let Some(e) = problem {
+            report.error(&at.key("trusted_origins").index(i), e);
+        }
+    }
 }
 
 /// A SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_`.

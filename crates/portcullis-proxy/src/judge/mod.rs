@@ -324,8 +324,8 @@ async fn decide(
                 Reason::Forbidden,
                 format!(
                     "{why}, and only the session cookie authenticates it: refused as a \
-                     possible cross-site request forgery (a trusted page's host belongs on \
-                     login.allowed_redirect_hosts)"
+                     possible cross-site request forgery (a trusted page's origin belongs on \
+                     login.trusted_origins)"
                 ),
             ));
         }

@@ -72,12 +72,14 @@ pub async fn login(
     let rd = login.safe_target(&rd).ok_or_else(|| {
         Refusal::with_message(Reason::BadRequest, "rd is not an allowed redirect target")
     })?;
-    if !login.can_remember(&rd) {
-        return Err(Refusal::with_message(
-            Reason::BadRequest,
-            "rd is too long to come back to after sign-in",
-        ));
-    }
+    // Too long to remember (a front proxy's `rd` is the whole original URL):
+    // back to it without its query, or to `/`, as for the proxy's own pages.
+    let bare = rd.split_once('?').map_or(rd.as_str(), |(url, _)| url);
+    let rd = [rd.as_str(), bare]
+        .into_iter()
+        .find(|candidate| login.can_remember(candidate))
+        .unwrap_or("/")
+        .to_string();
     let (location, started) = login.start(&rd).await?;
     let mut cookies = login.cookies.surplus_sign_ins(headers);
     cookies.extend(started);

@@ -67,7 +67,7 @@ pub struct Login {
     /// `{public_url}/.portcullis/callback`, the redirect URI registered at the provider.
     pub callback_url: String,
     /// Where a session-only request with side effects may come from
-    /// (`public_url`'s origin, `allowed_redirect_hosts`), and same-origin logout.
+    /// (`public_url`'s origin, `trusted_origins`), and same-origin logout.
     pub origins: origin::TrustedOrigins,
     /// `public_url`'s host, always an allowed redirect target.
     public_host: String,
@@ -150,11 +150,7 @@ impl Login {
             session_ttl: cfg.session_ttl.get().as_secs(),
             idle_timeout: cfg.idle_timeout.get().as_secs(),
             callback_url: format!("{base}{}", cookie::CALLBACK_PATH),
-            origins: origin::TrustedOrigins::new(
-                secure,
-                authority.as_str(),
-                &cfg.allowed_redirect_hosts,
-            ),
+            origins: origin::TrustedOrigins::new(secure, authority.as_str(), &cfg.trusted_origins),
             public_host: authority.host().to_string(),
             store,
         }))

@@ -10,13 +10,13 @@
 //! WebSocket hijacking). So a request that only the session cookie
 //! authenticates, and that can change something — an unsafe method, or a
 //! protocol upgrade — must come from a trusted origin: the request's own,
-//! `server.public_url`'s, or an https origin on `login.allowed_redirect_hosts`
-//! (the hosts a deployment already trusts with its browsers).
+//! `server.public_url`'s, or one on `login.trusted_origins`.
 //!
-//! The browser says where a request comes from in `Sec-Fetch-Site` and
-//! `Origin`, which pages cannot set. A request with neither is not a modern
-//! browser's cross-origin request (a script, an old browser): it passes, as
-//! it would without the proxy.
+//! The browser says where a request comes from in `Sec-Fetch-Site`,
+//! `Origin` and `Referer`, which pages cannot set (only suppress, which
+//! makes `Origin` `null`). A request with none of them is not a browser's
+//! cross-origin request (a script, a very old browser): it passes, as it
+//! would without the proxy.
 
 use crate::authority::JudgedHost;
 use http::header::{HeaderMap, ORIGIN};
@@ -86,16 +86,28 @@ impl Origin {
 /// besides the request's own.
 pub struct TrustedOrigins {
     public: Option<Origin>,
-    allowed_hosts: Vec<String>,
+    /// `login.trusted_origins`: (https, host pattern). Their own list, not
+    /// `allowed_redirect_hosts`, which is often `*.example.com` — every
+    /// sibling, the very pages this guard is about.
+    trusted: Vec<(bool, String)>,
 }
 
 impl TrustedOrigins {
     /// From `server.public_url`'s scheme and authority and
-    /// `login.allowed_redirect_hosts`.
-    pub fn new(public_https: bool, public_authority: &str, allowed_hosts: &[String]) -> Self {
+    /// `login.trusted_origins` (`https://host`, `https://*.suffix`; checked
+    /// by `check`, anything else trusts nothing).
+    pub fn new(public_https: bool, public_authority: &str, trusted: &[String]) -> Self {
+        let entry = |origin: &String| {
+            let (https, host) = match origin.split_once("://")? {
+                ("https", host) => (true, host),
+                ("http", host) => (false, host),
+                _ => return None,
+            };
+            Some((https, host.to_string()))
+        };
         TrustedOrigins {
             public: Origin::from_authority(public_https, public_authority),
-            allowed_hosts: allowed_hosts.to_vec(),
+            trusted: trusted.iter().filter_map(entry).collect(),
         }
     }
 
@@ -138,27 +150,40 @@ impl TrustedOrigins {
         }
         let mut origins = headers.get_all(ORIGIN).iter();
         let (origin, more) = (origins.next(), origins.next());
-        let Some(origin) = origin else {
-            return fetch_site
-                .is_some()
-                .then_some("the browser says the request comes from another page but not which");
+        let origin = match origin {
+            Some(origin) => origin.to_str().ok().filter(|_| more.is_none()),
+            // Browsers that send no `Origin` with a form (Firefox before 70)
+            // still say which page it came from.
+            None if headers.contains_key(http::header::REFERER) => referer_origin(headers),
+            None => {
+                return fetch_site.is_some().then_some(
+                    "the browser says the request comes from another page but not which",
+                )
+            }
         };
-        let origin = origin.to_str().ok().filter(|_| more.is_none());
         let Some(origin) = origin.and_then(Origin::parse) else {
-            return Some("the request's Origin is opaque (null) or not one origin");
+            return Some("the request's Origin (or Referer) is opaque (null) or not one origin");
         };
         let same = !host.name.is_empty()
             && origin.host == host.name
             && origin.may_reach(scheme == "https");
-        let public_https = self.public.as_ref().is_some_and(|p| p.https);
-        let allowed = origin.may_reach(public_https)
-            && self
-                .allowed_hosts
-                .iter()
-                .any(|pattern| host_matches(pattern, &origin.host));
-        (!(same || self.public(&origin) || allowed))
+        let trusted = self
+            .trusted
+            .iter()
+            .any(|(https, pattern)| *https == origin.https && host_matches(pattern, &origin.host));
+        (!(same || self.public(&origin) || trusted))
             .then_some("the request comes from a page on another origin")
     }
+}
+
+/// The origin part (`scheme://authority`) of one `Referer`, if it has one.
+fn referer_origin(headers: &HeaderMap) -> Option<&str> {
+    let mut referers = headers.get_all(http::header::REFERER).iter();
+    let (referer, more) = (referers.next()?, referers.next());
+    let text = referer.to_str().ok().filter(|_| more.is_none())?;
+    let (scheme, rest) = text.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    text.get(..scheme.len() + 3 + end)
 }
 
 #[cfg(test)]
@@ -185,7 +210,7 @@ mod tests {
         TrustedOrigins::new(
             true,
             "auth.example.com",
-            &["*.apps.example.com".to_string()],
+            &["https://*.apps.example.com".to_string()],
         )
     }
 
@@ -247,6 +272,14 @@ mod tests {
         .is_some());
         // A sibling's page, by the browser's word, without an Origin.
         assert!(judged("PUT", &[("sec-fetch-site", "same-site")]).is_some());
+        // Without an Origin, the Referer says where the form was.
+        assert!(judged("POST", &[("referer", "https://evil.example.com/x?y")]).is_some());
+        assert!(judged("POST", &[("referer", "https://evil.example.com")]).is_some());
+        assert_eq!(
+            judged("POST", &[("referer", "https://app.example.com/form#top")]),
+            None
+        );
+        assert!(judged("POST", &[("referer", "about:blank")]).is_some());
         // Cross-site WebSocket hijacking: the handshake is a GET.
         assert!(judged(
             "GET",
