@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debi
 CONFIG = """
 server:
   listen: 127.0.0.1:{port}
-  public_url: http://127.0.0.1:{port}
+  public_url: {public_url}
   trusted_proxies: [127.0.0.1/32]   # forward-auth below asks from loopback
 admin:
   listen: 127.0.0.1:{admin_port}
@@ -63,25 +63,30 @@ routes:
 """
 
 
-@pytest.fixture(scope="module")
-def login_stack(workdir):
+def signed_in_stack(workdir, host: str, config: str, tag: str, **idp_env):
+    """Its own provider with the browser-login client, and Portcullis from
+    `config` with `public_url` http://HOST:PORT; yields them, stops them after."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     login_secret = secrets.token_urlsafe(24)
     env = {"IDP_LOGIN_SECRET": login_secret,
            "IDP_LOGIN_REDIRECT": f"{base}/.portcullis/callback",
-           "IDP_LOGIN_BACKCHANNEL": f"{base}/.portcullis/backchannel-logout",
-           "IDP_LOGIN_AT_TTL": "32"}
-    for issuer, _proc in start_idp(workdir, env, tag="-login"):
-        stack = launch(portcullis_bin(), SimpleNamespace(issuer=issuer), workdir, CONFIG,
-                       tag="-login", port=port, login_secret=login_secret,
+           "IDP_LOGIN_BACKCHANNEL": f"{base}/.portcullis/backchannel-logout"} | idp_env
+    for issuer, _proc in start_idp(workdir, env, tag=tag):
+        stack = launch(portcullis_bin(), SimpleNamespace(issuer=issuer), workdir, config,
+                       tag=tag, port=port, public_url=base, login_secret=login_secret,
                        cookie_secret=secrets.token_urlsafe(32))
         try:
-            yield SimpleNamespace(base=base, issuer=issuer, stack=stack,
+            yield SimpleNamespace(base=base, issuer=issuer, stack=stack, port=port,
                                   secrets=[login_secret])
         finally:
             stop(stack.proc, grace=20)
             stop(stack.upstream_proc)
+
+
+@pytest.fixture(scope="module")
+def login_stack(workdir):
+    yield from signed_in_stack(workdir, "127.0.0.1", CONFIG, "-login", IDP_LOGIN_AT_TTL="32")
 
 
 def browse(s, *steps):
@@ -286,27 +291,13 @@ def test_forward_auth_redirects_browsers_only_when_asked(login_stack):
 # `portcullis.localhost` is the same site (Chromium resolves `*.localhost` to
 # loopback itself), so `SameSite=Lax` lets a page on `evil.portcullis.localhost`
 # make the browser POST to the app with its session cookie.
-SITE_CONFIG = CONFIG.replace("public_url: http://127.0.0.1:{port}", "public_url: {public_url}") \
-    .replace("  cookie:\n", "  trusted_origins: [\"http://portal.portcullis.localhost\"]\n  cookie:\n")
+SITE_CONFIG = CONFIG.replace(
+    "  cookie:\n", "  trusted_origins: [\"http://portal.portcullis.localhost\"]\n  cookie:\n")
 
 
 @pytest.fixture(scope="module")
 def site_stack(workdir):
-    port = free_port()
-    base = f"http://app.portcullis.localhost:{port}"
-    login_secret = secrets.token_urlsafe(24)
-    env = {"IDP_LOGIN_SECRET": login_secret,
-           "IDP_LOGIN_REDIRECT": f"{base}/.portcullis/callback",
-           "IDP_LOGIN_BACKCHANNEL": f"{base}/.portcullis/backchannel-logout"}
-    for issuer, _proc in start_idp(workdir, env, tag="-site"):
-        stack = launch(portcullis_bin(), SimpleNamespace(issuer=issuer), workdir, SITE_CONFIG,
-                       tag="-site", port=port, public_url=base, login_secret=login_secret,
-                       cookie_secret=secrets.token_urlsafe(32))
-        try:
-            yield SimpleNamespace(base=base, issuer=issuer, stack=stack, port=port)
-        finally:
-            stop(stack.proc, grace=20)
-            stop(stack.upstream_proc)
+    yield from signed_in_stack(workdir, "app.portcullis.localhost", SITE_CONFIG, "-site")
 
 
 def test_a_sibling_subdomains_page_cannot_post_with_the_session(site_stack):

@@ -75,11 +75,7 @@ pub async fn login(
     // Too long to remember (a front proxy's `rd` is the whole original URL):
     // back to it without its query, or to `/`, as for the proxy's own pages.
     let bare = rd.split_once('?').map_or(rd.as_str(), |(url, _)| url);
-    let rd = [rd.as_str(), bare]
-        .into_iter()
-        .find(|candidate| login.can_remember(candidate))
-        .unwrap_or("/")
-        .to_string();
+    let rd = login.return_to([rd.as_str(), bare]);
     let (location, started) = login.start(&rd).await?;
     let mut cookies = login.cookies.surplus_sign_ins(headers);
     cookies.extend(started);

@@ -156,9 +156,15 @@ impl Login {
         }))
     }
 
-    /// Whether `rd` is short enough to come back to after sign-in.
-    pub fn can_remember(&self, rd: &str) -> bool {
-        fits_sign_in_cookie(rd)
+    /// Where a sign-in comes back to: the first of `candidates` (best first)
+    /// that is a safe target and short enough to remember in the sign-in
+    /// cookie ([`MAX_RD_JSON_BYTES`]), else `/`.
+    pub fn return_to<'a>(&self, candidates: impl IntoIterator<Item = &'a str>) -> String {
+        candidates
+            .into_iter()
+            .filter(|candidate| fits_sign_in_cookie(candidate))
+            .find_map(|candidate| self.safe_target(candidate))
+            .unwrap_or_else(|| "/".to_string())
     }
 
     /// `rd` if it is a safe place to send the browser (see [`redirect`]).
@@ -306,7 +312,7 @@ impl Login {
     }
 
     /// The redirect that starts sign-in at the provider, remembering `rd`
-    /// (already checked, and short enough: [`Login::can_remember`]) in this
+    /// (already checked, and short enough: [`Login::return_to`]) in this
     /// browser's sign-in cookie; with the
     /// `Set-Cookie`s of that cookie and its marker. (The request's surplus
     /// sign-ins are its caller's to clear: [`cookie::Cookies::surplus_sign_ins`].)
@@ -349,7 +355,7 @@ impl Login {
     /// to `original` (the URL the browser asked for) when that is an allowed
     /// target, else to its path (`path`, with its query) on the proxy's own
     /// host — without the query, or `/`, when it is too long to remember
-    /// ([`Login::can_remember`]). The refusal's own
+    /// ([`Login::return_to`]). The refusal's own
     /// `Set-Cookie`s (a dead session's clearing, surplus sign-ins) stay with
     /// whatever is answered.
     pub async fn send_to_provider(
@@ -361,11 +367,7 @@ impl Login {
         // A URL too long to remember comes back to its path without the
         // query, or to `/`.
         let bare = path.split_once('?').map_or(path, |(p, _)| p);
-        let rd = [original, path, bare]
-            .into_iter()
-            .filter(|candidate| fits_sign_in_cookie(candidate))
-            .find_map(|candidate| self.safe_target(candidate))
-            .unwrap_or_else(|| "/".to_string());
+        let rd = self.return_to([original, path, bare]);
         match self.start(&rd).await {
             Ok((location, cookies)) => {
                 refusal.redirect = Some(Box::new(crate::respond::Redirect {

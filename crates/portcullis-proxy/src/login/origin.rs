@@ -39,11 +39,7 @@ impl Origin {
     /// `scheme://host[:port]`, nothing more (an `Origin` header never has a
     /// path); `None` for anything else, `null` included.
     fn parse(text: &str) -> Option<Origin> {
-        let (https, authority) = match text.split_once("://")? {
-            ("https", rest) => (true, rest),
-            ("http", rest) => (false, rest),
-            _ => return None,
-        };
+        let (https, authority) = split_scheme(text)?;
         Self::from_authority(https, authority)
     }
 
@@ -97,17 +93,13 @@ impl TrustedOrigins {
     /// `login.trusted_origins` (`https://host`, `https://*.suffix`; checked
     /// by `check`, anything else trusts nothing).
     pub fn new(public_https: bool, public_authority: &str, trusted: &[String]) -> Self {
-        let entry = |origin: &String| {
-            let (https, host) = match origin.split_once("://")? {
-                ("https", host) => (true, host),
-                ("http", host) => (false, host),
-                _ => return None,
-            };
-            Some((https, host.to_string()))
-        };
         TrustedOrigins {
             public: Origin::from_authority(public_https, public_authority),
-            trusted: trusted.iter().filter_map(entry).collect(),
+            trusted: trusted
+                .iter()
+                .filter_map(|origin| split_scheme(origin))
+                .map(|(https, host)| (https, host.to_string()))
+                .collect(),
         }
     }
 
@@ -173,6 +165,15 @@ impl TrustedOrigins {
             .any(|(https, pattern)| *https == origin.https && host_matches(pattern, &origin.host));
         (!(same || self.public(&origin) || trusted))
             .then_some("the request comes from a page on another origin")
+    }
+}
+
+/// `https://rest` or `http://rest`: whether it is https, and the rest.
+fn split_scheme(text: &str) -> Option<(bool, &str)> {
+    match text.split_once("://")? {
+        ("https", rest) => Some((true, rest)),
+        ("http", rest) => Some((false, rest)),
+        _ => None,
     }
 }
 
