@@ -70,6 +70,8 @@ impl Stack {
              \x20   policy:\n      allow:\n        - authenticated: true\n\
              \x20 - name: open\n    match: {{ path_prefix: /open }}\n    upstream: {echo}\n    auth: optional\n\
              \x20   policy:\n      allow:\n        - methods: [GET]\n\
+             \x20 - name: board\n    match: {{ path_prefix: /board }}\n    upstream: {echo}\n    auth: optional\n\
+             \x20   policy:\n      allow:\n        - methods: [POST]\n\
              \x20 - name: setter\n    match: {{ path_prefix: /setter }}\n    upstream: http://{setter}\n    auth: none\n",
             issuer = idp.issuer(),
             echo = echo.url(),
@@ -481,6 +483,36 @@ async fn another_origins_page_cannot_use_the_session() {
         )
         .await;
     assert_eq!((status, error_of(&body).as_str()), (403, "forbidden"));
+
+    // Where no caller is required, another page's request counts as one
+    // without the cookie: anonymous, not alice, and not refused.
+    let board = |origin: &'static str| {
+        let (url, cookie) = (s.url("/board/x"), cookie.clone());
+        async move {
+            let headers = [("cookie", cookie.as_str()), ("origin", origin)];
+            send_body(
+                &client(),
+                "POST",
+                &url,
+                &headers,
+                Bytes::from_static(b"x=1"),
+            )
+            .await
+        }
+    };
+    let subject = |body: &str| {
+        serde_json::from_str::<Value>(body).unwrap()["headers"]["x-auth-request-user"][0]
+            .as_str()
+            .map(str::to_string)
+    };
+    let (status, _, body) = board("http://evil.test").await;
+    assert_eq!((status, subject(&body)), (200, None), "{body}");
+    let (status, _, body) = board("http://portal.apps.test").await;
+    assert_eq!(
+        (status, subject(&body)),
+        (200, Some("alice".into())),
+        "{body}"
+    );
 }
 
 /// The URL a sign-in comes back to travels in the sign-in cookie, which a

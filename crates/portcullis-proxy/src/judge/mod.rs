@@ -310,26 +310,6 @@ async fn decide(
     j.identity = caller.identity;
     j.session = caller.session;
     j.set_cookies.extend(caller.clear_cookie);
-    // Only the cookie speaks for this caller, and a browser sends it with
-    // requests other pages start: see `login::origin`.
-    if let (true, Some(login)) = (caller.session_only, &rt.login) {
-        if let Some(why) = login.origins.forgery(
-            facts.method,
-            facts.upgrade,
-            facts.headers,
-            facts.scheme,
-            facts.host,
-        ) {
-            return Err(Refusal::with_message(
-                Reason::Forbidden,
-                format!(
-                    "{why}, and only the session cookie authenticates it: refused as a \
-                     possible cross-site request forgery (a trusted page's origin belongs on \
-                     login.trusted_origins)"
-                ),
-            ));
-        }
-    }
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
     // (On an MCP route this is the judgment of every JSON-RPC method but
@@ -443,9 +423,6 @@ pub struct Caller {
     /// The request carried a session cookie of ours that named no live
     /// session, and it counted as none: the `Set-Cookie` that clears it.
     pub clear_cookie: Option<HeaderValue>,
-    /// The session is the caller's only credential (no token): what a
-    /// browser attaches by itself, whichever page started the request.
-    pub session_only: bool,
 }
 
 /// [`identify`], with the browser session (`login`): a live session counts as
@@ -461,6 +438,13 @@ pub struct Caller {
 /// the cookie: left in place, a cookie that outlived its session (the idle
 /// timeout is far shorter than the cookie's life) would stand in the way of
 /// every later request.
+///
+/// A live session that is the request's only credential counts only when a
+/// page the proxy trusts sent the request, if it can change something (see
+/// `login::origin`): a browser attaches the cookie by itself, whichever page
+/// started the request. Where a caller is required that is a 403; on an
+/// `optional` route the session counts as absent, as if the browser had not
+/// sent the cookie, and the request is judged as anonymous.
 pub async fn identify_caller(
     rt: &Runtime,
     facts: &RequestFacts<'_>,
@@ -490,6 +474,31 @@ pub async fn identify_caller(
             }
         }
         _ => (None, None),
+    };
+    let session = match (session, &rt.login) {
+        (Some(active), Some(login)) if matches!(credential, Credential::None) => {
+            match login.origins.forgery(
+                facts.method,
+                facts.upgrade,
+                facts.headers,
+                facts.scheme,
+                facts.host,
+            ) {
+                None => Some(active),
+                Some(_) if auth == AuthMode::Optional => None,
+                Some(why) => {
+                    return Err(Refusal::with_message(
+                        Reason::Forbidden,
+                        format!(
+                            "{why}, and only the session cookie authenticates it: refused as \
+                             a possible cross-site request forgery (a trusted page's origin \
+                             belongs on login.trusted_origins)"
+                        ),
+                    ))
+                }
+            }
+        }
+        (session, _) => session,
     };
     if let Some(clear) = &clear_cookie {
         if auth == AuthMode::Required && matches!(credential, Credential::None) {
@@ -524,7 +533,6 @@ async fn identify_with(
         r
     };
     let mut identity = Identity::anonymous_shared();
-    let session_only = session.is_some() && matches!(credential, Credential::None);
     match credential {
         Credential::None
             if session.is_none() && auth == AuthMode::Required && workload.is_none() =>
@@ -564,7 +572,6 @@ async fn identify_with(
         identity,
         session,
         clear_cookie: None,
-        session_only,
     })
 }
 
