@@ -35,10 +35,12 @@ pub const AUTHZ_PATH: &str = "/.portcullis/authz";
 /// The caller's identity as JSON.
 pub const WHOAMI_PATH: &str = "/.portcullis/whoami";
 
-/// Answers a request for one of the proxy's own endpoints (`path` is reserved).
+/// Answers a request for one of the proxy's own endpoints (`path` is reserved;
+/// `host` is the one the request named).
 pub async fn serve<B>(
     req: Request<B>,
     path: &NormalizedPath,
+    host: &crate::authority::JudgedHost,
     rt: &Runtime,
     ex: &mut Exchange,
     conn: &ConnInfo,
@@ -83,7 +85,7 @@ where
                 match read_form(body).await {
                     Err(r) => Err(r),
                     Ok(form) if backchannel => flow::backchannel(&form, rt).await,
-                    Ok(form) => flow::logout(&parts.headers, &form, rt, ex).await,
+                    Ok(form) => flow::logout(&parts.headers, &form, (conn.tls, host), rt, ex).await,
                 }
             }
         }

@@ -172,7 +172,17 @@ async fn run(
     };
     let Some(index) = ex.route_index else {
         // Reserved: the proxy's own endpoints.
-        return match Box::pin(endpoints::serve(req, &path, rt, ex, conn, peer_trusted)).await {
+        return match Box::pin(endpoints::serve(
+            req,
+            &path,
+            &judged,
+            rt,
+            ex,
+            conn,
+            peer_trusted,
+        ))
+        .await
+        {
             Some(resp) => resp,
             None => Err(Refusal::new(Reason::NoRoute)),
         };

@@ -501,7 +501,7 @@ async fn another_origins_page_cannot_use_the_session() {
         }
     };
     let subject = |body: &str| {
-        serde_json::from_str::<Value>(body).unwrap()["headers"]["x-auth-request-user"][0]
+        common::echoed(body)["headers"]["x-auth-request-user"][0]
             .as_str()
             .map(str::to_string)
     };
@@ -513,6 +513,50 @@ async fn another_origins_page_cannot_use_the_session() {
         (200, Some("alice".into())),
         "{body}"
     );
+}
+
+/// A sign-out form needs the session's CSRF token unless it is posted from
+/// the same origin: `public_url`'s, or that of the host it was posted to
+/// (scheme, host and port all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_from_the_same_origin_needs_no_token() {
+    let s = Stack::start(true).await;
+    let own = format!("http://{}", s.server.local_addr());
+    let other_port = format!("http://127.0.0.1:{}", s.server.local_addr().port() ^ 1);
+    for (origin, ends) in [
+        ("http://evil.test", false),
+        (other_port.as_str(), false),
+        ("null", false),
+        (own.as_str(), true),
+    ] {
+        let mut jar = Jar::default();
+        assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
+        let cookie = jar.header("/app/x");
+        let (status, _, body) = send_body(
+            &client(),
+            "POST",
+            &s.url("/.portcullis/logout"),
+            &[
+                ("cookie", &cookie),
+                ("origin", origin),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+        let (after, _, _) = s.call("/api/x", &[("cookie", &cookie)]).await;
+        if ends {
+            assert!(matches!(status, 200 | 302), "{origin}: {status} {body}");
+            assert_eq!(after, 401, "{origin}: the session outlived its sign-out");
+        } else {
+            assert_eq!(
+                (status, error_of(&body).as_str()),
+                (403, "forbidden"),
+                "{origin}"
+            );
+            assert_eq!(after, 200, "{origin}: a refused sign-out ended the session");
+        }
+    }
 }
 
 /// The URL a sign-in comes back to travels in the sign-in cookie, which a

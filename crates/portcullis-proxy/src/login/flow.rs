@@ -3,6 +3,7 @@
 //! is and whether it lives is [`super::Login`]'s.
 
 use super::Login;
+use crate::authority::JudgedHost;
 use crate::body::{full, ProxyBody};
 use crate::record::Exchange;
 use crate::respond::{redirect, Refusal};
@@ -158,11 +159,13 @@ pub async fn callback(
 }
 
 /// `POST /.portcullis/logout`: ends the session (with the CSRF token of a page
-/// the proxy served it, or from a same-origin page), then signs out at the
+/// the proxy served it, or from a same-origin page: `public_url`'s, or the
+/// one of `https` and `host`, where it was posted), then signs out at the
 /// provider when it offers RP-initiated logout.
 pub async fn logout(
     headers: &HeaderMap,
     body: &Bytes,
+    (https, host): (bool, &JudgedHost),
     rt: &Runtime,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -182,7 +185,7 @@ pub async fn logout(
     let same_origin = headers
         .get(ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .is_some_and(|o| login.origins.is_public(o));
+        .is_some_and(|o| login.origins.is_same_origin(o, https, host));
     let token_ok = form_value(form, "csrf").is_some_and(|t| {
         aws_lc_rs::constant_time::verify_slices_are_equal(
             t.as_bytes(),

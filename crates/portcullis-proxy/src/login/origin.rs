@@ -27,7 +27,7 @@ use portcullis_policy::host_matches;
 /// separated by port (RFC 6265 §8.5), so a page on another port of a trusted
 /// host already holds the session cookie, and a front proxy that names the
 /// host without its port (nginx `$host`) would otherwise make every page a
-/// stranger. Only [`TrustedOrigins::is_public`] compares ports.
+/// stranger. Only [`TrustedOrigins::is_same_origin`] compares ports.
 #[derive(Debug, PartialEq, Eq)]
 struct Origin {
     https: bool,
@@ -103,10 +103,23 @@ impl TrustedOrigins {
         }
     }
 
-    /// Whether `origin` (an `Origin` header's text) is exactly `public_url`'s
-    /// origin: scheme, host and port (same-origin logout, SPEC §4).
-    pub fn is_public(&self, origin: &str) -> bool {
-        Origin::parse(origin).is_some_and(|o| self.public.as_ref() == Some(&o))
+    /// Whether `origin` (an `Origin` header's text) is the origin of the
+    /// request it came with or `public_url`'s: scheme, host and port all
+    /// (same-origin logout, SPEC §4). The request's own is `https` and the
+    /// authority it named; an https page counts for a request that reached
+    /// the proxy over http (TLS ended in front of it), never the reverse.
+    pub fn is_same_origin(&self, origin: &str, https: bool, own: &JudgedHost) -> bool {
+        let Some(o) = Origin::parse(origin) else {
+            return false;
+        };
+        let own = own
+            .authority
+            .as_ref()
+            .and_then(|a| a.to_str().ok())
+            .and_then(|a| Origin::from_authority(https, a));
+        let same_place = |p: &Origin| p.host == o.host && p.port == o.port;
+        self.public.as_ref() == Some(&o)
+            || own.is_some_and(|own| same_place(&own) && o.may_reach(own.https))
     }
 
     fn public(&self, o: &Origin) -> bool {
@@ -329,14 +342,65 @@ mod tests {
     #[test]
     fn same_origin_logout_compares_scheme_host_and_port() {
         let t = TrustedOrigins::new(false, "127.0.0.1:8080", &[]);
-        assert!(t.is_public("http://127.0.0.1:8080"));
-        assert!(!t.is_public("https://127.0.0.1:8080"));
-        assert!(!t.is_public("http://127.0.0.1:8081"));
-        assert!(!t.is_public("http://127.0.0.1"));
-        assert!(!t.is_public("http://127.0.0.2:8080"));
-        assert!(!t.is_public("null"));
+        let nowhere = JudgedHost {
+            name: String::new(),
+            authority: None,
+        };
+        let public = |o| t.is_same_origin(o, false, &nowhere);
+        assert!(public("http://127.0.0.1:8080"));
+        assert!(!public("https://127.0.0.1:8080"));
+        assert!(!public("http://127.0.0.1:8081"));
+        assert!(!public("http://127.0.0.1"));
+        assert!(!public("http://127.0.0.2:8080"));
+        assert!(!public("null"));
         let t = TrustedOrigins::new(true, "Auth.example.com:443", &[]);
-        assert!(t.is_public("https://auth.example.com"));
-        assert!(!t.is_public("http://auth.example.com"));
+        assert!(t.is_same_origin("https://auth.example.com", false, &nowhere));
+        assert!(!t.is_same_origin("http://auth.example.com", false, &nowhere));
+        // The host the form was posted to, besides `public_url`'s.
+        let own = |https, authority| (https, host(authority));
+        for (origin, (https, to), same) in [
+            (
+                "https://app.example.com",
+                own(true, "app.example.com"),
+                true,
+            ),
+            (
+                "https://app.example.com",
+                own(true, "App.example.com:443"),
+                true,
+            ),
+            // TLS ended in front of the proxy.
+            (
+                "https://app.example.com",
+                own(false, "app.example.com"),
+                true,
+            ),
+            (
+                "https://app.example.com:8443",
+                own(false, "app.example.com:8443"),
+                true,
+            ),
+            (
+                "http://app.example.com",
+                own(true, "app.example.com"),
+                false,
+            ),
+            (
+                "https://app.example.com",
+                own(true, "app.example.com:8443"),
+                false,
+            ),
+            (
+                "https://blog.example.com",
+                own(true, "app.example.com"),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                t.is_same_origin(origin, https, &to),
+                same,
+                "{origin} to {to:?}"
+            );
+        }
     }
 }
