@@ -124,7 +124,12 @@ impl Stack {
     /// The browser goes to the provider's `authorize` URL, where `sub` signs
     /// in, and is sent back to the callback with a code.
     async fn callback(&self, jar: &mut Jar, authorize: &str, sub: &str) -> u16 {
-        self.idp.sign_in_as(sub, json!({}));
+        self.callback_with(jar, authorize, sub, json!({})).await
+    }
+
+    /// [`Stack::callback`], with `claims` in the ID token besides the usual.
+    async fn callback_with(&self, jar: &mut Jar, authorize: &str, sub: &str, claims: Value) -> u16 {
+        self.idp.sign_in_as(sub, claims);
         let (status, headers, body) = send(&client(), "GET", authorize, &[]).await;
         assert_eq!(status, 302, "{body}");
         // To the redirect URI, on server.public_url (here the configured
@@ -557,6 +562,39 @@ async fn a_sign_out_from_the_same_origin_needs_no_token() {
             assert_eq!(after, 200, "{origin}: a refused sign-out ended the session");
         }
     }
+}
+
+/// The assertion for a signed-in caller lasts while the session does, not
+/// only while the ID token the session began with did: without a refresh
+/// token that one is never renewed (its `exp` is often an hour off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_assertion_outlives_its_id_token() {
+    let s = Stack::start(true).await;
+    let mut jar = Jar::default();
+    let authorize = s.start_sign_in(&mut jar, "/app/x").await;
+    // Expired 10 s ago, still within the provider's 30 s of clock skew.
+    let exp = portcullis_testkit::unix_now() - 10;
+    let status = s
+        .callback_with(&mut jar, &authorize, "alice", json!({ "exp": exp }))
+        .await;
+    assert_eq!(status, 302);
+    let (status, _, body) = s.call("/app/x", &[("cookie", &jar.header("/app/x"))]).await;
+    assert_eq!(status, 200, "{body}");
+    let assertion = common::echoed(&body)["headers"]["x-portcullis-assertion"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claims = portcullis_identity::jose::compact::parse(&assertion)
+        .unwrap()
+        .claims;
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert!(
+        exp > iat && exp > portcullis_testkit::unix_now(),
+        "{claims:?}"
+    );
 }
 
 /// The URL a sign-in comes back to travels in the sign-in cookie, which a

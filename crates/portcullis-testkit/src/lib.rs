@@ -16,7 +16,7 @@ pub use redis_server::RedisServer;
 pub use token_endpoint::TokenEndpoint;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

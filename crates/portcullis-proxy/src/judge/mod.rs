@@ -562,7 +562,13 @@ async fn identify_with(
         Credential::None | Credential::Bearer(_) | Credential::Claims(_) => {}
     }
     if let (Some(s), false) = (&session, identity.is_authenticated()) {
-        identity = Arc::new(s.session.identity.clone());
+        // The session vouches for its caller until it ends, whatever the ID
+        // token it began with said: that token's `exp` (often an hour, and
+        // never renewed without a refresh token) would otherwise become every
+        // assertion's, expired before it is issued.
+        let mut caller = s.session.identity.clone();
+        caller.expires_at = Some(s.session.expires_at);
+        identity = Arc::new(caller);
     }
     if let Some(spiffe) = workload {
         // A copy when shared: the cached identity is the token's alone.
