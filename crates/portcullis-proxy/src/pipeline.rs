@@ -133,11 +133,24 @@ async fn run(
     // One host is judged, and it is the one the upstream receives.
     let judged = authority::judge_host(req.uri(), req.headers())
         .map_err(|why| Refusal::with_message(Reason::BadRequest, why))?;
+    // Only HTTP/1.0 may leave the host out (RFC 9112 §3.2 makes the rest a
+    // 400). Judged by the host-less routes, such a request would reach the
+    // upstream under the upstream's own name, which may be a protected
+    // virtual host the request never named.
+    if judged.authority.is_none() && req.version() != http::Version::HTTP_10 {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "the request names no host (Host or :authority)",
+        ));
+    }
     ex.host.clone_from(&judged.name);
 
     // Hop-by-hop headers go before anything is judged, so a header named in
     // `Connection` can never take the proxy's own headers with it later.
-    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
+    // Only HTTP/1.1 upgrades (RFC 9110 §7.8): an HTTP/1.0 client would not
+    // read a 101, while the upstream, asked in HTTP/1.1, would switch.
+    let http11 = req.version() == http::Version::HTTP_11;
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut()).filter(|_| http11);
 
     // Everything that decides happens in the core.
     let scheme = if conn.tls { "https" } else { "http" };

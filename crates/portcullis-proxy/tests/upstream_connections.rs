@@ -164,4 +164,15 @@ async fn a_request_that_named_no_host_reaches_the_upstream_with_its_own() {
     let upstream_authority = h.echo.url().trim_start_matches("http://").to_string();
     assert_eq!(seen[0].headers["host"], upstream_authority.as_str());
     assert_eq!(seen[0].headers.get_all("host").iter().count(), 1);
+    // HTTP/1.1 may not (a 400): judged by the host-less routes, it would
+    // reach the upstream under a name it never gave, perhaps a protected one.
+    let answer = raw(
+        h.server.local_addr(),
+        b"GET /h HTTP/1.1\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("names no host"), "{answer}");
+    assert_eq!(h.echo.seen().len(), 1);
 }
