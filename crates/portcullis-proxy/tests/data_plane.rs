@@ -341,11 +341,29 @@ async fn hop_by_hop_and_forwarding_headers() {
             ("x-auth-request-user", "admin"),
             ("X_Auth_Request_Email", "root@example.com"),
             ("x-portcullis-assertion", "forged"),
+            // Other proxies' identity headers, whole families of them.
+            ("remote-groups", "admins"),
+            ("x-webauth-role", "Admin"),
+            ("x-remote-extra-scopes", "cluster-admin"),
+            ("impersonate-user", "system:admin"),
+            // Origin headers that frameworks believe.
+            ("x-forwarded-ssl", "on"),
+            ("x-original-host", "admin.internal"),
         ],
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let seen = &h.echo.seen()[0].headers;
+    for forged in [
+        "remote-groups",
+        "x-webauth-role",
+        "x-remote-extra-scopes",
+        "impersonate-user",
+        "x-forwarded-ssl",
+        "x-original-host",
+    ] {
+        assert!(seen.get(forged).is_none(), "{forged} reached the service");
+    }
     assert!(seen.get("x-drop-me").is_none());
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
     assert_ne!(seen["x-request-id"], "spoofed-id");
@@ -409,6 +427,18 @@ async fn websocket_upgrade_passes_through() {
         .unwrap()
         .unwrap();
     assert_eq!(&got, b"ping through the tunnel");
+
+    // HTTP/1.0 has no upgrades: an upstream asked in HTTP/1.1 would switch
+    // while the client, which never reads a 101, waits for an answer.
+    let reply = raw(
+        h.server.local_addr(),
+        b"GET /api/ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let seen = h.echo.seen();
+    assert!(seen.last().unwrap().headers.get("upgrade").is_none());
 }
 
 #[tokio::test]

@@ -205,30 +205,60 @@ pub fn drop_our_set_cookies(headers: &mut HeaderMap, session_name: &str) {
 /// True for identity headers that only the proxy may set (SPEC §3), in any case and
 /// with `_` or `-`: `X-Auth-Request-*`, `X-Forwarded-User`, `X-Forwarded-Email`,
 /// `X-Forwarded-Groups`, `X-Portcullis-*`, the configured assertion header, and
-/// [`IDENTITY_ELSEWHERE`].
+/// other proxies' (see [`X_IDENTITY_PREFIXES`]). Looked up by the first letter:
+/// this runs for every header of every request.
 pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
     let n = name.as_bytes();
-    starts(n, b"x-auth-request-")
-        || starts(n, b"x-portcullis-")
-        || same(n, b"x-forwarded-user")
-        || same(n, b"x-forwarded-email")
-        || same(n, b"x-forwarded-groups")
-        || same(n, assertion_header.as_bytes())
-        || IDENTITY_ELSEWHERE.iter().any(|h| same(n, h.as_bytes()))
+    let elsewhere = match n.first().map(u8::to_ascii_lowercase) {
+        Some(b'x') => {
+            X_IDENTITY_PREFIXES.iter().any(|p| starts(n, p.as_bytes()))
+                || X_IDENTITY_NAMES.iter().any(|h| same(n, h.as_bytes()))
+        }
+        Some(b'r') => starts(n, b"remote-"),
+        Some(b'c') => starts(n, b"cf-access-"),
+        _ => false,
+    };
+    elsewhere || same(n, assertion_header.as_bytes())
 }
 
-/// Who-is-calling headers that other authenticating proxies set and services
-/// are commonly configured to trust (oauth2-proxy's, Grafana's auth proxy,
-/// the `REMOTE_USER` convention of Apache, Django and Rails): the proxy never
-/// sets them, so one arriving from a client is a claim no one checked.
-const IDENTITY_ELSEWHERE: [&str; 6] = [
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "remote-user",
-    "x-remote-user",
-    "x-webauth-user",
-    "x-remote-group",
+/// Who-is-calling headers that only the proxy or another authenticating proxy
+/// sets, and that services are commonly configured to trust: the proxy never
+/// sets the others' (oauth2-proxy `X-Forwarded-Preferred-Username`, Grafana's
+/// auth proxy `X-WEBAUTH-USER`/`-ROLE`/`-GROUPS`, Kubernetes' request-header
+/// `X-Remote-User`/`-Group`/`-Extra-*`, Authelia's and Apache's `Remote-User`,
+/// `Remote-Groups`, `Remote-Email`, Google IAP, AWS ALB, Azure App Service,
+/// Pomerium, authentik, Cloudflare Access `Cf-Access-*`), so one arriving from a
+/// client is a claim no one checked. Whole families by prefix: a service that
+/// reads the user from one header reads its groups and role from the next.
+const X_IDENTITY_PREFIXES: [&str; 10] = [
+    "x-auth-request-",
+    "x-portcullis-",
+    "x-forwarded-preferred-",
+    "x-remote-",
+    "x-webauth-",
+    "x-goog-authenticated-",
+    "x-amzn-oidc-",
+    "x-ms-client-principal",
+    "x-pomerium-",
+    "x-authentik-",
 ];
+
+const X_IDENTITY_NAMES: [&str; 5] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-access-token",
+    "x-goog-iap-jwt-assertion",
+];
+
+/// Kubernetes impersonation (`Impersonate-User`, `-Group`, `-Uid`,
+/// `-Extra-*`): a request to act as someone else, granted on the rights of the
+/// credential it comes with. Passed on only beside the caller's own token
+/// (`forward_token`); beside the proxy's credential, or the identity headers
+/// alone, it would borrow rights that are not the caller's.
+fn is_impersonation(name: &[u8]) -> bool {
+    starts(name, b"impersonate-")
+}
 
 /// `a` and `b` are the same header name: ASCII case-insensitive, `_` equal to `-`.
 /// Compared in place: this runs for every header of every request.
@@ -259,10 +289,12 @@ const ALWAYS_STRIPPED: [&str; 3] = [
 
 /// Believed only from a trusted proxy (SPEC §2 `trusted_proxies`, §5); from anyone
 /// else removed before the request goes further. The first five are read by the
-/// proxy itself; the rest are rewrite and origin headers that frameworks believe
-/// (Spring's `ForwardedHeaderFilter`, IIS URL Rewrite, Symfony trusted headers),
-/// which would let a client pick the path, host or address the upstream sees.
-const TRUSTED_ONLY: [&str; 16] = [
+/// proxy itself; the rest are rewrite, origin and client-address headers that
+/// frameworks believe (Spring's `ForwardedHeaderFilter`, IIS URL Rewrite and ARR,
+/// Symfony trusted headers, Rack's `X-Forwarded-Ssl`, the client-address lookups
+/// of Express and Django middleware), which would let a client pick the path,
+/// host, scheme, method or address the upstream sees.
+const TRUSTED_ONLY: [&str; 31] = [
     "x-request-id",
     "traceparent",
     "tracestate",
@@ -271,14 +303,29 @@ const TRUSTED_ONLY: [&str; 16] = [
     "x-original-url",
     "x-rewrite-url",
     "x-envoy-original-path",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-original-method",
+    "x-forwarded-method",
+    "x-original-host",
+    "x-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
     "forwarded",
+    "x-forwarded",
+    "forwarded-for",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
-    "x-forwarded-prefix",
-    "x-forwarded-port",
-    "x-forwarded-scheme",
-    "x-forwarded-server",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
 ];
 
 /// Headers the proxy sets itself; a `_` spelling from anyone is removed, since an
@@ -306,14 +353,21 @@ pub fn is_spoofable(name: &HeaderName, peer_trusted: bool, assertion_header: &st
 /// [`is_spoofable`]), each once, however spelled and however often repeated:
 /// what a front end must remove before the request reaches the service (the
 /// proxy removes them, ext_authz sends them as `headers_to_remove`).
+///
+/// `forwards_token`: the caller's own token goes on to the service, so a
+/// Kubernetes impersonation request beside it is the caller's to make.
 pub fn spoofable_present(
     headers: &HeaderMap,
     peer_trusted: bool,
     assertion_header: &str,
+    forwards_token: bool,
 ) -> Vec<HeaderName> {
     headers
         .keys()
-        .filter(|k| is_spoofable(k, peer_trusted, assertion_header))
+        .filter(|k| {
+            is_spoofable(k, peer_trusted, assertion_header)
+                || (!forwards_token && is_impersonation(k.as_str().as_bytes()))
+        })
         .cloned()
         .collect()
 }
@@ -633,13 +687,34 @@ mod tests {
             "X-Forwarded-Preferred-Username",
             "x-forwarded-access-token",
             "X-Remote-Group",
+            // ... and the rest of each family: groups, roles, emails.
+            "Remote-Groups",
+            "Remote-Email",
+            "remote_name",
+            "X-WEBAUTH-ROLE",
+            "X-WEBAUTH-GROUPS",
+            "X-Remote-Extra-Scopes",
+            "X-Forwarded-Preferred-Email",
+            "Cf-Access-Authenticated-User-Email",
+            "X-Goog-Authenticated-User-Email",
+            "X-Goog-IAP-JWT-Assertion",
+            "X-Amzn-Oidc-Identity",
+            "X-MS-CLIENT-PRINCIPAL-NAME",
+            "X-Pomerium-Claim-Groups",
+            "X-Authentik-Groups",
         ] {
             assert!(is_identity_header(n, "my_assertion"), "{n}");
         }
-        assert!(!is_identity_header(
+        for n in [
             "x-forwarded-for",
-            "X-Portcullis-Assertion"
-        ));
+            "remote",
+            "x-remote",
+            "content-type",
+            "cf-ray",
+            "x-goog-api-key",
+        ] {
+            assert!(!is_identity_header(n, "X-Portcullis-Assertion"), "{n}");
+        }
     }
 
     #[test]
@@ -735,6 +810,17 @@ mod tests {
             "x-forwarded-server",
             "l5d-client-id",
             "x-forwarded-client-cert",
+            "x-original-uri",
+            "x-forwarded-uri",
+            "x-forwarded-path",
+            "x-original-method",
+            "x-forwarded-method",
+            "x-original-host",
+            "x-host",
+            "x-forwarded-ssl",
+            "front-end-https",
+            "cf-connecting-ip",
+            "x-cluster-client-ip",
         ] {
             assert!(spoof(n, false), "{n} from an untrusted peer");
         }
@@ -745,6 +831,37 @@ mod tests {
         assert!(spoof("x_forwarded_for", true));
         assert!(!spoof("x-forwarded-for", false));
         assert!(!spoof("accept", false));
+    }
+
+    #[test]
+    fn impersonation_only_beside_the_callers_own_token() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("impersonate-user", "system:admin"),
+            ("Impersonate-Group", "system:masters"),
+            ("impersonate-extra-scopes", "x"),
+            ("accept", "*/*"),
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let removed = |forwards_token| {
+            spoofable_present(&h, true, "x-portcullis-assertion", forwards_token)
+                .iter()
+                .map(|n| n.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            removed(false),
+            [
+                "impersonate-user",
+                "impersonate-group",
+                "impersonate-extra-scopes"
+            ]
+        );
+        assert!(removed(true).is_empty());
     }
 
     #[test]

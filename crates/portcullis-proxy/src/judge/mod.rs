@@ -384,17 +384,18 @@ async fn decide(
         )
     })?;
     j.set = Some(set);
-    j.remove = headers::spoofable_present(
-        facts.headers,
-        facts.peer_trusted,
-        rt.assertion_header.as_str(),
-    );
     // The caller's token stays with the proxy unless the route forwards it (and
     // never when the proxy sends its own credential instead).
     // An MCP server never gets it, whatever the config says (MCP authorization
     // forbids token passthrough; `check` refuses `forward_token` there too).
     let keep_token =
         route_cfg.forward_token && route_cfg.upstream_auth.is_none() && route_cfg.mcp.is_none();
+    j.remove = headers::spoofable_present(
+        facts.headers,
+        facts.peer_trusted,
+        rt.assertion_header.as_str(),
+        keep_token,
+    );
     if !keep_token && facts.headers.contains_key(http::header::AUTHORIZATION) {
         j.remove.push(http::header::AUTHORIZATION);
     }
