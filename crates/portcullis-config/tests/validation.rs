@@ -196,6 +196,30 @@ fn provider_errors() {
         "providers[0].claims.email: invalid claim path",
     );
     assert_error(&provider("    audiences: [a]\n    introspection: {endpoint: nope, client_id: a, client_secret: b}\n"), "providers[0].introspection.endpoint");
+    // Each opaque token goes to one introspecting provider.
+    let introspecting = |prefixes: [&str; 2]| {
+        let mut yaml = String::from("server:\n  listen: 127.0.0.1:8080\nroutes:\n  - name: r\n    match: { path_prefix: / }\n    upstream: http://127.0.0.1:8000\n    auth: none\nproviders:\n");
+        for (i, prefix) in prefixes.iter().enumerate() {
+            yaml += &format!(
+                "  - name: p{i}\n    issuer: https://p{i}.example.com\n    audiences: [a]\n\
+                 \x20   introspection: {{endpoint: https://p{i}.example.com/i, client_id: a, client_secret: b{prefix}}}\n"
+            );
+        }
+        yaml
+    };
+    assert_error(
+        &introspecting(["", ""]),
+        "providers[1].introspection: provider `p0` also introspects opaque tokens without a `token_prefix`",
+    );
+    assert_error(
+        &introspecting([", token_prefix: pat_", ", token_prefix: pat_x"]),
+        "providers[1].introspection.token_prefix: `pat_x` overlaps provider `p0`'s token_prefix",
+    );
+    assert_error(
+        &introspecting(["", ", token_prefix: ''"]),
+        "providers[1].introspection.token_prefix: must not be empty",
+    );
+    assert_ok(&introspecting(["", ", token_prefix: pat_"]));
     assert_error(
         &provider("    audiences: [a]\n    jwks_min_refresh: 0s\n"),
         "providers[0].jwks_min_refresh: must be greater than 0",

@@ -380,29 +380,38 @@ impl Authenticator {
         Ok(identity)
     }
 
+    /// Introspects an opaque token at its one provider: the one whose
+    /// `token_prefix` it starts with, else the one without a prefix (`check`
+    /// allows one). Never at each in turn: every provider would see the
+    /// others' tokens, and whoever runs one could replay them here.
     async fn introspect(&self, token: &str) -> Result<Identity, AuthError> {
         let inner = &*self.inner;
-        let mut first_error = None;
-        for p in &inner.providers {
-            let Some(introspector) = &p.introspection else {
-                continue;
-            };
-            let judge = Judge {
-                provider: &p.name,
-                rules: &p.rules,
-                mapping: &p.mapping,
-                cache_counters: &inner.cache_counters,
-            };
-            match introspector.introspect(&*inner.fetch, token, &judge).await {
-                Ok(identity) => return Ok(identity),
-                Err(e) => {
-                    first_error.get_or_insert(e.with_provider(&p.name));
-                }
-            }
-        }
-        Err(first_error.unwrap_or_else(|| {
-            AuthError::invalid("token is not a JWT and no provider introspects opaque tokens")
-        }))
+        let introspecting = || {
+            inner
+                .providers
+                .iter()
+                .filter_map(|p| p.introspection.as_ref().map(|i| (p, i)))
+        };
+        let owner = introspecting()
+            .find(|(_, i)| i.has_prefix_of(token) == Some(true))
+            .or_else(|| introspecting().find(|(_, i)| i.has_prefix_of(token).is_none()));
+        let Some((p, introspector)) = owner else {
+            return Err(AuthError::invalid(if introspecting().next().is_some() {
+                "token is not a JWT and has no introspecting provider's token_prefix"
+            } else {
+                "token is not a JWT and no provider introspects opaque tokens"
+            }));
+        };
+        let judge = Judge {
+            provider: &p.name,
+            rules: &p.rules,
+            mapping: &p.mapping,
+            cache_counters: &inner.cache_counters,
+        };
+        introspector
+            .introspect(&*inner.fetch, token, &judge)
+            .await
+            .map_err(|e| e.with_provider(&p.name))
     }
 }
 

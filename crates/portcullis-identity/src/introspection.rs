@@ -9,6 +9,12 @@
 //! Concurrent lookups of one token share one call. Transport failures are not
 //! cached and map to `upstream_unavailable`: the caller's token may be fine, the
 //! IdP is not.
+//!
+//! A flood of made-up tokens misses every cache, and each would be a call on
+//! the proxy's own client credentials, spending the IdP quota that real
+//! callers need: at most [`MAX_IN_FLIGHT`] calls are open at once per
+//! endpoint, and a lookup that cannot start one within [`QUEUE_WAIT`] is
+//! `upstream_unavailable` rather than one more call.
 
 use crate::claims::{ClaimMapping, Source};
 use crate::error::AuthError;
@@ -22,6 +28,11 @@ use portcullis_core::{Identity, Reason};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Most introspection calls open at once to one endpoint.
+pub(crate) const MAX_IN_FLIGHT: usize = 32;
+/// Longest a lookup waits for one of them.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest time an inactive or rejected result is remembered.
 pub(crate) const NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -53,6 +64,9 @@ pub(crate) struct Introspector {
     authorization: String,
     ttl: Duration,
     cache: DigestCache<Introspected>,
+    /// `token_prefix`: the opaque tokens this provider issues.
+    token_prefix: Option<String>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// What the provider contributes to judging an introspection response.
@@ -73,7 +87,15 @@ impl Introspector {
             authorization: basic_authorization(&cfg.client_id, &cfg.client_secret),
             ttl: cfg.cache_ttl.get(),
             cache: DigestCache::new(MAX_ENTRIES),
+            token_prefix: cfg.token_prefix.clone(),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
+    }
+
+    /// `Some(true)`: the token has this provider's `token_prefix`;
+    /// `Some(false)`: it has not; `None`: the provider names no prefix.
+    pub(crate) fn has_prefix_of(&self, token: &str) -> Option<bool> {
+        self.token_prefix.as_deref().map(|p| token.starts_with(p))
     }
 
     pub(crate) async fn introspect(
@@ -126,6 +148,15 @@ impl Introspector {
                 Reason::UpstreamUnavailable,
                 "token introspection is unavailable",
             )
+        };
+        let _call = match tokio::time::timeout(QUEUE_WAIT, self.in_flight.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => {
+                return Err(unavailable(&format!(
+                    "{MAX_IN_FLIGHT} calls already open for {}s",
+                    QUEUE_WAIT.as_secs()
+                )))
+            }
         };
         let body = format!("token={}&token_type_hint=access_token", form_encode(token));
         let response = fetch
@@ -207,6 +238,18 @@ impl Introspector {
                 Reason::TokenNotYetValid,
                 "token is not valid yet (nbf)",
             ));
+        }
+        // RFC 7662's `token_type` is optional, but where the server names the
+        // token a refresh token (Okta reports them active when introspected),
+        // it is a credential for the token endpoint, long-lived and never
+        // meant to be presented to a resource server.
+        match doc.get("token_type") {
+            None => {}
+            Some(Value::String(t)) if !t.eq_ignore_ascii_case("refresh_token") => {}
+            Some(Value::String(_)) => {
+                return Err(AuthError::invalid("a refresh token is not an access token"))
+            }
+            Some(_) => return Err(AuthError::invalid("`token_type` is not a string")),
         }
         check_audience(doc.get("aud"), rules)?;
         let valid_until = exp.map_or(u64::MAX, |e| e.saturating_add(rules.skew));

@@ -26,6 +26,11 @@ struct IdpState {
     introspection: HashMap<String, Value>,
     hits: HashMap<String, usize>,
     last_authorization: Option<String>,
+    /// How long /introspect takes to answer, and how many calls were open
+    /// at once (now, and at most).
+    introspect_delay: Duration,
+    introspect_open: usize,
+    introspect_most_open: usize,
 }
 
 struct Idp {
@@ -107,8 +112,21 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let delay = {
+        let mut s = state.lock().unwrap();
+        *s.hits.entry(path.clone()).or_default() += 1;
+        let slow = path == "/introspect" && !s.introspect_delay.is_zero();
+        if slow {
+            s.introspect_open += 1;
+            s.introspect_most_open = s.introspect_most_open.max(s.introspect_open);
+        }
+        slow.then_some(s.introspect_delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+        state.lock().unwrap().introspect_open -= 1;
+    }
     let mut s = state.lock().unwrap();
-    *s.hits.entry(path.clone()).or_default() += 1;
     let (status, body) = match path.as_str() {
         "/.well-known/openid-configuration" => (
             200,
@@ -417,6 +435,102 @@ async fn malformed_jwks_does_not_replace_good_keys() {
     refresher.abort();
 }
 
+/// An opaque token goes to one provider only: the one whose `token_prefix`
+/// it has, else the one without a prefix. Asked in turn, provider `a` would
+/// see every token `b` issued, and could replay them as `b`'s users.
+#[tokio::test]
+async fn an_opaque_token_goes_to_its_own_provider_only() {
+    let (a, b) = (Idp::start().await, Idp::start().await);
+    let active = |sub: &str| json!({"active": true, "sub": sub, "aud": "api", "exp": now() + 600});
+    a.state
+        .lock()
+        .unwrap()
+        .introspection
+        .insert("plain-token".into(), active("from-a"));
+    b.state
+        .lock()
+        .unwrap()
+        .introspection
+        .insert("pat_of_b".into(), active("from-b"));
+    let introspecting = |idp: &Idp, name: &str, prefix: Option<&str>| {
+        let mut p = provider(
+            idp,
+            json!({
+                "discovery": false,
+                "introspection": {
+                    "endpoint": format!("{}/introspect", idp.issuer()),
+                    "client_id": "portcullis", "client_secret": "s", "token_prefix": prefix,
+                }
+            }),
+        );
+        p.name = name.into();
+        p
+    };
+    let auth = Authenticator::new(
+        &[
+            introspecting(&a, "a", None),
+            introspecting(&b, "b", Some("pat_")),
+        ],
+        fetcher(),
+        IdentityMetrics::new(),
+    )
+    .unwrap();
+    auth.start().await;
+    assert_eq!(
+        auth.verify_bearer("pat_of_b").await.unwrap().subject,
+        "from-b"
+    );
+    assert_eq!(a.hits("/introspect"), 0, "b's token went to a");
+    assert_eq!(
+        auth.verify_bearer("plain-token").await.unwrap().subject,
+        "from-a"
+    );
+    assert_eq!(b.hits("/introspect"), 1, "a's token went to b");
+    // b's prefix and unknown there: never tried at a as well.
+    let e = auth.verify_bearer("pat_unknown").await.unwrap_err();
+    assert_eq!(e.provider.as_deref(), Some("b"));
+    assert_eq!(a.hits("/introspect"), 1);
+}
+
+/// Made-up tokens miss every cache: each would be a call on the proxy's
+/// client credentials. Calls open at once are bounded, and a lookup that
+/// cannot start one soon is `upstream_unavailable`, not one more call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_opaque_tokens_keeps_introspection_calls_bounded() {
+    let idp = Idp::start().await;
+    idp.state.lock().unwrap().introspect_delay = Duration::from_millis(2500);
+    let p = provider(
+        &idp,
+        json!({
+            "discovery": false,
+            "introspection": {"endpoint": format!("{}/introspect", idp.issuer()), "client_id": "portcullis", "client_secret": "s"}
+        }),
+    );
+    // A client that waits out the slow IdP, longer than a lookup waits for a call.
+    let patient: Arc<dyn Fetch> = Arc::new(HttpFetch::new(Duration::from_secs(10)).unwrap());
+    let auth = Arc::new(Authenticator::new(&[p], patient, IdentityMetrics::new()).unwrap());
+    auth.start().await;
+    let lookups: Vec<_> = (0..40)
+        .map(|i| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.verify_bearer(&format!("made-up-{i}")).await })
+        })
+        .collect();
+    let mut reasons = HashMap::new();
+    for lookup in lookups {
+        let e = lookup.await.unwrap().unwrap_err();
+        *reasons.entry(e.reason).or_insert(0) += 1;
+    }
+    assert_eq!(idp.state.lock().unwrap().introspect_most_open, 32);
+    assert_eq!(reasons.get(&Reason::InvalidToken), Some(&32), "{reasons:?}");
+    assert_eq!(
+        reasons.get(&Reason::UpstreamUnavailable),
+        Some(&8),
+        "{reasons:?}"
+    );
+    assert_eq!(idp.hits("/introspect"), 32);
+}
+
 #[tokio::test]
 async fn introspection_active_inactive_with_negative_caching() {
     let idp = Idp::start().await;
@@ -447,6 +561,14 @@ async fn introspection_active_inactive_with_negative_caching() {
         idp.state.lock().unwrap().last_authorization.as_deref(),
         Some("Basic cG9ydGN1bGxpczp0b3Arc2VjcmV0")
     );
+    // Active, but a refresh token: never a bearer credential here.
+    idp.state.lock().unwrap().introspection.insert(
+        "refresh-opaque".into(),
+        json!({"active": true, "sub": "svc-1", "aud": "api", "token_type": "refresh_token"}),
+    );
+    let e = auth.verify_bearer("refresh-opaque").await.unwrap_err();
+    assert_eq!(e.reason, Reason::InvalidToken);
+    assert_eq!(idp.hits("/introspect"), 2);
     for _ in 0..3 {
         let e = auth.verify_bearer("revoked-opaque").await.unwrap_err();
         assert_eq!(e.reason, Reason::InvalidToken);
@@ -454,7 +576,7 @@ async fn introspection_active_inactive_with_negative_caching() {
     }
     assert_eq!(
         idp.hits("/introspect"),
-        2,
+        3,
         "inactive result negatively cached"
     );
 }

@@ -48,8 +48,63 @@ pub(super) fn validate(config: &Config, root: &KeyPath, report: &mut Report<'_>)
         }
         provider(p, &at, report);
     }
+    introspection_routes(config, &providers, &indices, report);
     login(config, &root.key("login"), report);
     workload_identity(config, &root.key("workload_identity"), report);
+}
+
+/// Every opaque token goes to exactly one introspection endpoint: the one
+/// whose `token_prefix` it starts with, else the only one without a prefix.
+/// Tried in turn, each provider would receive the tokens of those after it,
+/// and whoever runs it could replay them here as their users.
+fn introspection_routes(
+    config: &Config,
+    providers: &KeyPath,
+    indices: &[usize],
+    report: &mut Report<'_>,
+) {
+    let mut unprefixed: Option<&str> = None;
+    let mut prefixes: Vec<(&str, &str)> = Vec::new();
+    for (p, &i) in config.providers.iter().zip(indices) {
+        let Some(intro) = &p.introspection else {
+            continue;
+        };
+        let at = providers.index(i).key("introspection");
+        match intro.token_prefix.as_deref() {
+            None => match unprefixed {
+                Some(first) => report.error(
+                    &at,
+                    format!(
+                        "provider `{first}` also introspects opaque tokens without a \
+                         `token_prefix`: an opaque token would be sent to each in turn, and \
+                         each provider would see the others' tokens; give all but one a \
+                         `token_prefix`"
+                    ),
+                ),
+                None => unprefixed = Some(&p.name),
+            },
+            Some("") => report.error(&at.key("token_prefix"), "must not be empty"),
+            Some(prefix) => {
+                let at = at.key("token_prefix");
+                if let Some((other, _)) = prefixes
+                    .iter()
+                    .find(|(_, q)| q.starts_with(prefix) || prefix.starts_with(q))
+                {
+                    report.error(
+                        &at,
+                        format!(
+                            "`{prefix}` overlaps provider `{other}`'s token_prefix: a token \
+                             must belong to one provider"
+                        ),
+                    );
+                } else if prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+                    report.error(&at, "must be visible ASCII, as tokens are");
+                } else {
+                    prefixes.push((&p.name, prefix));
+                }
+            }
+        }
+    }
 }
 
 fn provider(p: &ProviderConfig, at: &KeyPath, report: &mut Report<'_>) {
