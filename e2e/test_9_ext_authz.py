@@ -40,6 +40,7 @@ CONFIG = """\
 server:
   listen: 127.0.0.1:{port}
   public_url: http://127.0.0.1:{port}
+  trusted_proxies: [127.0.0.1/32]   # the Envoy: its source.principal counts
 admin:
   listen: 127.0.0.1:{admin_port}
 ext_authz:

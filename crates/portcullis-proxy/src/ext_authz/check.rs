@@ -42,9 +42,19 @@ mod code {
 pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> CheckResponse {
     let rt = shared.runtime.load_full();
     // The peer is Envoy. Only a trusted one may vouch for the client's address,
-    // request id, trace and sidecar identity headers; the principal it verified
-    // over mTLS counts either way (the core applies `workload_identity`).
+    // request id, trace and sidecar identity headers, and for the principal it
+    // verified over mTLS (the core applies `workload_identity`): trusted by
+    // address, or by the client certificate `ext_authz.tls.client_ca_file`
+    // requires of every connection. Anyone else reaching `grpc_listen` could
+    // name any workload and be handed an assertion for it.
     let peer_trusted = rt.is_trusted(peer.ip());
+    let principal_believed = peer_trusted
+        || rt
+            .config
+            .ext_authz
+            .as_ref()
+            .and_then(|e| e.tls.as_ref())
+            .is_some_and(|t| t.client_ca_file.is_some());
     let attributes = req.attributes.unwrap_or_default();
     let source = attributes.source.unwrap_or_default();
     let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
@@ -91,7 +101,8 @@ pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> Chec
         source: WorkloadSource::Xfcc,
         spiffe_id: source.principal,
     };
-    let peer_identity = (!principal.spiffe_id.is_empty()).then_some(&principal);
+    let peer_identity =
+        (principal_believed && !principal.spiffe_id.is_empty()).then_some(&principal);
     let result = match headers {
         Ok(headers) => {
             judge_check(&rt, &http, &headers, peer_trusted, peer_identity, &mut ex).await
