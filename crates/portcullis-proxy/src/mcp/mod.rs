@@ -385,7 +385,7 @@ pub async fn after(
         }
         (Some(id), _) if ok && after.deleting => {
             let local = &shared.mcp.sessions;
-            shared_bindings::end(after.redis.as_ref(), local, &after.route, id).await;
+            shared_bindings::end(after.redis.as_ref(), local, &after.route, id, &after.owner).await;
         }
         _ => {}
     }

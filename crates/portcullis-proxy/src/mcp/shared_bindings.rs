@@ -6,14 +6,18 @@
 //! long), holding a SHA-256 of the owner (no identity is stored in the clear)
 //! and expiring after [`super::sessions::IDLE`] without use. A check is one
 //! script call (compare, and renew only for the owner: another caller's
-//! probes never keep a binding alive), a binding one `SET NX` (the first
-//! stands).
+//! probes never keep a binding alive), a binding one script call: `SET NX`
+//! (the first stands), and the owner's index `portcullis:mcp-owner:DIGEST`, a
+//! sorted set of its bindings by age, trimmed to
+//! [`super::sessions::MAX_PER_OWNER`] by dropping its oldest: as in memory, a
+//! caller that opens sessions in a loop pushes out its own, and cannot fill
+//! the Redis that also holds everyone's sign-ins and rate limits.
 //!
 //! Redis down: this replica's own bindings ([`Sessions`]) answer instead. That
 //! fails closed: a session bound in Redis is unknown here (404, and the client
 //! starts a new one, which binds locally); nothing unknown is ever let through.
 
-use super::sessions::{Check, Sessions, IDLE};
+use super::sessions::{Check, Sessions, IDLE, MAX_PER_OWNER};
 use crate::shared_state::{key, sha256_hex, Redis};
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -31,6 +35,43 @@ return 0
 ",
     )
 });
+
+/// KEYS: the binding, the owner's index. ARGV: the owner digest, the idle
+/// TTL, the most bindings one owner keeps. Returns 1 when it bound.
+static BIND: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.replicate_commands()
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+    if redis.call('GET', old) == ARGV[1] then redis.call('DEL', old) end
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+return 1
+",
+    )
+});
+
+/// KEYS: the binding, the owner's index.
+static END: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
+return 0
+",
+    )
+});
+
+fn owner_index(digest: &str) -> String {
+    format!("portcullis:mcp-owner:{digest}")
+}
 
 fn binding_key(route: &str, id: &str) -> String {
     key(&format!("portcullis:mcp-session:{route}:"), id)
@@ -78,15 +119,16 @@ pub async fn bind(redis: Option<&Redis>, local: &Sessions, route: &str, id: &str
         return local.bind(route, id, owner, Instant::now());
     };
     let (k, digest) = (binding_key(route, id), owner_digest(owner));
-    let stored: Result<Option<String>, _> = redis
+    let index = owner_index(&digest);
+    let stored: Result<i64, _> = redis
         .run(|mut conn| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&k)
+            let mut call = BIND.prepare_invoke();
+            call.key(&k)
+                .key(&index)
                 .arg(&digest)
-                .arg("NX")
-                .arg("EX")
-                .arg(IDLE.as_secs());
-            async move { cmd.query_async(&mut conn).await }
+                .arg(IDLE.as_secs())
+                .arg(MAX_PER_OWNER);
+            async move { call.invoke_async(&mut conn).await }
         })
         .await;
     if let Err(e) = stored {
@@ -96,15 +138,16 @@ pub async fn bind(redis: Option<&Redis>, local: &Sessions, route: &str, id: &str
 }
 
 /// The session ended (its owner deleted it): everywhere it may be bound.
-pub async fn end(redis: Option<&Redis>, local: &Sessions, route: &str, id: &str) {
+pub async fn end(redis: Option<&Redis>, local: &Sessions, route: &str, id: &str, owner: &str) {
     local.end(route, id);
     if let Some(redis) = redis {
         let k = binding_key(route, id);
+        let index = owner_index(&owner_digest(owner));
         let _ = redis
             .run(|mut conn| {
-                let mut cmd = redis::cmd("DEL");
-                cmd.arg(&k);
-                async move { cmd.query_async::<i64>(&mut conn).await }
+                let mut call = END.prepare_invoke();
+                call.key(&k).key(&index);
+                async move { call.invoke_async::<i64>(&mut conn).await }
             })
             .await;
     }
@@ -182,11 +225,52 @@ mod tests {
             .query(&mut conn)
             .unwrap();
         assert!(ttl > 0 && ttl <= i64::try_from(IDLE.as_secs()).unwrap());
-        end(Some(&r2), &l2, "mcp", "abc").await;
+        end(Some(&r2), &l2, "mcp", "abc", "alice").await;
         assert_eq!(
             check(Some(&r1), &l1, "mcp", "abc", "alice").await,
             Check::Refused
         );
+    }
+
+    /// One caller opening sessions in a loop keeps at most `MAX_PER_OWNER`
+    /// bindings in Redis, its oldest pushed out; nobody else's go.
+    #[tokio::test]
+    async fn a_caller_that_opens_sessions_in_a_loop_pushes_out_its_own() {
+        let server = RedisServer::start(&[]).unwrap();
+        let r = redis(&server);
+        let local = Sessions::default();
+        bind(Some(&r), &local, "mcp", "alices", "alice").await;
+        let extra = 5;
+        for i in 0..MAX_PER_OWNER + extra {
+            bind(Some(&r), &local, "mcp", &format!("m{i}"), "mallory").await;
+        }
+        let mut conn = redis::Client::open(server.url("", 5))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("portcullis:mcp-session:*")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(keys.len(), MAX_PER_OWNER + 1);
+        let owned = |id: String, who: &'static str| {
+            let r = &r;
+            let local = &local;
+            async move { check(Some(r), local, "mcp", &id, who).await }
+        };
+        for i in 0..extra {
+            assert_eq!(owned(format!("m{i}"), "mallory").await, Check::Refused);
+        }
+        let newest = format!("m{}", MAX_PER_OWNER + extra - 1);
+        assert_eq!(owned(newest, "mallory").await, Check::Owned);
+        assert_eq!(owned("alices".into(), "alice").await, Check::Owned);
+        // An ended session leaves its owner's index too.
+        end(Some(&r), &local, "mcp", "alices", "alice").await;
+        let index: i64 = redis::cmd("ZCARD")
+            .arg(owner_index(&owner_digest("alice")))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(index, 0);
     }
 
     #[tokio::test]
