@@ -288,17 +288,15 @@ const ALWAYS_STRIPPED: [&str; 3] = [
 ];
 
 /// Believed only from a trusted proxy (SPEC §2 `trusted_proxies`, §5); from anyone
-/// else removed before the request goes further. The first five are read by the
-/// proxy itself; the rest are rewrite, origin and client-address headers that
-/// frameworks believe (Spring's `ForwardedHeaderFilter`, IIS URL Rewrite and ARR,
-/// Symfony trusted headers, Rack's `X-Forwarded-Ssl`, the client-address lookups
-/// of Express and Django middleware), which would let a client pick the path,
-/// host, scheme, method or address the upstream sees.
-const TRUSTED_ONLY: [&str; 31] = [
+/// else removed before the request goes further. The first five of both lists
+/// are read by the proxy itself; the rest are rewrite, origin and client-address
+/// headers that frameworks believe (Spring's `ForwardedHeaderFilter`, IIS URL
+/// Rewrite and ARR, Symfony trusted headers, Rack's `X-Forwarded-Ssl`, the
+/// client-address lookups of Express and Django middleware), which would let a
+/// client pick the path, host, scheme, method or address the upstream sees.
+/// Split by the first letter: every header of every request is looked up.
+const TRUSTED_ONLY_X: [&str; 22] = [
     "x-request-id",
-    "traceparent",
-    "tracestate",
-    "l5d-client-id",
     "x-forwarded-client-cert",
     "x-original-url",
     "x-rewrite-url",
@@ -315,17 +313,24 @@ const TRUSTED_ONLY: [&str; 31] = [
     "x-forwarded-port",
     "x-forwarded-scheme",
     "x-forwarded-ssl",
-    "front-end-https",
-    "forwarded",
     "x-forwarded",
-    "forwarded-for",
     "x-real-ip",
     "x-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+];
+
+/// [`TRUSTED_ONLY_X`]'s fellows that do not begin with `x`.
+const TRUSTED_ONLY_OTHER: [&str; 9] = [
+    "traceparent",
+    "tracestate",
+    "l5d-client-id",
+    "forwarded",
+    "front-end-https",
+    "forwarded-for",
     "true-client-ip",
     "cf-connecting-ip",
     "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-original-forwarded-for",
 ];
 
 /// Headers the proxy sets itself; a `_` spelling from anyone is removed, since an
@@ -335,18 +340,23 @@ const SET_BY_PROXY: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forw
 /// Whether a request header may pass on, given who sent it (SPEC §3, §5).
 pub fn is_spoofable(name: &HeaderName, peer_trusted: bool, assertion_header: &str) -> bool {
     let n = name.as_str().as_bytes();
-    if is_identity_header(name.as_str(), assertion_header)
-        || ALWAYS_STRIPPED.iter().any(|s| same(n, s.as_bytes()))
-    {
+    if is_identity_header(name.as_str(), assertion_header) {
+        return true;
+    }
+    let x = n.first().is_some_and(|b| b.eq_ignore_ascii_case(&b'x'));
+    if x && ALWAYS_STRIPPED.iter().any(|s| same(n, s.as_bytes())) {
         return true;
     }
     // A `_` spelling is never the one the proxy reads or sets, so it is only ever
     // a way to smuggle a second value past it.
     let underscored = n.contains(&b'_');
-    TRUSTED_ONLY
-        .iter()
-        .any(|s| same(n, s.as_bytes()) && (!peer_trusted || underscored))
-        || (underscored && SET_BY_PROXY.iter().any(|s| same(n, s.as_bytes())))
+    let trusted_only: &[&str] = if x {
+        &TRUSTED_ONLY_X
+    } else {
+        &TRUSTED_ONLY_OTHER
+    };
+    ((!peer_trusted || underscored) && trusted_only.iter().any(|s| same(n, s.as_bytes())))
+        || (underscored && x && SET_BY_PROXY.iter().any(|s| same(n, s.as_bytes())))
 }
 
 /// The names of the headers in `headers` that a client may not set (see
