@@ -310,6 +310,18 @@ async fn decide(
     j.identity = caller.identity;
     j.session = caller.session;
     j.set_cookies.extend(caller.clear_cookie);
+    // Refused with the caller known, so the audit line names whose session
+    // another page tried to use.
+    if let Some(why) = caller.forged {
+        return Err(Refusal::with_message(
+            Reason::Forbidden,
+            format!(
+                "{why}, and only the session cookie authenticates it: refused as a \
+                 possible cross-site request forgery (a trusted page's origin belongs on \
+                 login.trusted_origins)"
+            ),
+        ));
+    }
 
     // Authorize: one Decision drives the response, the audit line and the metrics.
     // (On an MCP route this is the judgment of every JSON-RPC method but
@@ -424,6 +436,10 @@ pub struct Caller {
     /// The request carried a session cookie of ours that named no live
     /// session, and it counted as none: the `Set-Cookie` that clears it.
     pub clear_cookie: Option<HeaderValue>,
+    /// Only the session authenticates this request, which can change
+    /// something, and an untrusted page sent it (why, in words): the caller
+    /// is named, but the request must be refused (403).
+    pub forged: Option<String>,
 }
 
 /// [`identify`], with the browser session (`login`): a live session counts as
@@ -443,9 +459,10 @@ pub struct Caller {
 /// A live session that is the request's only credential counts only when a
 /// page the proxy trusts sent the request, if it can change something (see
 /// `login::origin`): a browser attaches the cookie by itself, whichever page
-/// started the request. Where a caller is required that is a 403; on an
-/// `optional` route the session counts as absent, as if the browser had not
-/// sent the cookie, and the request is judged as anonymous.
+/// started the request. Where a caller is required that is
+/// [`Caller::forged`], a 403; on an `optional` route the session counts as
+/// absent, as if the browser had not sent the cookie, and the request is
+/// judged as anonymous.
 pub async fn identify_caller(
     rt: &Runtime,
     facts: &RequestFacts<'_>,
@@ -476,30 +493,19 @@ pub async fn identify_caller(
         }
         _ => (None, None),
     };
-    let session = match (session, &rt.login) {
-        (Some(active), Some(login)) if matches!(credential, Credential::None) => {
-            match login.origins.forgery(
-                facts.method,
-                facts.upgrade,
-                facts.headers,
-                facts.scheme,
-                facts.host,
-            ) {
-                None => Some(active),
-                Some(_) if auth == AuthMode::Optional => None,
-                Some(why) => {
-                    return Err(Refusal::with_message(
-                        Reason::Forbidden,
-                        format!(
-                            "{why}, and only the session cookie authenticates it: refused as \
-                             a possible cross-site request forgery (a trusted page's origin \
-                             belongs on login.trusted_origins)"
-                        ),
-                    ))
-                }
-            }
-        }
-        (session, _) => session,
+    let forgery = match (&session, &rt.login) {
+        (Some(_), Some(login)) if matches!(credential, Credential::None) => login.origins.forgery(
+            facts.method,
+            facts.upgrade,
+            facts.headers,
+            facts.scheme,
+            facts.host,
+        ),
+        _ => None,
+    };
+    let (session, forged) = match forgery {
+        Some(_) if auth == AuthMode::Optional => (None, None),
+        forged => (session, forged),
     };
     if let Some(clear) = &clear_cookie {
         if auth == AuthMode::Required && matches!(credential, Credential::None) {
@@ -511,6 +517,7 @@ pub async fn identify_caller(
     match identify_with(rt, credential, session, workload, auth).await {
         Ok(mut caller) => {
             caller.clear_cookie = clear_cookie;
+            caller.forged = forged.map(str::to_string);
             Ok(caller)
         }
         Err(mut refusal) => {
@@ -579,6 +586,7 @@ async fn identify_with(
         identity,
         session,
         clear_cookie: None,
+        forged: None,
     })
 }
 
