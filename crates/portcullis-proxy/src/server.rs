@@ -220,6 +220,29 @@ impl Server {
         if config.audit.sink != current.config.audit.sink {
             tracing::warn!("the audit sink cannot change on reload; restart to apply it");
         }
+        let listener_of = |c: &Config| {
+            c.ext_authz.as_ref().map(|e| {
+                let tls = e.tls.as_ref();
+                (
+                    e.grpc_listen.clone(),
+                    tls.map(|t| {
+                        (
+                            t.cert_file.clone(),
+                            t.key_file.clone(),
+                            t.client_ca_file.clone(),
+                        )
+                    }),
+                )
+            })
+        };
+        if listener_of(&config) != listener_of(&current.config) {
+            // The gRPC listener keeps what it was started with, client
+            // certificates included (which decide whether `source.principal`
+            // is believed from an untrusted address).
+            tracing::warn!(
+                "the ext_authz listener (grpc_listen, tls) cannot change on reload; restart to apply it"
+            );
+        }
         let mut next = Runtime::build(
             config,
             Carried {

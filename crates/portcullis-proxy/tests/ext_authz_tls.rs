@@ -134,3 +134,69 @@ async fn mtls_listener_answers_only_envoy_with_a_client_certificate() {
     server.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Whether `source.principal` counts from an address outside
+/// `trusted_proxies` depends on what the running listener enforces: a reload
+/// that adds `tls.client_ca_file` does not change the plain listener already
+/// running, so its strangers are no more believed than before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_asks_for_client_certificates_does_not_make_strangers_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca("mesh CA");
+    let server_cert = leaf(&ca, vec![SanType::DnsName("localhost".try_into().unwrap())]);
+    let tail = "workload_identity:\n  trust_domain: cluster.local\n  accept: [xfcc]\nroutes:\n  - name: shop\n    match: { path_prefix: / }\n    policy:\n      allow:\n        - workloads: [spiffe://cluster.local/ns/shop/sa/cart]\n";
+    let plain = format!("{SERVER_PREAMBLE}ext_authz:\n  grpc_listen: 127.0.0.1:0\n{tail}");
+    let server = Server::start(config(&plain), None).await.unwrap();
+    let addr = server.ext_authz_addr().unwrap();
+    let check = || async move {
+        let client: Client<hyper_util::client::legacy::connect::HttpConnector, tonic::body::Body> =
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let origin = format!("http://{addr}").parse().unwrap();
+        let mut grpc = tonic::client::Grpc::with_origin(client, origin);
+        grpc.ready().await.unwrap();
+        let request = CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    principal: "spiffe://cluster.local/ns/shop/sa/cart".into(),
+                    ..Default::default()
+                }),
+                request: Some(AttributeRequest {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: "/x".into(),
+                        host: "app.example.com".into(),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+        };
+        let codec = ProstCodec::<CheckRequest, CheckResponse>::default();
+        let resp = grpc
+            .unary(
+                tonic::Request::new(request),
+                CHECK_PATH.parse().unwrap(),
+                codec,
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        resp.status.unwrap().code
+    };
+    assert_eq!(
+        check().await,
+        16,
+        "a stranger's principal counts for nothing"
+    );
+    let with_tls = format!(
+        "{SERVER_PREAMBLE}ext_authz:\n  grpc_listen: 127.0.0.1:0\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n{tail}",
+        write(dir.path(), "server.pem", &server_cert.0.pem()),
+        write(dir.path(), "server.key", &server_cert.1.serialize_pem()),
+        write(dir.path(), "ca.pem", &ca.cert.pem()),
+    );
+    server.apply(config(&with_tls)).unwrap();
+    assert_eq!(check().await, 16, "still plain, still a stranger");
+    server.shutdown().await;
+}

@@ -97,8 +97,17 @@ fn introspection_routes(
                              must belong to one provider"
                         ),
                     );
-                } else if prefix.bytes().any(|b| !b.is_ascii_graphic()) {
-                    report.error(&at, "must be visible ASCII, as tokens are");
+                } else if !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_~+/".contains(&b))
+                {
+                    // A bearer token is a b64token, and one with two dots is
+                    // read as a JWT: a prefix outside the rest could never match.
+                    report.error(
+                        &at,
+                        "may hold only letters, digits and - _ ~ + / (the characters of \
+                         an opaque bearer token)",
+                    );
                 } else {
                     prefixes.push((&p.name, prefix));
                 }
@@ -447,9 +456,15 @@ fn workload_identity(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
         let path = at.key("accept").index(i);
         match source {
             // Envoy's ext_authz check carries the verified peer as
-            // `source.principal`, believed without trusted_proxies (SPEC §4).
+            // `source.principal`, believed without trusted_proxies from an
+            // Envoy that `ext_authz.tls.client_ca_file` authenticated.
             WorkloadSource::Xfcc
-                if config.server.trusted_proxies.is_empty() && config.ext_authz.is_some() => {}
+                if config.server.trusted_proxies.is_empty()
+                    && config
+                        .ext_authz
+                        .as_ref()
+                        .and_then(|e| e.tls.as_ref())
+                        .is_some_and(|t| t.client_ca_file.is_some()) => {}
             WorkloadSource::Linkerd | WorkloadSource::Xfcc
                 if config.server.trusted_proxies.is_empty() =>
             {

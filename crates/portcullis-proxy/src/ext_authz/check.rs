@@ -37,24 +37,24 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Answers one check from the Envoy at `peer`, and records its audit line and
+/// Answers one check from the Envoy at `peer` (`certified`: it presented a
+/// certificate from `ext_authz.tls.client_ca_file`), and records its audit line and
 /// metrics (frontend `ext_authz`).
-pub async fn check(req: CheckRequest, peer: SocketAddr, shared: &Shared) -> CheckResponse {
+pub async fn check(
+    req: CheckRequest,
+    peer: SocketAddr,
+    certified: bool,
+    shared: &Shared,
+) -> CheckResponse {
     let rt = shared.runtime.load_full();
     // The peer is Envoy. Only a trusted one may vouch for the client's address,
     // request id, trace and sidecar identity headers, and for the principal it
     // verified over mTLS (the core applies `workload_identity`): trusted by
-    // address, or by the client certificate `ext_authz.tls.client_ca_file`
-    // requires of every connection. Anyone else reaching `grpc_listen` could
-    // name any workload and be handed an assertion for it.
+    // address, or by the client certificate the listener required (as it was
+    // started: a reload does not change the listener). Anyone else reaching
+    // `grpc_listen` could name any workload and be handed an assertion for it.
     let peer_trusted = rt.is_trusted(peer.ip());
-    let principal_believed = peer_trusted
-        || rt
-            .config
-            .ext_authz
-            .as_ref()
-            .and_then(|e| e.tls.as_ref())
-            .is_some_and(|t| t.client_ca_file.is_some());
+    let principal_believed = peer_trusted || certified;
     let attributes = req.attributes.unwrap_or_default();
     let source = attributes.source.unwrap_or_default();
     let http = attributes.request.and_then(|r| r.http).unwrap_or_default();

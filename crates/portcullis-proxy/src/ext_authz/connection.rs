@@ -19,9 +19,15 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 200;
 pub const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// Serves the connection until the peer closes it; on stop, sends GOAWAY,
-/// finishes the streams already open and closes.
-pub async fn serve<S>(io: S, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+/// finishes the streams already open and closes. `certified`: the peer
+/// presented a certificate from `ext_authz.tls.client_ca_file`.
+pub async fn serve<S>(
+    io: S,
+    peer: SocketAddr,
+    certified: bool,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let stopping = async move {
@@ -53,7 +59,13 @@ where
         };
         match next {
             Some(Ok((req, respond))) => {
-                tokio::spawn(service::serve_stream(req, respond, peer, shared.clone()));
+                tokio::spawn(service::serve_stream(
+                    req,
+                    respond,
+                    peer,
+                    certified,
+                    shared.clone(),
+                ));
             }
             Some(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "ext_authz connection ended");

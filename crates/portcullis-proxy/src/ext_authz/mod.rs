@@ -67,14 +67,22 @@ pub async fn start(
         // Rotated certificates are picked up without a restart, as on the main listener.
         tasks.push(tls.clone().watch(Duration::from_secs(2)));
     }
-    tasks.push(tokio::spawn(accept_loop(listener, tls, shared, stop)));
+    // What the running listener enforces, not what a reloaded config says:
+    // the listener and its TLS are set up once, here.
+    let certified = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    tasks.push(tokio::spawn(accept_loop(
+        listener, tls, certified, shared, stop,
+    )));
     tracing::info!(listen = %addr, "ext_authz gRPC serving");
     Ok(ExtAuthz { addr, tasks })
 }
 
+/// `certified`: every connection's peer presented a certificate from
+/// `client_ca_file` (TLS, with client certificates required).
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
+    certified: bool,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -96,11 +104,13 @@ async fn accept_loop(
         let (shared, stop, tls) = (shared.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => connection::serve(stream, peer, shared, stop).await,
+                None => connection::serve(stream, peer, false, shared, stop).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection::serve(stream, peer, shared, stop).await,
+                        Ok(Ok(stream)) => {
+                            connection::serve(stream, peer, certified, shared, stop).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "ext_authz TLS handshake failed")
                         }

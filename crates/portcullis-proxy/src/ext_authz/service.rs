@@ -28,12 +28,13 @@ pub async fn serve_stream(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
+    certified: bool,
     shared: Arc<Shared>,
 ) {
     let answer = tokio::select! {
         // A check that needs no I/O is answered in this first poll.
         biased;
-        answer = call(req, peer, &shared) => answer,
+        answer = call(req, peer, certified, &shared) => answer,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
     let sent = match answer {
@@ -50,6 +51,7 @@ pub async fn serve_stream(
 async fn call(
     req: Request<RecvStream>,
     peer: SocketAddr,
+    certified: bool,
     shared: &Shared,
 ) -> Result<Bytes, Unread> {
     let (parts, mut body) = req.into_parts();
@@ -62,7 +64,7 @@ async fn call(
             let request = CheckRequest::decode(message).map_err(|_| UNDECODABLE)?;
             // Boxed: the judgment's future is several KiB, and the stream's
             // task would otherwise be copied whole as tokio spawns it.
-            let answer = Box::pin(check(request, peer, shared)).await;
+            let answer = Box::pin(check(request, peer, certified, shared)).await;
             Ok(grpc::encode(&answer)?)
         }
         HEALTH_PATH => {
