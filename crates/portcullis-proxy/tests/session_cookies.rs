@@ -26,6 +26,8 @@ struct Stack {
     /// The `Set-Cookie`s the cookie-setting upstream answers with.
     upstream_cookies: Arc<Mutex<Vec<String>>>,
     _echo: EchoUpstream,
+    /// The config it started with.
+    yaml: String,
 }
 
 const SECRET: &str = "a-cookie-secret-of-at-least-32-bytes!!";
@@ -83,6 +85,7 @@ impl Stack {
             idp,
             upstream_cookies,
             _echo: echo,
+            yaml,
         }
     }
 
@@ -594,6 +597,38 @@ async fn a_sessions_assertion_outlives_its_id_token() {
     assert!(
         exp > iat && exp > portcullis_testkit::unix_now(),
         "{claims:?}"
+    );
+}
+
+/// A reload that signs browsers in with another provider ends the sessions
+/// the old one began: it is no longer trusted for sign-ins, and their refresh
+/// tokens must never go to the new provider's token endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_login_moves_to_another_provider() {
+    let s = Stack::start(true).await;
+    let mut jar = Jar::default();
+    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
+    let cookie = jar.header("/app/x");
+    assert_eq!(s.call("/app/x", &[("cookie", &cookie)]).await.0, 200);
+    let other = DevIssuer::start().await.unwrap();
+    let moved = s
+        .yaml
+        .replace("login:\n  provider: dev\n", "login:\n  provider: other\n")
+        .replace(
+            "providers:\n",
+            &format!(
+                "providers:\n  - name: other\n    issuer: {}\n    audiences: [portal]\n\
+                 \x20   client_id: portal\n    client_secret: portal-secret\n",
+                other.issuer()
+            ),
+        );
+    assert_ne!(moved, s.yaml);
+    s.server.apply(config(&moved)).unwrap();
+    let (status, _, body) = s.call("/app/x", &[("cookie", &cookie)]).await;
+    assert_eq!(
+        (status, error_of(&body).as_str()),
+        (401, "session_expired"),
+        "{body}"
     );
 }
 

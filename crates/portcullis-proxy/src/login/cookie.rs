@@ -73,10 +73,17 @@ impl Cookies {
         .is_ok()
     }
 
+    /// The session cookie's MAC label names the cookie: renamed, its old
+    /// cookies (which browsers keep, and which are no longer recognized as
+    /// ours, so they reach the services) cannot be replayed under the new name.
+    fn session_label(&self) -> String {
+        format!("session:{}:{}", self.name.len(), self.name)
+    }
+
     /// A new session id and its cookie value.
     pub fn new_session(&self) -> Option<(SessionId, String)> {
         let id = random_token()?;
-        let value = format!("{id}.{}", self.mac("session", id.as_bytes()));
+        let value = format!("{id}.{}", self.mac(&self.session_label(), id.as_bytes()));
         Some((SessionId(id), value))
     }
 
@@ -86,7 +93,7 @@ impl Cookies {
         cookie_values(headers, &self.name)
             .filter_map(|value| {
                 let (id, mac) = value.split_once('.')?;
-                self.verify("session", id.as_bytes(), mac)
+                self.verify(&self.session_label(), id.as_bytes(), mac)
                     .then(|| SessionId(id.to_string()))
             })
             .collect()
@@ -400,6 +407,12 @@ mod tests {
         let stranger = Cookies::new("_p", &"x".repeat(32), None, true, 3600);
         assert!(stranger
             .sessions(&with_cookie(&format!("_p={value}")))
+            .is_empty());
+        // Nor under another name, with the same secret (a renamed cookie's
+        // old value, which no longer counts as ours and reaches services).
+        let renamed = Cookies::new("_q", &"k".repeat(32), None, true, 3600);
+        assert!(renamed
+            .sessions(&with_cookie(&format!("_q={value}")))
             .is_empty());
         // The store key is not the id.
         assert_ne!(id.key(), raw);

@@ -213,7 +213,14 @@ impl Login {
         };
         let now = now();
         let idle_since = session.last_seen.load(std::sync::atomic::Ordering::Relaxed);
-        if now >= session.expires_at || now >= idle_since.saturating_add(self.idle_timeout) {
+        // A session another provider began (`login.provider` changed on a
+        // reload) is over: that provider is no longer trusted for sign-ins,
+        // and its refresh token must never go to this one's token endpoint.
+        let foreign = session.identity.provider.as_deref() != Some(self.provider.as_str());
+        if foreign
+            || now >= session.expires_at
+            || now >= idle_since.saturating_add(self.idle_timeout)
+        {
             self.store.remove(&key).await.map_err(store_unavailable)?;
             return Ok(None);
         }
