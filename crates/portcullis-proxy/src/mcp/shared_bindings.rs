@@ -22,13 +22,15 @@ use crate::shared_state::{key, sha256_hex, Redis};
 use std::sync::LazyLock;
 use std::time::Instant;
 
-/// KEYS[1]: the binding. ARGV: the caller's owner digest, the idle TTL.
-/// Returns 1 (and renews the binding) when the caller owns it.
+/// KEYS: the binding, the owner's index. ARGV: the caller's owner digest,
+/// the idle TTL. Returns 1 (and renews the binding and the index, which must
+/// outlive every binding it counts) when the caller owns it.
 static CHECK: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
   return 1
 end
 return 0
@@ -95,10 +97,11 @@ pub async fn check(
         return local.check(route, id, owner, Instant::now());
     };
     let (k, digest) = (binding_key(route, id), owner_digest(owner));
+    let index = owner_index(&digest);
     let owned: Result<i64, _> = redis
         .run(|mut conn| {
             let mut call = CHECK.prepare_invoke();
-            call.key(&k).arg(&digest).arg(IDLE.as_secs());
+            call.key(&k).key(&index).arg(&digest).arg(IDLE.as_secs());
             async move { call.invoke_async(&mut conn).await }
         })
         .await;
@@ -264,6 +267,22 @@ mod tests {
         let newest = format!("m{}", MAX_PER_OWNER + extra - 1);
         assert_eq!(owned(newest, "mallory").await, Check::Owned);
         assert_eq!(owned("alices".into(), "alice").await, Check::Owned);
+        // A binding kept alive by use keeps its owner's index alive with it:
+        // else the index would expire first, and the cap start over.
+        let index_ttl = |conn: &mut redis::Connection| -> i64 {
+            redis::cmd("TTL")
+                .arg(owner_index(&owner_digest("mallory")))
+                .query(conn)
+                .unwrap()
+        };
+        let _: () = redis::cmd("EXPIRE")
+            .arg(owner_index(&owner_digest("mallory")))
+            .arg(100)
+            .query(&mut conn)
+            .unwrap();
+        let newest = format!("m{}", MAX_PER_OWNER + extra - 1);
+        assert_eq!(owned(newest, "mallory").await, Check::Owned);
+        assert!(index_ttl(&mut conn) > 100);
         // An ended session leaves its owner's index too.
         end(Some(&r), &local, "mcp", "alices", "alice").await;
         let index: i64 = redis::cmd("ZCARD")
