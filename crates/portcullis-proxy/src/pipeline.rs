@@ -137,7 +137,8 @@ async fn run(
     // 400). Judged by the host-less routes, such a request would reach the
     // upstream under the upstream's own name, which may be a protected
     // virtual host the request never named.
-    if judged.authority.is_none() && req.version() != http::Version::HTTP_10 {
+    // An empty `Host:` names none either.
+    if judged.name.is_empty() && req.version() != http::Version::HTTP_10 {
         return Err(Refusal::with_message(
             Reason::BadRequest,
             "the request names no host (Host or :authority)",

@@ -174,5 +174,15 @@ async fn a_request_that_named_no_host_reaches_the_upstream_with_its_own() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("names no host"), "{answer}");
+    let answer = raw(
+        h.server.local_addr(),
+        b"GET /h HTTP/1.1\r\nHost:\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "an empty Host: {answer}"
+    );
     assert_eq!(h.echo.seen().len(), 1);
 }
