@@ -371,7 +371,7 @@ pub struct IntrospectionConfig {
     /// How long an introspection result is reused (default 60s).
     #[serde(default = "default_introspection_ttl")]
     pub cache_ttl: Duration,
-    /// What this provider's opaque tokens begin with (`ghp_`, `pat.`): with
+    /// What this provider's opaque tokens begin with (`ghp_`, `pat-`): with
     /// several introspecting providers, each opaque token goes to the one
     /// whose prefix it has, else to the one without a prefix, never to each
     /// in turn (every provider would see the others' tokens).

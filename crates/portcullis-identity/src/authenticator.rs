@@ -248,8 +248,9 @@ impl Authenticator {
 
     /// Verifies a bearer token (the part after `Bearer `) and returns the caller's
     /// identity. JWTs are verified locally against the provider named by their
-    /// `iss`; other tokens go to the providers with `introspection`, in config
-    /// order. Every failure is counted in `portcullis_auth_failures_total`.
+    /// `iss`; another token goes to the one provider whose introspection it
+    /// belongs to (see `introspect`). Every failure is counted in
+    /// `portcullis_auth_failures_total`.
     pub async fn verify_bearer(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let result = self.verify_inner(token).await;
         if let Err(e) = &result {

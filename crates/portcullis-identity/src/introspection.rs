@@ -13,7 +13,7 @@
 //! A flood of made-up tokens misses every cache, and each would be a call on
 //! the proxy's own client credentials, spending the IdP quota that real
 //! callers need: at most [`MAX_IN_FLIGHT`] calls are open at once per
-//! endpoint, and a lookup that cannot start one within [`QUEUE_WAIT`] is
+//! provider, and a lookup that cannot start one within [`QUEUE_WAIT`] is
 //! `upstream_unavailable` rather than one more call.
 
 use crate::claims::{ClaimMapping, Source};
@@ -29,7 +29,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most introspection calls open at once to one endpoint.
+/// Most introspection calls one provider has open at once.
 pub(crate) const MAX_IN_FLIGHT: usize = 32;
 /// Longest a lookup waits for one of them.
 pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(2);

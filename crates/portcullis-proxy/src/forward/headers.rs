@@ -215,7 +215,6 @@ pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
                 || X_IDENTITY_NAMES.iter().any(|h| same(n, h.as_bytes()))
         }
         Some(b'r') => starts(n, b"remote-"),
-        Some(b'c') => starts(n, b"cf-access-"),
         _ => false,
     };
     elsewhere || same(n, assertion_header.as_bytes())
@@ -226,29 +225,40 @@ pub fn is_identity_header(name: &str, assertion_header: &str) -> bool {
 /// sets the others' (oauth2-proxy `X-Forwarded-Preferred-Username`, Grafana's
 /// auth proxy `X-WEBAUTH-USER`/`-ROLE`/`-GROUPS`, Kubernetes' request-header
 /// `X-Remote-User`/`-Group`/`-Extra-*`, Authelia's and Apache's `Remote-User`,
-/// `Remote-Groups`, `Remote-Email`, Google IAP, AWS ALB, Azure App Service,
-/// Pomerium, authentik, Cloudflare Access `Cf-Access-*`), so one arriving from a
-/// client is a claim no one checked. Whole families by prefix: a service that
+/// `Remote-Groups`, `Remote-Email`, Pomerium, authentik), so one arriving from
+/// a client is a claim no one checked. Whole families by prefix: a service that
 /// reads the user from one header reads its groups and role from the next.
-const X_IDENTITY_PREFIXES: [&str; 10] = [
+/// (The cloud edges' own, which a trusted load balancer in front sets, are
+/// [`EDGE_IDENTITY_PREFIXES`].)
+const X_IDENTITY_PREFIXES: [&str; 7] = [
     "x-auth-request-",
     "x-portcullis-",
     "x-forwarded-preferred-",
     "x-remote-",
     "x-webauth-",
-    "x-goog-authenticated-",
-    "x-amzn-oidc-",
-    "x-ms-client-principal",
     "x-pomerium-",
     "x-authentik-",
 ];
 
-const X_IDENTITY_NAMES: [&str; 5] = [
+const X_IDENTITY_NAMES: [&str; 4] = [
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-access-token",
-    "x-goog-iap-jwt-assertion",
+];
+
+/// Who-is-calling headers of the cloud edges that sit in front of a proxy:
+/// Google IAP (`X-Goog-Authenticated-User-*`, `X-Goog-IAP-JWT-Assertion`),
+/// AWS ALB (`X-Amzn-Oidc-*`), Azure App Service (`X-MS-Client-Principal*`),
+/// Cloudflare Access (`Cf-Access-*`). Their services verify the signed ones:
+/// passed on from `trusted_proxies` (the edge itself), removed from anyone
+/// else.
+const EDGE_IDENTITY_PREFIXES: [&str; 5] = [
+    "x-goog-authenticated-",
+    "x-goog-iap-",
+    "x-amzn-oidc-",
+    "x-ms-client-principal",
+    "cf-access-",
 ];
 
 /// Kubernetes impersonation (`Impersonate-User`, `-Group`, `-Uid`,
@@ -355,7 +365,13 @@ pub fn is_spoofable(name: &HeaderName, peer_trusted: bool, assertion_header: &st
     } else {
         &TRUSTED_ONLY_OTHER
     };
-    ((!peer_trusted || underscored) && trusted_only.iter().any(|s| same(n, s.as_bytes())))
+    let edge = || {
+        EDGE_IDENTITY_PREFIXES
+            .iter()
+            .any(|p| starts(n, p.as_bytes()))
+    };
+    ((!peer_trusted || underscored)
+        && (trusted_only.iter().any(|s| same(n, s.as_bytes())) || edge()))
         || (underscored && x && SET_BY_PROXY.iter().any(|s| same(n, s.as_bytes())))
 }
 
@@ -705,11 +721,6 @@ mod tests {
             "X-WEBAUTH-GROUPS",
             "X-Remote-Extra-Scopes",
             "X-Forwarded-Preferred-Email",
-            "Cf-Access-Authenticated-User-Email",
-            "X-Goog-Authenticated-User-Email",
-            "X-Goog-IAP-JWT-Assertion",
-            "X-Amzn-Oidc-Identity",
-            "X-MS-CLIENT-PRINCIPAL-NAME",
             "X-Pomerium-Claim-Groups",
             "X-Authentik-Groups",
         ] {
@@ -831,9 +842,20 @@ mod tests {
             "front-end-https",
             "cf-connecting-ip",
             "x-cluster-client-ip",
+            // The cloud edges' identity headers.
+            "cf-access-authenticated-user-email",
+            "cf-access-jwt-assertion",
+            "x-goog-authenticated-user-email",
+            "x-goog-iap-jwt-assertion",
+            "x-amzn-oidc-data",
+            "x-ms-client-principal-name",
         ] {
             assert!(spoof(n, false), "{n} from an untrusted peer");
         }
+        // The edge in front of the proxy sets its own; its services verify them.
+        assert!(!spoof("x-goog-iap-jwt-assertion", true));
+        assert!(!spoof("cf-access-jwt-assertion", true));
+        assert!(spoof("cf_access_jwt_assertion", true));
         assert!(!spoof("x-original-url", true));
         assert!(!spoof("forwarded", true));
         // A `_` spelling is no spelling the proxy reads, from anyone.
