@@ -190,7 +190,7 @@ impl Authenticator {
     /// concurrently, and returns when each attempt has finished (bounded by the
     /// fetcher's timeout). Failures are reported by [`readiness`](Self::readiness).
     pub async fn start(&self) {
-        futures_util::future::join_all(self.caches().map(|c| c.refresh(Trigger::Due))).await;
+        futures_util::future::join_all(self.caches().map(|c| c.refresh(c.start_trigger()))).await;
     }
 
     /// Spawns the periodic JWKS refresher. It holds only weak references and ends

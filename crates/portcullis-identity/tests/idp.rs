@@ -218,6 +218,43 @@ async fn discovery_finds_keys_and_tokens_verify() {
     assert_eq!(id.scopes, ["read"]);
 }
 
+/// A reload is how an operator drops a key from a `jwks_file` at once: the
+/// file is read again then, though the key cache is otherwise carried over.
+#[tokio::test]
+async fn a_reload_reads_the_jwks_file_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    let (old, new) = (
+        SigningKey::generate(Alg::ES256).unwrap(),
+        SigningKey::generate(Alg::ES256).unwrap(),
+    );
+    std::fs::write(&file, jwks(&[(&old, "old")])).unwrap();
+    let issuer = "https://files.example.com";
+    let p: ProviderConfig = serde_json::from_value(json!({
+        "name": "files", "issuer": issuer, "audiences": ["api"],
+        "discovery": false, "jwks_file": file.to_str().unwrap(),
+    }))
+    .unwrap();
+    let before = Authenticator::new(&[p.clone()], fetcher(), IdentityMetrics::new()).unwrap();
+    before.start().await;
+    assert!(before
+        .verify_bearer(&token(&old, "old", issuer, "a"))
+        .await
+        .is_ok());
+    std::fs::write(&file, jwks(&[(&new, "new")])).unwrap();
+    let after =
+        Authenticator::new_from_previous(&before, &[p], fetcher(), IdentityMetrics::new()).unwrap();
+    after.start().await;
+    assert!(after
+        .verify_bearer(&token(&old, "old", issuer, "b"))
+        .await
+        .is_err());
+    assert!(after
+        .verify_bearer(&token(&new, "new", issuer, "c"))
+        .await
+        .is_ok());
+}
+
 #[tokio::test]
 async fn discovery_with_a_different_issuer_is_refused() {
     let idp = Idp::start().await;

@@ -69,6 +69,9 @@ struct Status {
 pub(crate) enum Trigger {
     /// The refresher (or `start`): fetch when due.
     Due,
+    /// `start` of a reloaded config, for a `jwks_file`: read it now. A
+    /// reload is how an operator drops a key from the file at once.
+    Now,
     /// A token named a key we lack: fetch unless someone fetched since
     /// `seen_attempts`, or the last attempt is younger than `jwks_min_refresh`.
     UnknownKey { seen_attempts: u64 },
@@ -115,6 +118,15 @@ impl JwksCache {
 
     /// True when this cache was built for the same provider, source and timing,
     /// so a reloaded config can keep using it warm.
+    /// How `start` refreshes this cache: a file is read at once, even when the
+    /// cache is warm from the config before a reload; a URL waits its turn.
+    pub(crate) fn start_trigger(&self) -> Trigger {
+        match self.source {
+            KeySource::File(_) => Trigger::Now,
+            _ => Trigger::Due,
+        }
+    }
+
     pub(crate) fn same_config(&self, provider: &str, source: &KeySource, timing: &Timing) -> bool {
         self.provider == provider && &self.source == source && &self.timing == timing
     }
@@ -206,7 +218,7 @@ impl JwksCache {
             let now = Instant::now();
             match trigger {
                 Trigger::Due if now < status.next_due => return,
-                Trigger::Due => {}
+                Trigger::Due | Trigger::Now => {}
                 Trigger::UnknownKey { seen_attempts } => {
                     if status.attempts != seen_attempts {
                         return; // someone fetched while we waited: just look again
