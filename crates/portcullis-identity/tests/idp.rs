@@ -235,7 +235,8 @@ async fn a_reload_reads_the_jwks_file_again_at_once() {
         "discovery": false, "jwks_file": file.to_str().unwrap(),
     }))
     .unwrap();
-    let before = Authenticator::new(&[p.clone()], fetcher(), IdentityMetrics::new()).unwrap();
+    let before =
+        Authenticator::new(std::slice::from_ref(&p), fetcher(), IdentityMetrics::new()).unwrap();
     before.start().await;
     assert!(before
         .verify_bearer(&token(&old, "old", issuer, "a"))
