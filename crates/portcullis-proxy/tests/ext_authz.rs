@@ -7,15 +7,13 @@
 mod common;
 
 use bytes::Bytes;
+use common::ext_authz::{check_on, envoy_check, grpc_to, Grpc};
 use common::idp_stack::IdpStack;
 use common::*;
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use portcullis_proxy::ext_authz::proto::*;
-use portcullis_proxy::ext_authz::{CHECK_PATH, HEALTH_PATH};
+use portcullis_proxy::ext_authz::HEALTH_PATH;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::Duration;
 use tonic_prost::ProstCodec;
 
@@ -69,72 +67,6 @@ impl Stack {
 
     async fn check(&self, req: CheckRequest) -> CheckResponse {
         check_on(&self.server, req).await
-    }
-}
-
-fn grpc_to(server: &portcullis_proxy::Server) -> Grpc {
-    let addr = server.ext_authz_addr().expect("ext_authz listening");
-    let client: Client<HttpConnector, tonic::body::Body> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
-    let origin: http::Uri = format!("http://{addr}").parse().unwrap();
-    tonic::client::Grpc::with_origin(client, origin)
-}
-
-async fn check_on(server: &portcullis_proxy::Server, req: CheckRequest) -> CheckResponse {
-    let mut grpc = grpc_to(server);
-    grpc.ready().await.unwrap();
-    let codec = ProstCodec::<CheckRequest, CheckResponse>::default();
-    grpc.unary(tonic::Request::new(req), CHECK_PATH.parse().unwrap(), codec)
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-type Grpc = tonic::client::Grpc<Client<HttpConnector, tonic::body::Body>>;
-
-/// What Envoy sends for `method host path` with `headers`, from `principal`.
-fn envoy_check(
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    principal: &str,
-) -> CheckRequest {
-    let mut map: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    // Envoy includes the pseudo-headers in the map too.
-    map.insert(":path".into(), path.into());
-    map.insert(":method".into(), method.into());
-    map.insert(":authority".into(), "shop.example.com".into());
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(Address {
-                    socket_address: Some(SocketAddress {
-                        address: "10.1.2.3".into(),
-                        port_value: 40000,
-                    }),
-                }),
-                service: String::new(),
-                principal: principal.into(),
-            }),
-            destination: None,
-            request: Some(AttributeRequest {
-                http: Some(HttpRequest {
-                    id: "envoy-request-1".into(),
-                    method: method.into(),
-                    headers: map,
-                    path: path.into(),
-                    host: "shop.example.com".into(),
-                    scheme: "https".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-            }),
-            context_extensions: HashMap::new(),
-        }),
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::certs::{leaf, new_ca, write, Ca};
+use common::ext_authz::{check_on, envoy_check};
 use common::*;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -104,19 +105,7 @@ async fn mtls_listener_answers_only_envoy_with_a_client_certificate() {
     trusted.ready().await.unwrap();
     let check = trusted
         .unary(
-            tonic::Request::new(CheckRequest {
-                attributes: Some(AttributeContext {
-                    request: Some(AttributeRequest {
-                        http: Some(HttpRequest {
-                            method: "GET".into(),
-                            path: "/x".into(),
-                            host: "app.example.com".into(),
-                            ..Default::default()
-                        }),
-                    }),
-                    ..Default::default()
-                }),
-            }),
+            tonic::Request::new(envoy_check("GET", "/x", &[], "")),
             CHECK_PATH.parse().unwrap(),
             ProstCodec::<CheckRequest, CheckResponse>::default(),
         )
@@ -147,42 +136,9 @@ async fn a_reload_that_asks_for_client_certificates_does_not_make_strangers_trus
     let tail = "workload_identity:\n  trust_domain: cluster.local\n  accept: [xfcc]\nroutes:\n  - name: shop\n    match: { path_prefix: / }\n    policy:\n      allow:\n        - workloads: [spiffe://cluster.local/ns/shop/sa/cart]\n";
     let plain = format!("{SERVER_PREAMBLE}ext_authz:\n  grpc_listen: 127.0.0.1:0\n{tail}");
     let server = Server::start(config(&plain), None).await.unwrap();
-    let addr = server.ext_authz_addr().unwrap();
-    let check = || async move {
-        let client: Client<hyper_util::client::legacy::connect::HttpConnector, tonic::body::Body> =
-            Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
-        let origin = format!("http://{addr}").parse().unwrap();
-        let mut grpc = tonic::client::Grpc::with_origin(client, origin);
-        grpc.ready().await.unwrap();
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(Peer {
-                    principal: "spiffe://cluster.local/ns/shop/sa/cart".into(),
-                    ..Default::default()
-                }),
-                request: Some(AttributeRequest {
-                    http: Some(HttpRequest {
-                        method: "GET".into(),
-                        path: "/x".into(),
-                        host: "app.example.com".into(),
-                        ..Default::default()
-                    }),
-                }),
-                ..Default::default()
-            }),
-        };
-        let codec = ProstCodec::<CheckRequest, CheckResponse>::default();
-        let resp = grpc
-            .unary(
-                tonic::Request::new(request),
-                CHECK_PATH.parse().unwrap(),
-                codec,
-            )
-            .await
-            .unwrap()
-            .into_inner();
+    let check = || async {
+        let cart = "spiffe://cluster.local/ns/shop/sa/cart";
+        let resp = check_on(&server, envoy_check("GET", "/x", &[], cart)).await;
         resp.status.unwrap().code
     };
     assert_eq!(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 pub mod certs;
+pub mod ext_authz;
 pub mod idp_stack;
 
 use bytes::Bytes;
