@@ -664,8 +664,18 @@ pub struct ExtAuthzConfig {
     pub login_redirect: bool,
 }
 
+impl ExtAuthzConfig {
+    /// True when every Envoy must present a certificate from `client_ca_file`
+    /// (TLS with a client CA): then each one that is answered is authenticated.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some())
+    }
+}
+
 /// `ext_authz.tls`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtAuthzTlsConfig {
     /// Server certificate chain (PEM).

@@ -133,11 +133,10 @@ async fn run(
     // One host is judged, and it is the one the upstream receives.
     let judged = authority::judge_host(req.uri(), req.headers())
         .map_err(|why| Refusal::with_message(Reason::BadRequest, why))?;
-    // Only HTTP/1.0 may leave the host out (RFC 9112 §3.2 makes the rest a
-    // 400). Judged by the host-less routes, such a request would reach the
-    // upstream under the upstream's own name, which may be a protected
-    // virtual host the request never named.
-    // An empty `Host:` names none either.
+    // Only HTTP/1.0 may leave the host out, or send an empty `Host:` (RFC
+    // 9112 §3.2 makes the rest a 400). Judged by the host-less routes, such a
+    // request would reach the upstream under the upstream's own name, which
+    // may be a protected virtual host the request never named.
     if judged.name.is_empty() && req.version() != http::Version::HTTP_10 {
         return Err(Refusal::with_message(
             Reason::BadRequest,

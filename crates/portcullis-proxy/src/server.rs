@@ -221,19 +221,9 @@ impl Server {
             tracing::warn!("the audit sink cannot change on reload; restart to apply it");
         }
         let listener_of = |c: &Config| {
-            c.ext_authz.as_ref().map(|e| {
-                let tls = e.tls.as_ref();
-                (
-                    e.grpc_listen.clone(),
-                    tls.map(|t| {
-                        (
-                            t.cert_file.clone(),
-                            t.key_file.clone(),
-                            t.client_ca_file.clone(),
-                        )
-                    }),
-                )
-            })
+            c.ext_authz
+                .as_ref()
+                .map(|e| (e.grpc_listen.clone(), e.tls.clone()))
         };
         if listener_of(&config) != listener_of(&current.config) {
             // The gRPC listener keeps what it was started with, client

@@ -463,8 +463,7 @@ fn workload_identity(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
                     && config
                         .ext_authz
                         .as_ref()
-                        .and_then(|e| e.tls.as_ref())
-                        .is_some_and(|t| t.client_ca_file.is_some()) => {}
+                        .is_some_and(|e| e.requires_client_certificates()) => {}
             WorkloadSource::Linkerd | WorkloadSource::Xfcc
                 if config.server.trusted_proxies.is_empty() =>
             {

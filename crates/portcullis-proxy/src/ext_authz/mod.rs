@@ -47,9 +47,10 @@ pub async fn start(
                 cert_file: t.cert_file.clone(),
                 key_file: t.key_file.clone(),
                 client_ca_file: t.client_ca_file.clone(),
-                client_auth: match t.client_ca_file {
-                    Some(_) => ClientAuth::Required,
-                    None => ClientAuth::None,
+                client_auth: if cfg.requires_client_certificates() {
+                    ClientAuth::Required
+                } else {
+                    ClientAuth::None
                 },
             })
             .map_err(|e| format!("ext_authz.tls: {e}"))?,
@@ -69,7 +70,7 @@ pub async fn start(
     }
     // What the running listener enforces, not what a reloaded config says:
     // the listener and its TLS are set up once, here.
-    let certified = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    let certified = cfg.requires_client_certificates();
     tasks.push(tokio::spawn(accept_loop(
         listener, tls, certified, shared, stop,
     )));
