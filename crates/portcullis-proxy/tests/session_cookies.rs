@@ -103,6 +103,14 @@ impl Stack {
         format!("Bearer {token}")
     }
 
+    /// A new browser, signed in at `/app/x` as `sub`: the `Cookie` line it
+    /// sends with a request for `path`.
+    async fn signed_in(&self, sub: &str, path: &str) -> String {
+        let mut jar = Jar::default();
+        assert_eq!(self.sign_in(&mut jar, "/app/x", sub).await, 302);
+        jar.header(path)
+    }
+
     /// Starts a sign-in at `path` with the cookies of `jar` and completes it
     /// at the provider and the callback as `sub`; the jar keeps what the proxy set.
     async fn sign_in(&self, jar: &mut Jar, path: &str, sub: &str) -> u16 {
@@ -290,9 +298,7 @@ async fn a_dead_session_cookie_stands_in_nobodys_way() {
     let s = Stack::start(true).await;
     let bob = s.bearer("bob");
     // A real session, signed out.
-    let mut jar = Jar::default();
-    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
-    let signed_out = jar.header("/app/x");
+    let signed_out = s.signed_in("alice", "/app/x").await;
     let (_, _, whoami) = s
         .call("/.portcullis/whoami", &[("cookie", &signed_out)])
         .await;
@@ -358,9 +364,7 @@ async fn a_dead_session_cookie_stands_in_nobodys_way() {
     }
 
     // A live session: beside a token of the same caller, fine; of another, 400.
-    let mut jar = Jar::default();
-    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
-    let live = jar.header("/api/x");
+    let live = s.signed_in("alice", "/api/x").await;
     let (status, headers, _) = s.call("/api/x", &[("cookie", &live)]).await;
     assert_eq!(status, 200);
     assert!(set_cookies(&headers).is_empty());
@@ -427,9 +431,7 @@ async fn sign_ins_in_progress_stay_few() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_origins_page_cannot_use_the_session() {
     let s = Stack::start(true).await;
-    let mut jar = Jar::default();
-    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
-    let cookie = jar.header("/api/x");
+    let cookie = s.signed_in("alice", "/api/x").await;
     let own = format!("http://{}", s.server.local_addr());
     let post = |headers: Vec<(&'static str, String)>| {
         let url = s.url("/api/x");
@@ -537,9 +539,7 @@ async fn a_sign_out_from_the_same_origin_needs_no_token() {
         ("null", false),
         (own.as_str(), true),
     ] {
-        let mut jar = Jar::default();
-        assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
-        let cookie = jar.header("/app/x");
+        let cookie = s.signed_in("alice", "/app/x").await;
         let (status, _, body) = send_body(
             &client(),
             "POST",
@@ -606,9 +606,7 @@ async fn a_sessions_assertion_outlives_its_id_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_when_login_moves_to_another_provider() {
     let s = Stack::start(true).await;
-    let mut jar = Jar::default();
-    assert_eq!(s.sign_in(&mut jar, "/app/x", "alice").await, 302);
-    let cookie = jar.header("/app/x");
+    let cookie = s.signed_in("alice", "/app/x").await;
     assert_eq!(s.call("/app/x", &[("cookie", &cookie)]).await.0, 200);
     let other = DevIssuer::start().await.unwrap();
     let moved = s
