@@ -55,6 +55,29 @@ pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static
             })
         }
     };
+    let name = host_name(written)?;
+    // The `Host` header itself when that is what was written (a reference
+    // count, not a copy: this runs for every request).
+    let authority = match host_value {
+        Some(v) if target.is_none() => v.clone(),
+        _ => HeaderValue::from_str(written).map_err(|_| "invalid Host header")?,
+    };
+    Ok(JudgedHost {
+        name: name.trim_end_matches('.').to_ascii_lowercase(),
+        authority: Some(authority),
+    })
+}
+
+/// The host name of a `Host` value a refused HTTP/1 head carried, for its audit
+/// line only: lowercase, without port, or `None` when it is not one.
+pub fn name_for_audit(written: &str) -> Option<String> {
+    let name = host_name(written).ok()?;
+    Some(name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// The host part of `host[:port]`, or why it is not a host name with an
+/// optional numeric port.
+fn host_name(written: &str) -> Result<&str, &'static str> {
     let (name, port) = split_port(written);
     if name.is_empty() && !written.is_empty() {
         return Err("Host header has no host name");
@@ -69,16 +92,7 @@ pub fn judge_host(uri: &Uri, headers: &HeaderMap) -> Result<JudgedHost, &'static
     {
         return Err("Host header is not a host name with an optional numeric port");
     }
-    // The `Host` header itself when that is what was written (a reference
-    // count, not a copy: this runs for every request).
-    let authority = match host_value {
-        Some(v) if target.is_none() => v.clone(),
-        _ => HeaderValue::from_str(written).map_err(|_| "invalid Host header")?,
-    };
-    Ok(JudgedHost {
-        name: name.trim_end_matches('.').to_ascii_lowercase(),
-        authority: Some(authority),
-    })
+    Ok(name)
 }
 
 /// A DNS name (letters, digits, `-`, `_`, `.`), an IPv4 address (the same

@@ -107,9 +107,13 @@ async fn run(
 ) -> Result<Response<ProxyBody>, Refusal> {
     // A head the guard refused arrives as a synthetic request: answer and close.
     if req.uri().path() == REJECTED_PATH {
-        if let Some(refusal) = conn.verdict.take() {
+        if let Some(refused) = conn.verdict.take() {
             ex.path = "-".to_string();
-            let mut r = match refusal {
+            ex.method = refused
+                .method
+                .map_or_else(|| "-".to_string(), |m| m.to_string());
+            ex.host = refused.host.unwrap_or_default();
+            let mut r = match refused.refusal {
                 GuardRefusal::BadRequest(why) => {
                     Refusal::with_message(Reason::BadRequest, format!("malformed request: {why}"))
                 }

@@ -167,6 +167,32 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
 }
 
 #[tokio::test]
+async fn a_refused_head_is_audited_with_its_method_and_host() {
+    let s = common::idp_stack::IdpStack::start(
+        "",
+        "",
+        "  - name: open\n    match: { path_prefix: / }\n    upstream: UPSTREAM\n    auth: none\n",
+    )
+    .await;
+    let addr = s.server.local_addr();
+    let smuggle = b"POST /api HTTP/1.1\r\nHost: Shop.Example.com.:8080\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let reply = raw(addr, smuggle, Duration::from_secs(3)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    // Not a method token, and two hosts: neither is told.
+    let garbage = b"G(T /api HTTP/1.1\r\nHost: a\r\nHost: b\r\nX\x00: y\r\n\r\n";
+    let reply = raw(addr, garbage, Duration::from_secs(3)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let lines = s.audit_when(2).await;
+    assert_eq!(lines[0]["status"], 400, "{lines:?}");
+    assert_eq!(lines[0]["method"], "POST", "{lines:?}");
+    assert_eq!(lines[0]["host"], "shop.example.com", "{lines:?}");
+    assert_eq!(lines[0]["path"], "-", "{lines:?}");
+    assert_eq!(lines[1]["method"], "-", "{lines:?}");
+    assert_eq!(lines[1]["host"], "", "{lines:?}");
+    assert!(s.echo.seen().is_empty());
+}
+
+#[tokio::test]
 async fn oversized_headers_are_431() {
     let preamble = SERVER_PREAMBLE.replace(
         "  listen: 127.0.0.1:0\nadmin",

@@ -61,21 +61,33 @@ pub enum Refusal {
     HeadersTooLarge,
 }
 
+/// A refused head: why, and what of it can be told in its audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why it was refused.
+    pub refusal: Refusal,
+    /// The method of its request line, when that is a method token.
+    pub method: Option<http::Method>,
+    /// The host name of its one `Host` header, when it is one (see
+    /// [`crate::authority::name_for_audit`]).
+    pub host: Option<String>,
+}
+
 /// The per-connection mailbox between the guard and the service.
 #[derive(Debug, Default)]
-pub struct Verdict(Mutex<Option<Refusal>>);
+pub struct Verdict(Mutex<Option<Refused>>);
 
 impl Verdict {
     /// Takes the refusal that stands behind the current synthetic request, if any.
     /// Only a request for [`REJECTED_PATH`] may take it: a client that asks for that
     /// path itself finds nothing here and is treated like any other request.
-    pub fn take(&self) -> Option<Refusal> {
+    pub fn take(&self) -> Option<Refused> {
         self.0.lock().ok().and_then(|mut g| g.take())
     }
 
-    fn set(&self, refusal: Refusal) {
+    fn set(&self, refused: Refused) {
         if let Ok(mut g) = self.0.lock() {
-            *g = Some(refusal);
+            *g = Some(refused);
         }
     }
 }
@@ -169,7 +181,13 @@ impl<IO> GuardedIo<IO> {
 
     fn refuse(&mut self, refusal: Refusal) {
         tracing::debug!(?refusal, "refusing request before it reaches the parser");
-        self.verdict.set(refusal);
+        let limit = self.input.len().min(self.limits.max_head_bytes);
+        let (method, host) = seen_method_and_host(&self.input[..limit]);
+        self.verdict.set(Refused {
+            refusal,
+            method,
+            host,
+        });
         self.input.clear();
         self.head_scanned = 0;
         self.output.extend_from_slice(SYNTHETIC_REQUEST);
@@ -498,6 +516,35 @@ fn parse_hex(text: &[u8]) -> Option<u64> {
 /// not like, which may be a bad line ending further on than the rule of the first line
 /// it trips over; so when it refuses, the line endings of the whole head are checked
 /// once more to give the reason the rules' order gives.
+/// What a refused head's audit line can say of it: the request line's method
+/// and the host of its only `Host` header. Lines end at LF (a bare LF is one
+/// of the things refused); anything that is not a method token or a host name
+/// is left out, so the audit line holds only what the proxy could have judged.
+fn seen_method_and_host(head: &[u8]) -> (Option<http::Method>, Option<String>) {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let method = lines
+        .next()
+        .and_then(|line| line.split(|&b| b == b' ').next())
+        .filter(|m| !m.is_empty() && m.len() <= 32)
+        .and_then(|m| http::Method::from_bytes(m).ok());
+    let mut hosts = lines
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (name, value) = line.split_at(colon);
+            name.eq_ignore_ascii_case(b"host").then(|| &value[1..])
+        });
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(value), None) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| crate::authority::name_for_audit(v.trim_matches([' ', '\t']))),
+        _ => None,
+    };
+    (method, host)
+}
+
 fn judge_head(head: &[u8]) -> Result<Framing, &'static str> {
     judge_lines(head).map_err(|why| check_line_endings(head, 0).err().unwrap_or(why))
 }
@@ -826,7 +873,7 @@ mod tests {
         // After a refusal the guard never signals end-of-stream (hyper must write the
         // 400 first), so stop reading once nothing more comes.
         let _ = tokio::time::timeout(Duration::from_millis(200), guard.read_to_end(&mut out)).await;
-        (out, verdict.take())
+        (out, verdict.take().map(|r| r.refusal))
     }
 
     #[test]
@@ -895,6 +942,42 @@ mod tests {
             Some(Refusal::BadRequest("bare LF in request head"))
         );
         assert_eq!(out, SYNTHETIC_REQUEST.to_vec());
+    }
+
+    #[test]
+    fn a_refused_head_tells_only_a_method_token_and_one_host_name() {
+        let seen = |head: &[u8]| seen_method_and_host(head);
+        assert_eq!(
+            seen(b"PATCH /x HTTP/1.1\r\nX: y\r\nhOsT:  Api.Example:81 \r\n\r\n"),
+            (Some(http::Method::PATCH), Some("api.example".to_string()))
+        );
+        // Bare LF lines are read too (they are one of the things refused).
+        assert_eq!(
+            seen(b"GET / HTTP/1.1\nHost: a\n\n"),
+            (Some(http::Method::GET), Some("a".to_string()))
+        );
+        // Cut short (a 431 before the head ended): what arrived is read.
+        assert_eq!(
+            seen(b"PUT /x HTTP/1.1\r\nHost: a\r\nX-Big: aaa"),
+            (Some(http::Method::PUT), Some("a".to_string()))
+        );
+        for head in [
+            &b"G(T / HTTP/1.1\r\nHost: a b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x@a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n",
+            b"\r\n",
+            b"",
+        ] {
+            let (method, host) = seen(head);
+            assert!(
+                method.is_none() || method == Some(http::Method::GET),
+                "{head:?}"
+            );
+            assert_eq!(host, None, "{head:?}");
+        }
+        // Past the blank line is the body, not a header.
+        assert_eq!(seen(b"GET / HTTP/1.1\r\n\r\nHost: a\r\n").1, None);
     }
 
     #[tokio::test]
@@ -1344,12 +1427,12 @@ mod tests {
             let mut buf = ReadBuf::new(&mut chunk_out);
             match Pin::new(&mut guard).poll_read(&mut cx, &mut buf) {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                    return (out, false, verdict.take())
+                    return (out, false, verdict.take().map(|r| r.refusal))
                 }
                 Poll::Ready(Ok(())) => out.extend_from_slice(buf.filled()),
-                Poll::Ready(Err(_)) => return (out, true, verdict.take()),
+                Poll::Ready(Err(_)) => return (out, true, verdict.take().map(|r| r.refusal)),
                 // Only a refused connection waits: the pieces never run dry.
-                Poll::Pending => return (out, false, verdict.take()),
+                Poll::Pending => return (out, false, verdict.take().map(|r| r.refusal)),
             }
         }
     }
