@@ -173,10 +173,16 @@ fn string_list(c: &Value, path: &[String]) -> Result<Vec<String>, AuthError> {
 }
 
 /// Scopes: a space-separated string (RFC 8693 `scope`) or an array (Okta's `scp`).
+///
+/// Only ASCII spaces separate scopes (RFC 6749 §3.3), and a value that is not
+/// a scope token (a control character, `"`, `\\`, a non-ASCII space or any
+/// space at all in an array item) is left out: the assertion writes the list
+/// space-separated, so `read\u{a0}orders:write`, split by a reader that takes
+/// any white space, would become a scope the provider never granted.
 fn scope_list(c: &Value, path: &[String]) -> Result<Vec<String>, AuthError> {
-    match lookup(c, path) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(s.split_whitespace().map(str::to_string).collect()),
+    let scopes: Vec<String> = match lookup(c, path) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split(' ').map(str::to_string).collect(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| {
@@ -184,9 +190,17 @@ fn scope_list(c: &Value, path: &[String]) -> Result<Vec<String>, AuthError> {
                     .map(str::to_string)
                     .ok_or_else(|| type_error(path, "a list of strings"))
             })
-            .collect(),
-        Some(_) => Err(type_error(path, "a string or a list of strings")),
-    }
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(type_error(path, "a string or a list of strings")),
+    };
+    Ok(scopes.into_iter().filter(|s| is_scope_token(s)).collect())
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 /// True when `email_verified` says false (a boolean, or Cognito's `"false"`).
@@ -250,6 +264,35 @@ mod tests {
         assert_eq!(id.client_id.as_deref(), Some("web"));
         assert_eq!(id.provider.as_deref(), Some("p"));
         assert_eq!(id.expires_at, Some(1));
+    }
+
+    #[test]
+    fn only_ascii_spaces_separate_scopes_and_a_non_scope_is_left_out() {
+        for scope in [
+            "read\u{a0}orders:write",
+            "read\u{3000}orders:write",
+            "read\u{2028}orders:write",
+            "read\u{85}orders:write",
+        ] {
+            let id = map(
+                ClaimsMapping::default(),
+                json!({"sub": "a", "scope": scope}),
+            )
+            .unwrap();
+            assert!(id.scopes.is_empty(), "{scope:?}: {:?}", id.scopes);
+        }
+        let id = map(
+            ClaimsMapping::default(),
+            json!({"sub": "a", "scope": " read  orders:write\t"}),
+        )
+        .unwrap();
+        assert_eq!(id.scopes, ["read"]);
+        let okta = map(
+            mapping(|m| m.scopes = "scp".into()),
+            json!({"sub": "a", "scp": ["orders:read", "read orders:write", "a\"b", ""]}),
+        )
+        .unwrap();
+        assert_eq!(okta.scopes, ["orders:read"]);
     }
 
     #[test]

@@ -55,6 +55,11 @@ const ROUTES: &str = r#"
     policy:
       allow:
         - authenticated: true
+  - name: forwarding-optional
+    match: { path_prefix: /optforward }
+    upstream: UPSTREAM
+    auth: optional
+    forward_token: true
   - name: nopolicy
     match: { path_prefix: /nopolicy }
     upstream: UPSTREAM
@@ -190,6 +195,58 @@ async fn verified_identity_reaches_the_upstream() {
     let (status, _, _) = s.call("GET", "/forward", &[("authorization", &auth)]).await;
     assert_eq!(status, 200);
     assert_eq!(s.echo.seen()[1].headers["authorization"], auth.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_token_passes_on_only_the_token_the_proxy_verified() {
+    let s = Stack::start().await;
+    let token = s.idp.token("alice", "orders-api", 300, json!({})).unwrap();
+    let forged = format!("{}.Zm9yZ2Vk", token.rsplit_once('.').unwrap().0);
+    // Read as no bearer token, the caller is anonymous, and what they sent
+    // must not reach a service that takes a forwarded token as checked.
+    for value in [
+        format!("Basic {forged}"),
+        forged.clone(),
+        format!("Token {forged}"),
+    ] {
+        s.echo.clear();
+        let (status, _, body) = s
+            .call("GET", "/optforward", &[("authorization", &value)])
+            .await;
+        assert_eq!(status, 200, "{value}: {body}");
+        assert!(
+            !s.echo.seen()[0].headers.contains_key("authorization"),
+            "{value}"
+        );
+    }
+    // A bearer token written wrong is a bearer token: refused, not ignored.
+    for value in [
+        format!("Bearer\t{forged}"),
+        format!("bearer:{forged}"),
+        format!("Bearer,{forged}"),
+        "Bearer".to_string(),
+    ] {
+        let (status, _, body) = s
+            .call("GET", "/optforward", &[("authorization", &value)])
+            .await;
+        assert_eq!(status, 401, "{value}: {body}");
+        assert!(body.contains("invalid_token"), "{value}: {body}");
+    }
+    let (status, _, _) = s
+        .call(
+            "GET",
+            "/optforward",
+            &[("authorization", &format!("Bearer {forged}"))],
+        )
+        .await;
+    assert_eq!(status, 401);
+    s.echo.clear();
+    let auth = format!("Bearer {token}");
+    let (status, _, _) = s
+        .call("GET", "/optforward", &[("authorization", &auth)])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(s.echo.seen()[0].headers["authorization"], auth.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

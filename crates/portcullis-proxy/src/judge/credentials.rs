@@ -35,15 +35,16 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, Refusal> {
     let text = value.to_str().map_err(|_| {
         Refusal::with_message(Reason::InvalidToken, "malformed Authorization header")
     })?;
-    let Some((scheme, token)) = text.split_once(' ') else {
-        return Ok(Credential::None);
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let token = match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        // `Bearer` followed by anything but a space (a tab, `:`, `,`, nothing)
+        // is a bearer token written wrong, not another scheme: judged as none,
+        // it would leave a caller anonymous whose token no one checked.
+        _ if looks_bearer(text) => "",
         // Basic and other schemes are not ours to judge; they are removed before
         // forwarding unless the route forwards the token.
-        return Ok(Credential::None);
-    }
-    let token = token.trim();
+        _ => return Ok(Credential::None),
+    };
     if token.is_empty() || token.contains(' ') {
         return Err(Refusal::with_message(
             Reason::InvalidToken,
@@ -51,6 +52,20 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, Refusal> {
         ));
     }
     Ok(Credential::Bearer(token))
+}
+
+/// Whether `text` begins with the word `bearer` (any case) and goes on with
+/// something that cannot continue a scheme name (RFC 9110 §11.1: a token),
+/// or ends there.
+fn looks_bearer(text: &str) -> bool {
+    let Some((word, rest)) = text.split_at_checked(6) else {
+        return false;
+    };
+    word.eq_ignore_ascii_case("bearer")
+        && rest
+            .bytes()
+            .next()
+            .is_none_or(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)))
 }
 
 /// The usual value, `Bearer <token>` with nothing unusual in the token, read in
@@ -97,7 +112,37 @@ mod tests {
         assert!(matches!(credential(&h), Ok(Credential::None)));
     }
 
-    /// What `credential` answered before the one-pass read of the usual value.
+    #[test]
+    fn a_bearer_token_written_wrong_is_refused_not_ignored() {
+        let read = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_static(v));
+            credential(&h).map(|c| matches!(c, Credential::None))
+        };
+        for wrong in [
+            "Bearer\tabc",
+            "bearer:abc",
+            "BEARER,abc",
+            "Bearer",
+            "bearer/abc",
+        ] {
+            let err = read(wrong).err().unwrap();
+            assert_eq!(err.reason, Reason::InvalidToken, "{wrong}");
+        }
+        // Other schemes, even ones that begin with the same letters, are not ours.
+        for other in [
+            "Basic abc",
+            "Bearerish abc",
+            "Bearer-X abc",
+            "Token abc",
+            "abc.def.ghi",
+        ] {
+            assert!(matches!(read(other), Ok(true)), "{other}");
+        }
+    }
+
+    /// What `credential` answers, written plainly (the one-pass read of the
+    /// usual value must agree with it).
     fn full_parse(value: &HeaderValue) -> Result<Option<String>, (Reason, String)> {
         let text = value.to_str().map_err(|_| {
             (
@@ -105,12 +150,15 @@ mod tests {
                 "malformed Authorization header".to_string(),
             )
         })?;
-        let Some((scheme, token)) = text.split_once(' ') else {
-            return Ok(None);
+        let lower = text.to_ascii_lowercase();
+        let bearer_word = lower.strip_prefix("bearer").is_some_and(|rest| {
+            !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        });
+        let token = match text.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+            _ if bearer_word => "",
+            _ => return Ok(None),
         };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Ok(None);
-        }
         let token = token.trim();
         if token.is_empty() || token.contains(' ') {
             return Err((Reason::InvalidToken, "malformed bearer token".to_string()));

@@ -307,6 +307,7 @@ async fn decide(
         refused: identified.as_ref().err().map(|r| r.reason),
     });
     let caller = identified?;
+    let token_verified = caller.token_verified;
     j.identity = caller.identity;
     j.session = caller.session;
     j.set_cookies.extend(caller.clear_cookie);
@@ -400,8 +401,14 @@ async fn decide(
     // never when the proxy sends its own credential instead).
     // An MCP server never gets it, whatever the config says (MCP authorization
     // forbids token passthrough; `check` refuses `forward_token` there too).
-    let keep_token =
-        route_cfg.forward_token && route_cfg.upstream_auth.is_none() && route_cfg.mcp.is_none();
+    // Where the proxy authenticates, only the token it verified goes on: an
+    // `Authorization` it read as no bearer token (another scheme, a bare
+    // JWT), beside a session or workload that spoke instead, would reach a
+    // service that takes whatever the proxy forwards as checked.
+    let keep_token = route_cfg.forward_token
+        && route_cfg.upstream_auth.is_none()
+        && route_cfg.mcp.is_none()
+        && (route_cfg.auth == AuthMode::None || token_verified);
     j.remove = headers::spoofable_present(
         facts.headers,
         facts.peer_trusted,
@@ -440,6 +447,9 @@ pub struct Caller {
     /// something, and an untrusted page sent it (why, in words): the caller
     /// is named, but the request must be refused (403).
     pub forged: Option<String>,
+    /// The request's bearer token was verified and names this caller: the
+    /// only `Authorization` a `forward_token` route passes on.
+    pub token_verified: bool,
 }
 
 /// [`identify`], with the browser session (`login`): a live session counts as
@@ -541,6 +551,7 @@ async fn identify_with(
         r
     };
     let mut identity = Identity::anonymous_shared();
+    let token_verified = matches!(credential, Credential::Bearer(_)) && auth != AuthMode::None;
     match credential {
         Credential::None
             if session.is_none() && auth == AuthMode::Required && workload.is_none() =>
@@ -587,6 +598,7 @@ async fn identify_with(
         session,
         clear_cookie: None,
         forged: None,
+        token_verified,
     })
 }
 
