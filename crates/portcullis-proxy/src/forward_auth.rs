@@ -23,7 +23,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TY
 use http::{Method, Response};
 use portcullis_config::AuthMode;
 use portcullis_core::Reason;
-use portcullis_policy::split_query;
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -84,9 +83,9 @@ pub async fn authz(
     let host = described_host(headers)?;
     // The described target is a path with an optional query; an absolute URL
     // or anything else is what the proxy would refuse too.
-    let (raw_path, _query) = split_query(uri);
     ex.method = method.to_string();
     ex.host.clone_from(&host.name);
+    let (raw_path, _query) = judge::described_target(uri)?;
     ex.path = raw_path.to_string();
     let facts = RequestFacts {
         frontend: Frontend::ForwardAuth,

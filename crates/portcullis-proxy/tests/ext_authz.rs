@@ -261,6 +261,12 @@ async fn refusals_carry_the_spec_status_headers_and_body() {
     let denied = denied_response(&resp, 3, 400);
     let body: Value = serde_json::from_str(&denied.body).unwrap();
     assert_eq!(body["error"], "bad_request");
+    // A fragment is refused: Envoy passes the target on as written, and a
+    // server that reads it whole would serve what follows the `#`.
+    for target in ["/public#/../orders/1", "/orders/1?x=1#y", "/public#"] {
+        let resp = s.check(envoy_check("GET", target, &[], "")).await;
+        denied_response(&resp, 3, 400);
+    }
     let resp = s.check(envoy_check("GET", "/nowhere", &[], "")).await;
     denied_response(&resp, 5, 404);
     let resp = s
@@ -268,7 +274,7 @@ async fn refusals_carry_the_spec_status_headers_and_body() {
         .await;
     denied_response(&resp, 5, 404);
 
-    let audit = s.audit_when(8).await;
+    let audit = s.audit_when(11).await;
     let reasons: Vec<&str> = audit
         .iter()
         .map(|l| l["reason"].as_str().unwrap())
@@ -281,6 +287,9 @@ async fn refusals_carry_the_spec_status_headers_and_body() {
             "insufficient_scope",
             "allowed",
             "rate_limited",
+            "bad_request",
+            "bad_request",
+            "bad_request",
             "bad_request",
             "no_route",
             "no_route",

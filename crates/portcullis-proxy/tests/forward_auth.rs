@@ -151,6 +151,10 @@ async fn the_described_request_gets_the_proxys_answer() {
         "/orders/.%2E/public/x",
         "/orders//42",
         "/%6Frders/42",
+        // nginx's `$request_uri` keeps a fragment a raw client sent, and
+        // uvicorn reads `/public#/../orders/42` as `/orders/42`.
+        "/public#/../orders/42",
+        "/public?x=1#y",
     ] {
         let (status, _, body) = s.authz(&describe("GET", unresolved)).await;
         assert_eq!(status, 400, "{unresolved}: {body}");

@@ -155,7 +155,7 @@ async fn judge_check(
 ) -> Result<OkHttpResponse, Refusal> {
     let host = judged_host(http, headers)?;
     ex.host.clone_from(&host.name);
-    let (raw_path, _query) = split_query(&http.path);
+    let (raw_path, _query) = judge::described_target(&http.path)?;
     let facts = RequestFacts {
         frontend: Frontend::ExtAuthz,
         method: &http.method,

@@ -228,6 +228,21 @@ pub async fn judge(rt: &Runtime, facts: &RequestFacts<'_>) -> Judgment {
     j
 }
 
+/// The path and query of a request a front end that only asks describes
+/// (forward-auth's `X-Forwarded-Uri`, ext_authz's `path`). A `#` is refused
+/// (400): no client sends a fragment, and the front proxy passes the target on
+/// as written, so `/public#/../admin` judged as `/public` would reach a
+/// server that reads the whole target as its path (uvicorn) as `/admin`.
+pub fn described_target(target: &str) -> Result<(&str, Option<&str>), Refusal> {
+    if target.contains('#') {
+        return Err(Refusal::with_message(
+            Reason::BadRequest,
+            "the described request target holds a fragment (#)",
+        ));
+    }
+    Ok(portcullis_policy::split_query(target))
+}
+
 /// `raw` is the canonical path `canonical`, but for the case of the hex digits
 /// in its escapes (`%c3%a9` is `%C3%A9`), which no server reads differently.
 fn same_path(raw: &str, canonical: &str) -> bool {
