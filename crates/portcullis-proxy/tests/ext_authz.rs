@@ -121,6 +121,7 @@ async fn allowed_check_sets_identity_and_removes_spoofed_headers() {
                 ("x-auth-request-groups", "admins"),
                 ("x-portcullis-workload", "spiffe://evil/ns/x/sa/y"),
                 ("x-original-url", "/admin"),
+                ("x-forwarded-host", "admin.internal"),
                 ("accept", "application/json"),
             ],
             "",
@@ -128,6 +129,9 @@ async fn allowed_check_sets_identity_and_removes_spoofed_headers() {
         .await;
     let ok = ok_response(&resp);
     assert_eq!(value(&ok.headers, "x-auth-request-user"), "alice");
+    // The service hears the judged host, as from the reverse proxy, not the
+    // one the client wrote.
+    assert_eq!(value(&ok.headers, "x-forwarded-host"), "shop.example.com");
     assert_eq!(
         value(&ok.headers, "x-auth-request-email"),
         "alice@example.com"

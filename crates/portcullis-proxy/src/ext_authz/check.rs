@@ -156,6 +156,7 @@ async fn judge_check(
     let host = judged_host(http, headers)?;
     ex.host.clone_from(&host.name);
     let (raw_path, _query) = judge::described_target(&http.path)?;
+    let forwarded_host_sent = headers.contains_key(names::X_FORWARDED_HOST);
     let facts = RequestFacts {
         frontend: Frontend::ExtAuthz,
         method: &http.method,
@@ -188,9 +189,13 @@ async fn judge_check(
     if reserved {
         return Err(Refusal::new(Reason::NoRoute));
     }
-    // The service hears the request id and trace the audit line has, as from
-    // the reverse proxy (SPEC §3).
-    let correlation: Vec<_> = ex.correlation_headers().collect();
+    // The service hears the request id and trace the audit line has, and the
+    // judged host as `X-Forwarded-Host`, as from the reverse proxy (SPEC §3,
+    // §5): Envoy passes on the client's own, which may name another host.
+    let mut correlation: Vec<_> = ex.correlation_headers().collect();
+    if let Some(authority) = &host.authority {
+        correlation.push((names::X_FORWARDED_HOST, authority.clone()));
+    }
     let mut headers: Vec<_> = set
         .iter()
         .chain(correlation.iter())
@@ -207,6 +212,9 @@ async fn judge_check(
         })
         .map(|name| name.as_str().to_string())
         .collect();
+    if host.authority.is_none() && forwarded_host_sent {
+        headers_to_remove.push(names::X_FORWARDED_HOST.as_str().to_string());
+    }
     match cookie {
         Some(Some(rest)) => headers.push(overwrite(&http::header::COOKIE, &rest)),
         Some(None) => headers_to_remove.push(http::header::COOKIE.as_str().to_string()),
