@@ -102,7 +102,8 @@ pub async fn authz(
         request_id: &ex.request_id,
         offline: None,
     };
-    let judgment = judge::judge(rt, &facts).await;
+    let mut judgment = judge::judge(rt, &facts).await;
+    let cookie = service_cookie(judgment.cookie.take(), headers);
     if judgment.reserved {
         ex.absorb(judgment)?;
         return Err(Refusal::new(Reason::NoRoute));
@@ -135,8 +136,35 @@ pub async fn authz(
         resp.headers_mut().insert(name, value);
     }
     resp.headers_mut()
+        .insert(names::X_PORTCULLIS_COOKIE, cookie);
+    resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+/// The `Cookie` the service should get: the client's without the proxy's own
+/// cookies, as the reverse proxy forwards it; empty when nothing is left or
+/// there was none. The front proxy cannot be told to remove one cookie, only
+/// to put a whole header in place (nginx `proxy_set_header Cookie
+/// $pc_cookie`), so every allowed answer carries it, changed or not: else a
+/// session cookie, which the service could replay, reaches it. Always, since
+/// Caddy 2.6's `copy_headers` writes its placeholder's name into a header
+/// the answer leaves out.
+fn service_cookie(without_ours: Option<Option<HeaderValue>>, headers: &HeaderMap) -> HeaderValue {
+    let empty = || HeaderValue::from_static("");
+    match without_ours {
+        Some(rest) => rest.unwrap_or_else(empty),
+        None => {
+            let lines: Vec<&[u8]> = headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            // Valid values joined by `; `: this cannot fail, and failing
+            // would drop the cookies, never pass ours.
+            HeaderValue::from_bytes(&lines.join(&b"; "[..])).unwrap_or_else(|_| empty())
+        }
+    }
 }
 
 /// The described host: `X-Forwarded-Host`, else the authz request's own `Host`.

@@ -315,3 +315,55 @@ async fn forward_auth_does_not_take_a_sidecar_header_the_client_may_have_sent() 
     .await;
     assert_eq!(status, 401, "{body}");
 }
+
+/// The front proxy forwards the client's `Cookie` unless told otherwise, and
+/// cannot be told to drop one cookie: the answer carries the whole `Cookie`
+/// the service should get (the nginx recipe sets it), without the session
+/// cookie, which the service could replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_carries_the_cookie_without_the_session() {
+    let idp = portcullis_testkit::DevIssuer::start().await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  trusted_proxies: [127.0.0.1/32]\n\
+         admin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [portal]\n\
+         \x20   client_id: portal\n    client_secret: not-used-here\n\
+         login:\n  provider: dev\n  cookie:\n    secret: a-cookie-secret-of-at-least-32-bytes!!\n\
+         routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    auth: none\n",
+        idp.issuer()
+    );
+    let server = portcullis_proxy::Server::start(config(&yaml), None)
+        .await
+        .unwrap();
+    wait_ready(server.admin_addr()).await;
+    let url = format!("http://{}/.portcullis/authz", server.local_addr());
+    let ask = |cookies: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut headers = vec![
+                ("x-forwarded-uri", "/x"),
+                ("x-forwarded-host", "app.example"),
+            ];
+            headers.extend(cookies.iter().map(|c| ("cookie", *c)));
+            let (status, headers, body) = send(&client(), "GET", &url, &headers).await;
+            assert_eq!(status, 200, "{body}");
+            headers
+                .get("x-portcullis-cookie")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(
+        ask(&["a=1; _portcullis=some-session; b=2"])
+            .await
+            .as_deref(),
+        Some("a=1; b=2")
+    );
+    assert_eq!(
+        ask(&["_portcullis=some-session"]).await.as_deref(),
+        Some("")
+    );
+    // Unchanged, but still sent: the recipe's `Cookie` comes from it.
+    assert_eq!(ask(&["a=1"]).await.as_deref(), Some("a=1"));
+    assert_eq!(ask(&["a=1", "b=2"]).await.as_deref(), Some("a=1; b=2"));
+    assert_eq!(ask(&[]).await.as_deref(), Some(""));
+}

@@ -33,6 +33,9 @@ pub mod names {
         HeaderName::from_static("x-auth-request-client-id");
     pub const X_PORTCULLIS_WORKLOAD: HeaderName = HeaderName::from_static("x-portcullis-workload");
     pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    /// Forward-auth's answer: the `Cookie` the service gets, for the front
+    /// proxy to put in place of the client's.
+    pub const X_PORTCULLIS_COOKIE: HeaderName = HeaderName::from_static("x-portcullis-cookie");
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
