@@ -15,14 +15,33 @@ pub(crate) fn lookup<'v>(claims: &'v Value, keys: &[String]) -> Option<&'v Value
     Some(v)
 }
 
-/// True when a scalar claim value equals `want` by its JSON text: strings as they
-/// are, numbers and booleans as written in JSON (`42`, `true`).
+/// True when a scalar claim value equals `want`: strings as they are, booleans
+/// as written in JSON (`true`), numbers by value (`0`, `0.0`, `-0` and `0e0`
+/// are one number: compared as text, a deny rule for `0` would miss the
+/// others).
 fn scalar_equals(v: &Value, want: &str) -> bool {
     match v {
         Value::String(s) => s == want,
         Value::Bool(b) => want == if *b { "true" } else { "false" },
-        // Numbers are rare in policies; their text form costs one small allocation.
-        Value::Number(n) => n.to_string() == want,
+        Value::Number(n) => number_equals(n, want),
+        _ => false,
+    }
+}
+
+/// `n` and the number `want` spells (as JSON would) are the same value.
+/// Integers are compared exactly, so large ones never meet through rounding.
+fn number_equals(n: &serde_json::Number, want: &str) -> bool {
+    let Ok(w) = serde_json::from_str::<serde_json::Number>(want.trim()) else {
+        return false;
+    };
+    if let (Some(a), Some(b)) = (n.as_i64(), w.as_i64()) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (n.as_u64(), w.as_u64()) {
+        return a == b;
+    }
+    match (n.as_f64(), w.as_f64()) {
+        (Some(a), Some(b)) => a == b,
         _ => false,
     }
 }
@@ -65,7 +84,22 @@ mod tests {
         let acc = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let get = |k: &str| lookup(&claims, &[k.to_string()]).unwrap();
         assert!(value_matches(get("n"), &acc(&["42"])));
-        assert!(!value_matches(get("n"), &acc(&["42.0"])));
+        // By value, not by spelling.
+        assert!(value_matches(get("n"), &acc(&["42.0"])));
+        assert!(!value_matches(get("n"), &acc(&["42.5", "x", ""])));
+        for zero in [
+            json!(0),
+            json!(0.0),
+            json!(-0.0),
+            serde_json::from_str("-0").unwrap(),
+        ] {
+            assert!(value_matches(&zero, &acc(&["0"])), "{zero}");
+            assert!(value_matches(&zero, &acc(&["0.0"])), "{zero}");
+        }
+        let big = json!(u64::MAX);
+        assert!(value_matches(&big, &acc(&["18446744073709551615"])));
+        assert!(!value_matches(&big, &acc(&["18446744073709551614"])));
+        assert!(!value_matches(&json!(-1), &acc(&["18446744073709551615"])));
         assert!(value_matches(get("b"), &acc(&["true"])));
         assert!(value_matches(get("s"), &acc(&["y", "x"])));
         assert!(value_matches(get("a"), &acc(&["p"])));

@@ -30,7 +30,9 @@
 //! - `;` path parameters are removed from every segment. Servers such as Tomcat
 //!   and Spring strip `;…`, so `/admin;x` is served as `/admin`; it is therefore
 //!   judged by the `/admin` route, never by a catch-all behind it. `%3B` counts as
-//!   `;` here, because some servers decode it before stripping.
+//!   `;` here, because some servers decode it before stripping. A segment that
+//!   was only parameters leaves none behind (`/;x/admin` is `/admin`: Tomcat
+//!   merges the `//` it leaves).
 //! - letters are lowercased unless [`PathOptions::case_sensitive`]: Express,
 //!   ASP.NET/IIS and Windows or macOS file servers serve `/ADMIN` as `/admin`, so
 //!   a case-sensitive `/admin` route would let `/Admin` dodge it.
@@ -38,7 +40,10 @@
 //!   (unless strict), ASP.NET Core and Spring before 6 serve `/admin/` as
 //!   `/admin`, so an exact `/admin` route or `paths` entry would let `/admin/`
 //!   dodge it. Config paths and globs are normalized the same way, so
-//!   `path: /admin/` and `path: /admin` mean the same.
+//!   `path: /admin/` and `path: /admin` mean the same. `paths` globs and
+//!   `path_regex` are tried with the `/` as well
+//!   ([`NormalizedPath::matching_slashed`]), so `/internal/*` and
+//!   `^/admin/.*` still cover `/internal/` and `/admin/`.
 //!
 //! The upstream still receives the canonical path, parameters and case included.
 //! A `.` or `..` segment carrying a parameter (`..;x`, `.;`, also written with
@@ -76,8 +81,9 @@ impl NormalizedPath {
         let has_parameters = canonical.as_bytes().contains(&b';')
             || canonical.as_bytes().windows(3).any(|w| w == b"%3B");
         let fold = !case_sensitive && canonical.bytes().any(|b| b.is_ascii_uppercase());
-        let trailing_slash = canonical.len() > 1 && canonical.ends_with('/');
-        let matching = (has_parameters || fold || trailing_slash).then(|| {
+        // A trailing `/` stays in the stored form: `matching` leaves it out,
+        // `matching_slashed` keeps it (see there).
+        let matching = (has_parameters || fold).then(|| {
             let mut m = if has_parameters {
                 strip_parameters(&canonical.replace("%3B", ";"))
             } else {
@@ -86,13 +92,14 @@ impl NormalizedPath {
             if fold {
                 m.make_ascii_lowercase();
             }
-            // After the parameters: `/admin/;x` is `/admin/` first.
-            if m.len() > 1 && m.ends_with('/') {
-                m.pop();
-            }
             m
         });
         NormalizedPath(canonical, matching)
+    }
+
+    /// The matching form as stored: with the trailing `/` the request had.
+    fn stored_matching(&self) -> &str {
+        self.1.as_deref().unwrap_or(&self.0)
     }
 
     /// The canonical path: what the upstream receives.
@@ -104,7 +111,21 @@ impl NormalizedPath {
     /// the canonical path without `;` parameters, lowercased unless matching is
     /// case-sensitive (the same string when neither changes it).
     pub fn matching(&self) -> &str {
-        self.1.as_deref().unwrap_or(&self.0)
+        let m = self.stored_matching();
+        match m.strip_suffix('/') {
+            Some(without) if !without.is_empty() => without,
+            _ => m,
+        }
+    }
+
+    /// [`matching`](Self::matching) with the trailing `/` the request had, when
+    /// it had one: `paths` globs and `path_regex` are tried with it too. The
+    /// upstream receives `/internal/`, which `/internal/*` and `^/admin/.*`
+    /// are written to cover, though `/internal` (the form exact paths and
+    /// prefixes need, see the module docs) fits neither.
+    pub fn matching_slashed(&self) -> Option<&str> {
+        let m = self.stored_matching();
+        (m.len() > 1 && m.ends_with('/')).then_some(m)
     }
 
     /// The first segment of [`matching`](Self::matching) without its leading `/`
@@ -125,13 +146,19 @@ impl NormalizedPath {
 }
 
 /// `/a;x/b;y=1` → `/a/b`: what Tomcat-style servers make of path parameters.
+/// A segment that was only parameters leaves no empty segment behind:
+/// Tomcat makes `/;x/admin` `//admin`, then merges the slashes and serves
+/// `/admin`. A trailing `/` stays.
 fn strip_parameters(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
+    for segment in path.split('/').skip(1) {
+        if !out.ends_with('/') {
             out.push('/');
         }
         out.push_str(segment.split(';').next().unwrap_or(""));
+    }
+    if out.is_empty() {
+        out.push('/');
     }
     out
 }
@@ -473,6 +500,34 @@ mod tests {
         assert_eq!(m("/admin//"), both("/admin/", "/admin"));
         assert_eq!(m("/"), both("/", "/"));
         assert_eq!(m("/a/b"), both("/a/b", "/a/b"));
+        // Kept for globs and regexes, which may be written to need it.
+        let slashed = |p: &str| {
+            normalize(p, false)
+                .unwrap()
+                .matching_slashed()
+                .map(str::to_string)
+        };
+        assert_eq!(slashed("/Internal/").as_deref(), Some("/internal/"));
+        assert_eq!(slashed("/internal/;x").as_deref(), Some("/internal/"));
+        assert_eq!(slashed("/internal"), None);
+        assert_eq!(slashed("/"), None);
+    }
+
+    #[test]
+    fn a_segment_of_parameters_alone_leaves_no_empty_segment() {
+        // Tomcat serves `/;x/admin` as `//admin`, merged into `/admin`.
+        let m = |p: &str| normalize(p, false).map(|n| n.matching().to_string());
+        for (path, want) in [
+            ("/;x/admin", "/admin"),
+            ("/;/admin", "/admin"),
+            ("/%3Bx/admin", "/admin"),
+            ("/;x/admin/", "/admin"),
+            ("/api/;/admin/x", "/api/admin/x"),
+            ("/;x", "/"),
+            ("/a;x/b;y=1", "/a/b"),
+        ] {
+            assert_eq!(m(path), Ok(want.to_string()), "{path}");
+        }
     }
 
     #[test]

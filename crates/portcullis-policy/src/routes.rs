@@ -146,12 +146,14 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 impl PathMatcher {
-    fn matches(&self, path: &str) -> bool {
+    /// `slashed`: the path with the trailing `/` it had (see
+    /// `NormalizedPath::matching_slashed`), which a regex is tried with too.
+    fn matches(&self, path: &str, slashed: Option<&str>) -> bool {
         match self {
             PathMatcher::Any => true,
             PathMatcher::Exact(p) => p == path,
             PathMatcher::Prefix(p) => prefix_matches(p, path),
-            PathMatcher::Regex(r, _) => r.is_match(path),
+            PathMatcher::Regex(r, _) => r.is_match(path) || slashed.is_some_and(|s| r.is_match(s)),
         }
     }
 
@@ -280,6 +282,11 @@ impl CompiledRoute {
                 methods.push(meth.to_ascii_uppercase());
             }
         }
+        // HEAD is a GET without its body to the server behind (it runs the GET
+        // handler): judged by the GET route, never by a catch-all after it.
+        if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+            methods.push("HEAD".to_string());
+        }
         let mut explain_to_caller = global_explain;
         let policy = match &config.policy {
             None => None,
@@ -354,11 +361,11 @@ impl CompiledRoute {
     }
 
     /// True when the route's `match` fits. `host` must be canonical.
-    fn matches(&self, host: &str, method: &str, path: &str) -> bool {
+    fn matches(&self, host: &str, method: &str, path: &str, slashed: Option<&str>) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
             && (self.methods.is_empty()
                 || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            && self.path.matches(path)
+            && self.path.matches(path, slashed)
     }
 
     /// True when this route matches every request `later` matches.
@@ -608,7 +615,12 @@ impl RouteTable {
         }
         fits &= push_lists(&mut lists, &mut n, Some(&self.any_host), seg);
         if !fits {
-            return self.find_linear_canonical(host, method, path.matching());
+            return self.find_linear_canonical(
+                host,
+                method,
+                path.matching(),
+                path.matching_slashed(),
+            );
         }
         let lists = lists.get_mut(..n).unwrap_or_default();
         // k-way merge in ascending route order; the first candidate that matches is
@@ -633,7 +645,7 @@ impl RouteTable {
             last = Some(idx);
             let i = idx as usize;
             if let Some(route) = self.routes.get(i) {
-                if route.matches(host, method, path.matching()) {
+                if route.matches(host, method, path.matching(), path.matching_slashed()) {
                     return Some((i, route));
                 }
             }
@@ -647,11 +659,12 @@ impl RouteTable {
         host: &str,
         method: &str,
         path: &str,
+        slashed: Option<&str>,
     ) -> Option<(usize, &CompiledRoute)> {
         self.routes
             .iter()
             .enumerate()
-            .find(|(_, r)| r.matches(host, method, path))
+            .find(|(_, r)| r.matches(host, method, path, slashed))
     }
 
     /// Routes the request and judges it: the matched route's decision, or

@@ -160,7 +160,10 @@ impl Test {
             Test::Methods(v) => v
                 .iter()
                 .any(|m| m == facts.method || m.eq_ignore_ascii_case(facts.method)),
-            Test::Paths(globs) => globs.iter().any(|g| g.matches(facts.path.matching())),
+            Test::Paths(globs) => globs.iter().any(|g| {
+                g.matches(facts.path.matching())
+                    || facts.path.matching_slashed().is_some_and(|s| g.matches(s))
+            }),
             Test::Subjects(v) => contains(v, &id.subject),
             Test::Emails(v) => {
                 usable_email(id).is_some_and(|e| v.iter().any(|x| x.eq_ignore_ascii_case(e)))
@@ -498,6 +501,15 @@ fn compile_conditions(
             Ok(m.to_ascii_uppercase())
         }
     }) {
+        // A server answers HEAD with its GET handler (Starlette, Go, Express),
+        // status, headers and side effects all but the body: a deny of GET
+        // that let HEAD through would show what it hides. An allow of GET
+        // stays exact: HEAD must be named to be allowed.
+        let mut v = v;
+        if list == RuleList::Deny && v.iter().any(|m| m == "GET") && !v.iter().any(|m| m == "HEAD")
+        {
+            v.push("HEAD".to_string());
+        }
         conds.push(Test::Methods(v));
     }
     if let Some(v) = compile_list("paths", &rule.paths, e, |p| {

@@ -181,6 +181,21 @@ fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<
     if r.audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
         report.error(&at.key("audience"), "must not be empty");
     }
+    // Judged only for forward-auth and ext_authz, such a route's assertion is
+    // for the origin the request names (SPEC §4): with no `hosts` that is any
+    // host a client writes, so a service would be handed assertions minted
+    // for another audience, and could replay them there.
+    if r.upstream.is_none()
+        && r.audience.is_none()
+        && r.matcher.hosts.is_empty()
+        && r.auth != AuthMode::None
+        && r.mcp.is_none()
+    {
+        report.warn(
+            &at.key("upstream"),
+            "a route without upstream (judged by forward-auth and ext_authz) and without              `audience` or `match.hosts` signs its assertion for whatever host the request              names, which the client chooses: set `audience` to the service's name",
+        );
+    }
     if r.login {
         if config.login.is_none() && report.scope.parsed("login") {
             report.error(
@@ -305,6 +320,29 @@ mod tests {
         w.iter()
             .filter(|w| w.contains("sign-in cannot complete"))
             .collect()
+    }
+
+    #[test]
+    fn an_assertion_whose_audience_the_client_chooses_is_warned_about() {
+        let yaml = |matcher: &str, extra: &str| {
+            format!(
+                "server:\n  listen: 127.0.0.1:8080\nproviders:\n  - name: p\n    issuer: https://i.example\n    audiences: [a]\nroutes:\n  - name: r\n    match: {{ path_prefix: /x{matcher} }}\n{extra}"
+            )
+        };
+        let w = warnings(&yaml("", ""));
+        assert!(w.iter().any(|w| w.contains("whatever host")), "{w:?}");
+        for (matcher, extra) in [
+            (", hosts: [app.example]", ""),
+            ("", "    audience: orders\n"),
+            ("", "    upstream: http://127.0.0.1:9\n"),
+            ("", "    auth: none\n"),
+        ] {
+            let w = warnings(&yaml(matcher, extra));
+            assert!(
+                !w.iter().any(|w| w.contains("whatever host")),
+                "{matcher}{extra}: {w:?}"
+            );
+        }
     }
 
     #[test]

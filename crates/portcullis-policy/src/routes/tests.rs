@@ -71,6 +71,44 @@ fn lookup_table() {
 }
 
 #[test]
+fn a_trailing_slash_or_a_parameter_segment_does_not_dodge_a_route() {
+    let t = table(json!([
+        {"name": "re", "match": {"path_regex": "/admin/.*"}},
+        {"name": "private", "match": {"path": "/private"}},
+        {"name": "fallback", "match": {"path_prefix": "/"}}
+    ]));
+    for (p, want) in [
+        ("/admin/x", "re"),
+        ("/admin/", "re"),
+        ("/admin//", "re"),
+        ("/admin/;x", "re"),
+        ("/admin", "fallback"),
+        ("/;x/private", "private"),
+        ("/;/private", "private"),
+        ("/%3Bx/private/", "private"),
+    ] {
+        assert_eq!(
+            find_name(&t, "x.org", "GET", p).as_deref(),
+            Some(want),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn head_is_judged_by_the_get_route() {
+    let t = table(json!([
+        {"name": "get", "match": {"path_prefix": "/g", "methods": ["GET"]}},
+        {"name": "fallback", "match": {"path_prefix": "/"}}
+    ]));
+    assert_eq!(find_name(&t, "x.org", "HEAD", "/g").as_deref(), Some("get"));
+    assert_eq!(
+        find_name(&t, "x.org", "POST", "/g").as_deref(),
+        Some("fallback")
+    );
+}
+
+#[test]
 fn case_sensitive_paths_opt_out() {
     let mut c = config(json!({"routes": [
         {"name": "admin", "match": {"path_prefix": "/admin"}},
@@ -206,6 +244,7 @@ fn shadowed_routes() {
         {"name": "api-v1", "match": {"path_prefix": "/api/v1"}},
         {"name": "apix", "match": {"path_prefix": "/apix"}},
         {"name": "get-only", "match": {"path": "/x", "methods": ["GET"]}},
+        // GET takes HEAD with it (a server runs its GET handler for HEAD).
         {"name": "x-get-head", "match": {"path": "/x", "methods": ["GET", "HEAD"]}},
         {"name": "x-get", "match": {"path": "/x", "methods": ["get"]}},
         {"name": "wild", "match": {"hosts": ["*.example.com"], "path_prefix": "/w"}},
@@ -220,6 +259,7 @@ fn shadowed_routes() {
         t.shadowed(),
         vec![
             "routes[1] (api-v1) (path_prefix /api/v1) can never match: routes[0] (api) (path_prefix /api) before it matches every request it would",
+            "routes[4] (x-get-head) (path /x) can never match: routes[3] (get-only) (path /x) before it matches every request it would",
             "routes[5] (x-get) (path /x) can never match: routes[3] (get-only) (path /x) before it matches every request it would",
             "routes[7] (wild-sub) (path /w/1) can never match: routes[6] (wild) (path_prefix /w) before it matches every request it would",
             "routes[10] (re-exact) (path /r/7) can never match: routes[9] (re) (path_regex /r/[0-9]+) before it matches every request it would",
@@ -343,7 +383,12 @@ fn indexed_lookup_equals_linear_scan_on_1000_routes() {
         let method = rng.pick(METHODS);
         let fast = t.find(host, method, &np).map(|(i, _)| i);
         let slow = t
-            .find_linear_canonical(&canonical_host(host), method, np.matching())
+            .find_linear_canonical(
+                &canonical_host(host),
+                method,
+                np.matching(),
+                np.matching_slashed(),
+            )
             .map(|(i, _)| i);
         assert_eq!(fast, slow, "{method} {host} {p}");
         match fast {
@@ -367,7 +412,7 @@ proptest! {
         let np = path(&p);
         let host = REQUEST_HOSTS[host_i];
         let fast = t.find(host, METHODS[m], &np).map(|(i, _)| i);
-        let slow = t.find_linear_canonical(&canonical_host(host), METHODS[m], np.matching()).map(|(i, _)| i);
+        let slow = t.find_linear_canonical(&canonical_host(host), METHODS[m], np.matching(), np.matching_slashed()).map(|(i, _)| i);
         prop_assert_eq!(fast, slow);
     }
 }

@@ -55,6 +55,28 @@ fn holds(rule: &serde_json::Value, id: &Identity, method: &str, p: &str) -> bool
 }
 
 #[test]
+fn a_deny_of_get_holds_for_head_and_an_allow_does_not() {
+    let policy: PolicyConfig = serde_json::from_value(json!({
+        "deny": [{"methods": ["GET"], "paths": ["/reports/**"]}],
+        "allow": [{"methods": ["GET"]}]
+    }))
+    .unwrap();
+    let p = CompiledPolicy::compile(&policy).unwrap();
+    let np = path("/reports/q1");
+    let facts = |method| RequestFacts {
+        method,
+        host: "h",
+        path: &np,
+        tool: None,
+    };
+    let a = alice();
+    assert!(p.deny()[0].holds(&a, &facts("HEAD")));
+    assert!(p.deny()[0].trace(&a, &facts("HEAD")).matched);
+    assert!(p.deny()[0].holds(&a, &facts("GET")));
+    assert!(!p.allow()[0].holds(&a, &facts("HEAD")));
+}
+
+#[test]
 fn every_condition_table() {
     let a = alice();
     let anon = Identity::anonymous();
@@ -96,6 +118,44 @@ fn every_condition_table() {
             false,
         ),
         (json!({"paths": ["/x", "/y/**"]}), &a, "GET", "/y/z", true),
+        // The upstream receives `/internal/`, whose last segment is empty:
+        // `*` matches it, though the matching form leaves the `/` out.
+        (
+            json!({"paths": ["/internal/*"]}),
+            &a,
+            "GET",
+            "/internal/",
+            true,
+        ),
+        (
+            json!({"paths": ["/internal/*"]}),
+            &a,
+            "GET",
+            "/internal//",
+            true,
+        ),
+        (
+            json!({"paths": ["/internal/*"]}),
+            &a,
+            "GET",
+            "/internal/;x",
+            true,
+        ),
+        (
+            json!({"paths": ["/internal/*"]}),
+            &a,
+            "GET",
+            "/internal",
+            false,
+        ),
+        // A segment of parameters alone is no segment (Tomcat merges `//`).
+        (
+            json!({"paths": ["/api/admin/**"]}),
+            &a,
+            "GET",
+            "/api/;/admin/x",
+            true,
+        ),
         // Case is ignored unless `case_sensitive_paths` (see compile_with).
         (json!({"paths": ["/Admin/**"]}), &a, "GET", "/admin", true),
         (json!({"paths": ["/admin/**"]}), &a, "GET", "/ADMIN/x", true),
@@ -530,7 +590,9 @@ fn case_sensitive_paths_keep_case_in_globs() {
         };
         let n = crate::path::normalize_with(p, opts).unwrap();
         match &strict.allow()[0].conditions[0].test {
-            Test::Paths(globs) => globs.iter().any(|g| g.matches(n.matching())),
+            Test::Paths(globs) => globs.iter().any(|g| {
+                g.matches(n.matching()) || n.matching_slashed().is_some_and(|s| g.matches(s))
+            }),
             _ => unreachable!(),
         }
     };
