@@ -121,10 +121,7 @@ impl Stack {
     }
 
     fn audit_lines(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_audit(&self.audit)
     }
 }
 

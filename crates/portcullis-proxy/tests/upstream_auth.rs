@@ -116,11 +116,7 @@ routes:
     async fn audit_lines(&self) -> Vec<Value> {
         // The writer batches; give it a moment.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        common::read_audit(&self.audit)
     }
 }
 

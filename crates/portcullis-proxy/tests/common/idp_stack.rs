@@ -53,10 +53,7 @@ impl IdpStack {
     }
 
     pub fn audit_lines(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        super::read_audit(&self.audit)
     }
 
     /// The audit lines once `n` have been written (the writer is asynchronous).

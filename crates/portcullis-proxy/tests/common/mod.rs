@@ -114,6 +114,17 @@ pub async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> St
 }
 
 /// The JSON body the echo upstream returned.
+/// The audit lines of a file the writer may be appending to: a last line
+/// without its newline is still being written and is left for the next read.
+pub fn read_audit(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn echoed(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not echo JSON ({e}): {body}"))
 }
