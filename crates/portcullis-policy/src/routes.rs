@@ -284,9 +284,7 @@ impl CompiledRoute {
         }
         // HEAD is a GET without its body to the server behind (it runs the GET
         // handler): judged by the GET route, never by a catch-all after it.
-        if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
-            methods.push("HEAD".to_string());
-        }
+        crate::rules::head_with_get(&mut methods);
         let mut explain_to_caller = global_explain;
         let policy = match &config.policy {
             None => None,

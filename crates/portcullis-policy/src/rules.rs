@@ -486,6 +486,14 @@ fn non_empty(v: &str) -> Result<String, String> {
     }
 }
 
+/// Adds `HEAD` to upper-case method names that hold `GET` but not `HEAD`:
+/// a server runs its GET handler for HEAD (routes and deny rules use this).
+pub(crate) fn head_with_get(methods: &mut Vec<String>) {
+    if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+        methods.push("HEAD".to_string());
+    }
+}
+
 fn compile_conditions(
     rule: &RuleConfig,
     list: RuleList,
@@ -506,9 +514,8 @@ fn compile_conditions(
         // that let HEAD through would show what it hides. An allow of GET
         // stays exact: HEAD must be named to be allowed.
         let mut v = v;
-        if list == RuleList::Deny && v.iter().any(|m| m == "GET") && !v.iter().any(|m| m == "HEAD")
-        {
-            v.push("HEAD".to_string());
+        if list == RuleList::Deny {
+            head_with_get(&mut v);
         }
         conds.push(Test::Methods(v));
     }

@@ -153,18 +153,10 @@ pub async fn authz(
 fn service_cookie(without_ours: Option<Option<HeaderValue>>, headers: &HeaderMap) -> HeaderValue {
     let empty = || HeaderValue::from_static("");
     match without_ours {
-        Some(rest) => rest.unwrap_or_else(empty),
-        None => {
-            let lines: Vec<&[u8]> = headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect();
-            // Valid values joined by `; `: this cannot fail, and failing
-            // would drop the cookies, never pass ours.
-            HeaderValue::from_bytes(&lines.join(&b"; "[..])).unwrap_or_else(|_| empty())
-        }
+        Some(rest) => rest,
+        None => crate::forward::headers::joined_cookie(headers),
     }
+    .unwrap_or_else(empty)
 }
 
 /// The described host: `X-Forwarded-Host`, else the authz request's own `Host`.

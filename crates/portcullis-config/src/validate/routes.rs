@@ -193,7 +193,9 @@ fn settings(config: &Config, r: &RouteConfig, at: &KeyPath, report: &mut Report<
     {
         report.warn(
             &at.key("upstream"),
-            "a route without upstream (judged by forward-auth and ext_authz) and without              `audience` or `match.hosts` signs its assertion for whatever host the request              names, which the client chooses: set `audience` to the service's name",
+            "a route without upstream (judged by forward-auth and ext_authz) and without \
+             `audience` or `match.hosts` signs its assertion for whatever host the request \
+             names, which the client chooses: set `audience` to the service's name",
         );
     }
     if r.login {

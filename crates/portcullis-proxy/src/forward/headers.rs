@@ -169,16 +169,31 @@ fn hop_by_hop_index_any_case(name: &str) -> Option<usize> {
 /// Joined with `; ` into one, as RFC 9113 asks of an intermediary; the order
 /// is kept.
 pub fn join_cookies(headers: &mut HeaderMap) {
-    let fields = headers.get_all(http::header::COOKIE);
-    if fields.iter().nth(1).is_none() {
+    if headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .nth(1)
+        .is_none()
+    {
         return;
     }
-    let parts: Vec<&[u8]> = fields.iter().map(HeaderValue::as_bytes).collect();
-    let joined = parts.join(&b"; "[..]);
-    // Each part was a valid value, and `; ` is too: this cannot fail.
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+    if let Some(v) = joined_cookie(headers) {
         headers.insert(http::header::COOKIE, v);
     }
+}
+
+/// Every `cookie` field as one value, joined with `; ` in order; `None` when
+/// there is none.
+pub fn joined_cookie(headers: &HeaderMap) -> Option<HeaderValue> {
+    let fields = headers.get_all(http::header::COOKIE);
+    let mut iter = fields.iter();
+    let first = iter.next()?;
+    if iter.next().is_none() {
+        return Some(first.clone());
+    }
+    let parts: Vec<&[u8]> = fields.iter().map(HeaderValue::as_bytes).collect();
+    // Each part was a valid value, and `; ` is too: this cannot fail.
+    HeaderValue::from_bytes(&parts.join(&b"; "[..])).ok()
 }
 
 /// Removes from an upstream's answer every `Set-Cookie` that would set one of

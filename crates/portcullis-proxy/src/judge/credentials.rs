@@ -1,7 +1,7 @@
 //! Finding the caller's bearer token (exactly one).
 
 use crate::respond::Refusal;
-use crate::scan::position;
+use crate::scan::{is_tchar, position};
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use portcullis_core::Reason;
@@ -61,11 +61,7 @@ fn looks_bearer(text: &str) -> bool {
     let Some((word, rest)) = text.split_at_checked(6) else {
         return false;
     };
-    word.eq_ignore_ascii_case("bearer")
-        && rest
-            .bytes()
-            .next()
-            .is_none_or(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)))
+    word.eq_ignore_ascii_case("bearer") && rest.bytes().next().is_none_or(|b| !is_tchar(b))
 }
 
 /// The usual value, `Bearer <token>` with nothing unusual in the token, read in

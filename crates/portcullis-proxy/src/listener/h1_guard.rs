@@ -23,7 +23,7 @@
 //! so the refusal gets the SPEC §6 body and an audit line like any other, and the
 //! connection closes. Nothing of the refused request is forwarded.
 
-use crate::scan::position;
+use crate::scan::{is_tchar, position};
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::io;
@@ -451,40 +451,6 @@ fn check_line_endings(buf: &[u8], from: usize) -> Result<(), &'static str> {
         at = i + 1;
     }
     Ok(())
-}
-
-/// Which bytes are `tchar` (RFC 9110 §5.6.2), the alphabet of methods and header
-/// names: a table, because names are checked byte by byte for every header.
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    table
-};
-
-fn is_tchar(b: u8) -> bool {
-    TCHAR[usize::from(b)]
 }
 
 /// Length of the run of `tchar`s at the start of `s`.
