@@ -1,161 +1,18 @@
-//! End-to-end-ish tests: the real HTTP fetcher against an in-process identity
-//! provider (discovery, JWKS, introspection) served by hyper on 127.0.0.1:0.
+//! End-to-end-ish tests: the real HTTP fetcher against the in-process identity
+//! provider (`portcullis_testkit::DevIssuer`: discovery, JWKS, introspection),
+//! made to serve the tests' own keys and the faults of a real one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use portcullis_config::ProviderConfig;
 use portcullis_identity::jose::Alg;
 use portcullis_identity::keys::{mint_with, SigningKey};
 use portcullis_identity::{Authenticator, Fetch, HttpFetch, IdentityMetrics, Reason};
+use portcullis_testkit::DevIssuer;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-#[derive(Default)]
-struct IdpState {
-    issuer: String,
-    /// Served at /jwks: (status, body).
-    jwks: (u16, String),
-    /// token → introspection response.
-    introspection: HashMap<String, Value>,
-    hits: HashMap<String, usize>,
-    last_authorization: Option<String>,
-    /// How long /introspect takes to answer, and how many calls were open
-    /// at once (now, and at most).
-    introspect_delay: Duration,
-    introspect_open: usize,
-    introspect_most_open: usize,
-}
-
-struct Idp {
-    addr: std::net::SocketAddr,
-    state: Arc<Mutex<IdpState>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Idp {
-    async fn start() -> Idp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(IdpState {
-            issuer: format!("http://{addr}"),
-            jwks: (200, r#"{"keys":[]}"#.into()),
-            ..IdpState::default()
-        }));
-        let shared = state.clone();
-        let server = tokio::spawn(async move {
-            // Connections live in this set: aborting the server task drops it and
-            // closes every connection, like a real outage.
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = shared.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Idp {
-            addr,
-            state,
-            server,
-        }
-    }
-
-    fn issuer(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .hits
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn set_jwks(&self, status: u16, body: String) {
-        self.state.lock().unwrap().jwks = (status, body);
-    }
-
-    fn stop(&self) {
-        self.server.abort();
-    }
-}
-
-async fn handle(
-    state: Arc<Mutex<IdpState>>,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let path = req.uri().path().to_string();
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let delay = {
-        let mut s = state.lock().unwrap();
-        *s.hits.entry(path.clone()).or_default() += 1;
-        let slow = path == "/introspect" && !s.introspect_delay.is_zero();
-        if slow {
-            s.introspect_open += 1;
-            s.introspect_most_open = s.introspect_most_open.max(s.introspect_open);
-        }
-        slow.then_some(s.introspect_delay)
-    };
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-        state.lock().unwrap().introspect_open -= 1;
-    }
-    let mut s = state.lock().unwrap();
-    let (status, body) = match path.as_str() {
-        "/.well-known/openid-configuration" => (
-            200,
-            json!({"issuer": s.issuer, "jwks_uri": format!("{}/jwks", s.issuer)}).to_string(),
-        ),
-        "/jwks" => s.jwks.clone(),
-        "/introspect" => {
-            s.last_authorization = authorization;
-            let form = String::from_utf8_lossy(&body).to_string();
-            let token = form
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("token="))
-                .unwrap_or_default()
-                .to_string();
-            let answer = s
-                .introspection
-                .get(&token)
-                .cloned()
-                .unwrap_or(json!({"active": false}));
-            (200, answer.to_string())
-        }
-        _ => (404, String::new()),
-    };
-    Ok(Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap())
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -164,7 +21,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn provider(idp: &Idp, extra: Value) -> ProviderConfig {
+fn provider(idp: &DevIssuer, extra: Value) -> ProviderConfig {
     let mut base = json!({"name": "idp", "issuer": idp.issuer(), "audiences": ["api"]});
     for (k, v) in extra.as_object().unwrap() {
         base[k] = v.clone();
@@ -197,9 +54,9 @@ fn metrics_text(registry: &Registry) -> String {
 
 #[tokio::test]
 async fn discovery_finds_keys_and_tokens_verify() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let key = SigningKey::generate(Alg::ES256).unwrap();
-    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    idp.serve_jwks(200, jwks(&[(&key, "k1")]));
     let auth = Authenticator::new(
         &[provider(&idp, json!({}))],
         fetcher(),
@@ -258,10 +115,10 @@ async fn a_reload_reads_the_jwks_file_again_at_once() {
 
 #[tokio::test]
 async fn discovery_with_a_different_issuer_is_refused() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let key = SigningKey::generate(Alg::ES256).unwrap();
-    idp.set_jwks(200, jwks(&[(&key, "k1")]));
-    idp.state.lock().unwrap().issuer = "http://evil.example".into();
+    idp.serve_jwks(200, jwks(&[(&key, "k1")]));
+    idp.announce_issuer("http://evil.example");
     let auth = Authenticator::new(
         &[provider(&idp, json!({}))],
         fetcher(),
@@ -285,17 +142,17 @@ async fn discovery_with_a_different_issuer_is_refused() {
 
 #[tokio::test]
 async fn rotated_key_is_accepted_on_first_use() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let old = SigningKey::generate(Alg::ES256).unwrap();
     let new = SigningKey::generate(Alg::EdDSA).unwrap();
-    idp.set_jwks(200, jwks(&[(&old, "old")]));
+    idp.serve_jwks(200, jwks(&[(&old, "old")]));
     let p = provider(
         &idp,
         json!({"jwks_min_refresh": "200ms", "algorithms": ["ES256", "EdDSA"]}),
     );
     let auth = Authenticator::new(&[p], fetcher(), IdentityMetrics::new()).unwrap();
     auth.start().await;
-    idp.set_jwks(200, jwks(&[(&old, "old"), (&new, "new")]));
+    idp.serve_jwks(200, jwks(&[(&old, "old"), (&new, "new")]));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = auth
         .verify_bearer(&token(&new, "new", &idp.issuer(), "bob"))
@@ -307,9 +164,9 @@ async fn rotated_key_is_accepted_on_first_use() {
 
 #[tokio::test]
 async fn outage_keeps_cached_keys_serving_and_ready() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let key = SigningKey::generate(Alg::ES256).unwrap();
-    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    idp.serve_jwks(200, jwks(&[(&key, "k1")]));
     let p = provider(
         &idp,
         json!({"jwks_refresh": "1s", "jwks_min_refresh": "1s"}),
@@ -347,9 +204,9 @@ async fn outage_keeps_cached_keys_serving_and_ready() {
 
 #[tokio::test]
 async fn random_kid_flood_fetches_once_per_min_refresh() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let key = SigningKey::generate(Alg::ES256).unwrap();
-    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    idp.serve_jwks(200, jwks(&[(&key, "k1")]));
     let p = provider(
         &idp,
         json!({"jwks_uri": format!("{}/jwks", idp.issuer()), "jwks_min_refresh": "2s"}),
@@ -379,9 +236,9 @@ async fn random_kid_flood_fetches_once_per_min_refresh() {
 
 #[tokio::test]
 async fn cache_hits_are_counted_in_the_registry() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let key = SigningKey::generate(Alg::ES256).unwrap();
-    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    idp.serve_jwks(200, jwks(&[(&key, "k1")]));
     let metrics = IdentityMetrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -425,9 +282,9 @@ async fn cache_hits_are_counted_in_the_registry() {
 
 #[tokio::test]
 async fn malformed_jwks_does_not_replace_good_keys() {
-    let idp = Idp::start().await;
+    let idp = DevIssuer::start().await.unwrap();
     let key = SigningKey::generate(Alg::ES256).unwrap();
-    idp.set_jwks(200, jwks(&[(&key, "k1")]));
+    idp.serve_jwks(200, jwks(&[(&key, "k1")]));
     let metrics = IdentityMetrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -438,20 +295,20 @@ async fn malformed_jwks_does_not_replace_good_keys() {
     let auth = Authenticator::new(&[p], fetcher(), metrics.clone()).unwrap();
     auth.start().await;
     let refresher = auth.spawn_refresher();
-    idp.set_jwks(
+    idp.serve_jwks(
         200,
         r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "k1"}]}"#
             .into(),
     );
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    idp.set_jwks(200, "<html>oops</html>".into());
+    idp.serve_jwks(200, "<html>oops</html>".into());
     tokio::time::sleep(Duration::from_millis(2200)).await;
     // Larger than the body cap: refused while reading, never parsed.
     let huge = format!(
         r#"{{"keys":[{}]}}"#,
         vec![jwks(&[(&key, "k1")]); 2000].join(",")
     );
-    idp.set_jwks(200, huge);
+    idp.serve_jwks(200, huge);
     let before = idp.hits("/jwks");
     tokio::time::sleep(Duration::from_millis(4200)).await;
     assert!(idp.hits("/jwks") > before);
@@ -478,19 +335,15 @@ async fn malformed_jwks_does_not_replace_good_keys() {
 /// see every token `b` issued, and could replay them as `b`'s users.
 #[tokio::test]
 async fn an_opaque_token_goes_to_its_own_provider_only() {
-    let (a, b) = (Idp::start().await, Idp::start().await);
+    let (a, b) = (
+        DevIssuer::start().await.unwrap(),
+        DevIssuer::start().await.unwrap(),
+    );
     let active = |sub: &str| json!({"active": true, "sub": sub, "aud": "api", "exp": now() + 600});
-    a.state
-        .lock()
-        .unwrap()
-        .introspection
-        .insert("plain-token".into(), active("from-a"));
-    b.state
-        .lock()
-        .unwrap()
-        .introspection
-        .insert("pat_of_b".into(), active("from-b"));
-    let introspecting = |idp: &Idp, name: &str, prefix: Option<&str>| {
+    a.introspection()
+        .answer_for("plain-token", active("from-a"));
+    b.introspection().answer_for("pat_of_b", active("from-b"));
+    let introspecting = |idp: &DevIssuer, name: &str, prefix: Option<&str>| {
         let mut p = provider(
             idp,
             json!({
@@ -535,8 +388,8 @@ async fn an_opaque_token_goes_to_its_own_provider_only() {
 /// cannot start one soon is `upstream_unavailable`, not one more call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_made_up_opaque_tokens_keeps_introspection_calls_bounded() {
-    let idp = Idp::start().await;
-    idp.state.lock().unwrap().introspect_delay = Duration::from_millis(2500);
+    let idp = DevIssuer::start().await.unwrap();
+    idp.introspection().set_delay(Duration::from_millis(2500));
     let p = provider(
         &idp,
         json!({
@@ -559,7 +412,7 @@ async fn a_flood_of_made_up_opaque_tokens_keeps_introspection_calls_bounded() {
         let e = lookup.await.unwrap().unwrap_err();
         *reasons.entry(e.reason).or_insert(0) += 1;
     }
-    assert_eq!(idp.state.lock().unwrap().introspect_most_open, 32);
+    assert_eq!(idp.introspection().most_open(), 32);
     assert_eq!(reasons.get(&Reason::InvalidToken), Some(&32), "{reasons:?}");
     assert_eq!(
         reasons.get(&Reason::UpstreamUnavailable),
@@ -571,14 +424,11 @@ async fn a_flood_of_made_up_opaque_tokens_keeps_introspection_calls_bounded() {
 
 #[tokio::test]
 async fn introspection_active_inactive_with_negative_caching() {
-    let idp = Idp::start().await;
-    {
-        let mut s = idp.state.lock().unwrap();
-        s.introspection.insert(
-            "good-opaque".into(),
-            json!({"active": true, "sub": "svc-1", "client_id": "svc-1", "aud": "api", "scope": "orders:read", "exp": now() + 600}),
-        );
-    }
+    let idp = DevIssuer::start().await.unwrap();
+    idp.introspection().answer_for(
+        "good-opaque",
+        json!({"active": true, "sub": "svc-1", "client_id": "svc-1", "aud": "api", "scope": "orders:read", "exp": now() + 600}),
+    );
     let p = provider(
         &idp,
         json!({
@@ -596,12 +446,12 @@ async fn introspection_active_inactive_with_negative_caching() {
     assert!(auth.verify_bearer("good-opaque").await.is_ok());
     assert_eq!(idp.hits("/introspect"), 1, "active result cached");
     assert_eq!(
-        idp.state.lock().unwrap().last_authorization.as_deref(),
+        idp.introspection().last_authorization().as_deref(),
         Some("Basic cG9ydGN1bGxpczp0b3Arc2VjcmV0")
     );
     // Active, but a refresh token: never a bearer credential here.
-    idp.state.lock().unwrap().introspection.insert(
-        "refresh-opaque".into(),
+    idp.introspection().answer_for(
+        "refresh-opaque",
         json!({"active": true, "sub": "svc-1", "aud": "api", "token_type": "refresh_token"}),
     );
     let e = auth.verify_bearer("refresh-opaque").await.unwrap_err();

@@ -14,8 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
+use crate::lock;
 use crate::unix_now as now;
 
 /// A code not redeemed within this long is dead (RFC 6749 §4.1.2: short).
@@ -52,10 +53,6 @@ pub struct Redeemed {
     pub client_id: String,
     pub sub: String,
     pub id_token_claims: Value,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SignIns {

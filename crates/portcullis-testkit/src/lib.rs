@@ -6,11 +6,13 @@
 
 pub mod authorize;
 pub mod echo;
+pub mod introspection;
 pub mod issuer;
 pub mod redis_server;
 pub mod token_endpoint;
 
 pub use echo::{EchoUpstream, Seen};
+pub use introspection::IntrospectionEndpoint;
 pub use issuer::DevIssuer;
 pub use redis_server::RedisServer;
 pub use token_endpoint::TokenEndpoint;
@@ -21,4 +23,10 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Locks `m`, also after a panic in another test thread (the state is a
+/// test double's: a half-made change is still worth reading).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -15,10 +15,11 @@ use portcullis_identity::jose::jwk::{parse_jwk, VerifyingKey};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::authorize::SignIns;
+use crate::lock;
 use crate::unix_now as now;
 
 /// How a registered client authenticates.
@@ -52,20 +53,16 @@ pub struct Answer {
 }
 
 impl TokenEndpoint {
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Registers (or replaces) a client using a shared secret.
     pub fn add_secret_client(&self, client_id: &str, secret: &str) {
-        Self::lock(&self.clients).insert(client_id.into(), ClientKey::Secret(secret.into()));
+        lock(&self.clients).insert(client_id.into(), ClientKey::Secret(secret.into()));
     }
 
     /// Registers a `private_key_jwt` client by its public JWK.
     pub fn add_jwk_client(&self, client_id: &str, jwk: &Value) -> Result<(), String> {
         let map = jwk.as_object().ok_or("a JWK is an object")?;
         let key = parse_jwk(map)?;
-        Self::lock(&self.clients).insert(client_id.into(), ClientKey::Jwk(key));
+        lock(&self.clients).insert(client_id.into(), ClientKey::Jwk(key));
         Ok(())
     }
 
@@ -102,12 +99,12 @@ impl TokenEndpoint {
 
     /// Whether `client_id` is registered.
     pub fn knows(&self, client_id: &str) -> bool {
-        Self::lock(&self.clients).contains_key(client_id)
+        lock(&self.clients).contains_key(client_id)
     }
 
     /// The form fields of the last request.
     pub fn last_form(&self) -> HashMap<String, String> {
-        Self::lock(&self.last_form).clone()
+        lock(&self.last_form).clone()
     }
 
     /// Handles one request. `sign` signs the access token's claims; `url` is this
@@ -129,7 +126,7 @@ impl TokenEndpoint {
             return oauth_error(503, "temporarily_unavailable");
         }
         let form = parse_form(body);
-        *Self::lock(&self.last_form) = form.clone();
+        *lock(&self.last_form) = form.clone();
         let grant = form.get("grant_type").map(String::as_str);
         if !matches!(grant, Some("client_credentials" | "authorization_code")) {
             return oauth_error(400, "unsupported_grant_type");
@@ -187,7 +184,7 @@ impl TokenEndpoint {
         form: &HashMap<String, String>,
         url: &str,
     ) -> Option<String> {
-        let clients = Self::lock(&self.clients);
+        let clients = lock(&self.clients);
         if let Some(basic) = authorization.and_then(|a| a.strip_prefix("Basic ")) {
             let decoded = String::from_utf8(STANDARD.decode(basic).ok()?).ok()?;
             let (id, secret) = decoded.split_once(':')?;
@@ -235,7 +232,7 @@ impl TokenEndpoint {
             && text("sub") == Some(id)
             && text("aud") == Some(url)
             && exp_ok
-            && Self::lock(&self.seen_jti).insert(jti.to_string())
+            && lock(&self.seen_jti).insert(jti.to_string())
     }
 }
 
@@ -246,7 +243,7 @@ fn oauth_error(status: u16, code: &str) -> Answer {
     }
 }
 
-fn parse_form(body: &[u8]) -> HashMap<String, String> {
+pub(crate) fn parse_form(body: &[u8]) -> HashMap<String, String> {
     String::from_utf8_lossy(body)
         .split('&')
         .filter_map(|kv| kv.split_once('='))
