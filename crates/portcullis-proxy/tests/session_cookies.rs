@@ -80,6 +80,10 @@ impl Stack {
         );
         let server = Server::start(config(&yaml), None).await.unwrap();
         wait_ready(server.admin_addr()).await;
+        // `{public_url}/.portcullis/callback` (SPEC §4), public_url being
+        // `http://LISTEN` when unset: the one redirect URI the provider takes.
+        idp.token_endpoint()
+            .add_redirect_uri("portal", "http://127.0.0.1:0/.portcullis/callback");
         Stack {
             server,
             idp,

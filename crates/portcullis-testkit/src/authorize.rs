@@ -62,8 +62,14 @@ impl SignIns {
         *lock(&self.user) = user.map(|(sub, claims)| (sub.to_string(), claims));
     }
 
-    /// Answers `GET /authorize?…`; `known_client` says whether a client id is registered.
-    pub fn authorize(&self, query: &str, known_client: impl Fn(&str) -> bool) -> Authorized {
+    /// Answers `GET /authorize?…`; `client(client_id, redirect_uri)` says
+    /// whether the client is registered with that redirect URI, or the OAuth
+    /// error code why not.
+    pub fn authorize(
+        &self,
+        query: &str,
+        client: impl Fn(&str, &str) -> Result<(), &'static str>,
+    ) -> Authorized {
         let q = parse_query(query);
         let get = |k: &str| q.get(k).map(|(decoded, _)| decoded.as_str());
         if get("response_type") != Some("code") {
@@ -72,8 +78,10 @@ impl SignIns {
         let (Some(client_id), Some(redirect_uri)) = (get("client_id"), get("redirect_uri")) else {
             return Authorized::Refused(400, "invalid_request");
         };
-        if !known_client(client_id) {
-            return Authorized::Refused(400, "unauthorized_client");
+        // A redirect URI the client did not register is never redirected to
+        // (RFC 6749 §4.1.2.1): the code would go to whoever named it.
+        if let Err(code) = client(client_id, redirect_uri) {
+            return Authorized::Refused(400, code);
         }
         let (Some(challenge), Some("S256")) = (get("code_challenge"), get("code_challenge_method"))
         else {
@@ -184,6 +192,15 @@ mod tests {
             .collect()
     }
 
+    /// The one registered client, `portal`, which redirects to `http://app/cb`.
+    fn portal(id: &str, redirect_uri: &str) -> Result<(), &'static str> {
+        match (id, redirect_uri) {
+            ("portal", "http://app/cb") => Ok(()),
+            ("portal", _) => Err("invalid_request"),
+            _ => Err("unauthorized_client"),
+        }
+    }
+
     /// Signs `alice` in and returns the code sent back.
     fn code(s: &SignIns) -> String {
         let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, VERIFIER.as_bytes()));
@@ -192,7 +209,7 @@ mod tests {
             "response_type=code&client_id=portal&redirect_uri=http%3A%2F%2Fapp%2Fcb\
              &state=s%2B1&nonce=n1&code_challenge={challenge}&code_challenge_method=S256"
         );
-        let Authorized::Redirect(to) = s.authorize(&query, |id| id == "portal") else {
+        let Authorized::Redirect(to) = s.authorize(&query, portal) else {
             panic!("refused");
         };
         let rest = to.strip_prefix("http://app/cb?code=").unwrap();
@@ -237,10 +254,9 @@ mod tests {
     #[test]
     fn authorize_refuses_what_a_provider_would() {
         let s = SignIns::default();
-        let known = |id: &str| id == "portal";
         let base = "response_type=code&client_id=portal&redirect_uri=http%3A%2F%2Fapp%2Fcb";
         let pkce = "&code_challenge=abc&code_challenge_method=S256";
-        let refused = |q: &str| match s.authorize(q, known) {
+        let refused = |q: &str| match s.authorize(q, portal) {
             Authorized::Refused(status, code) => (status, code),
             Authorized::Redirect(to) => panic!("sent to {to}"),
         };
@@ -256,6 +272,11 @@ mod tests {
         assert_eq!(
             refused(&format!("{}{pkce}", base.replace("portal", "stranger"))),
             (400, "unauthorized_client")
+        );
+        assert_eq!(
+            refused(&format!("{}{pkce}", base.replace("app", "evil"))),
+            (400, "invalid_request"),
+            "an unregistered redirect URI"
         );
         assert_eq!(
             refused(&format!("{}{pkce}", base.replace("=code", "=token"))),

@@ -264,7 +264,10 @@ async fn answer(req: Request<Incoming>, endpoints: &Endpoints) -> Response<Full<
     if path == "/authorize" && req.method() == http::Method::GET {
         let query = req.uri().query().unwrap_or("");
         let token = &endpoints.token;
-        return match token.sign_ins().authorize(query, |id| token.knows(id)) {
+        return match token
+            .sign_ins()
+            .authorize(query, |id, uri| token.may_redirect(id, uri))
+        {
             Authorized::Redirect(location) => {
                 let mut resp = Response::new(Full::new(Bytes::new()));
                 *resp.status_mut() = StatusCode::FOUND;

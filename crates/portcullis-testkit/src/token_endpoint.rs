@@ -34,6 +34,8 @@ pub enum ClientKey {
 #[derive(Default)]
 pub struct TokenEndpoint {
     clients: Mutex<HashMap<String, ClientKey>>,
+    /// client id → the redirect URIs it registered (browser sign-in).
+    redirect_uris: Mutex<HashMap<String, Vec<String>>>,
     seen_jti: Mutex<HashSet<String>>,
     /// Lifetime of issued tokens, seconds (0 means the default, 300).
     ttl_secs: AtomicU64,
@@ -97,9 +99,27 @@ impl TokenEndpoint {
         &self.sign_ins
     }
 
-    /// Whether `client_id` is registered.
-    pub fn knows(&self, client_id: &str) -> bool {
-        lock(&self.clients).contains_key(client_id)
+    /// Registers a redirect URI for `client_id`'s browser sign-ins; only
+    /// registered ones are redirected to, compared as strings (RFC 6749
+    /// §3.1.2.3: a code must not reach a page the client did not name).
+    pub fn add_redirect_uri(&self, client_id: &str, uri: &str) {
+        lock(&self.redirect_uris)
+            .entry(client_id.to_string())
+            .or_default()
+            .push(uri.to_string());
+    }
+
+    /// Whether `client_id` is registered and may be sent back to
+    /// `redirect_uri`, or the OAuth error code why not.
+    pub fn may_redirect(&self, client_id: &str, redirect_uri: &str) -> Result<(), &'static str> {
+        if !lock(&self.clients).contains_key(client_id) {
+            return Err("unauthorized_client");
+        }
+        lock(&self.redirect_uris)
+            .get(client_id)
+            .is_some_and(|uris| uris.iter().any(|u| u == redirect_uri))
+            .then_some(())
+            .ok_or("invalid_request")
     }
 
     /// The form fields of the last request.
