@@ -194,6 +194,51 @@ async fn messages_the_server_might_read_differently_are_refused() {
     }
 }
 
+/// A body on a method other than POST is never judged, so it never goes on,
+/// however it is framed: by `Content-Length`, chunked (`Transfer-Encoding` is
+/// hop-by-hop, already gone when the check runs), or as h2 DATA with no header
+/// announcing it.
+#[tokio::test]
+async fn a_body_on_another_method_is_refused_however_it_is_framed() {
+    let s = stack().await;
+    let message = call("rm_rf");
+    for method in ["DELETE", "OPTIONS"] {
+        let head = format!(
+            "{method} /mcp HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+             {:x}\r\n{message}\r\n0\r\n\r\n",
+            s.token(),
+            message.len()
+        );
+        let answer = common::raw(
+            s.server.local_addr(),
+            head.as_bytes(),
+            std::time::Duration::from_secs(2),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{method}: {answer}");
+        let (status, _) = s.send(method, &[], &message).await;
+        assert_eq!(status, 400, "{method} with a Content-Length");
+    }
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        hyper::body::Frame::data(Bytes::from(message.clone())),
+    )]);
+    let req = http::Request::delete(format!("http://{}/mcp", s.server.local_addr()))
+        .header("authorization", format!("Bearer {}", s.token()))
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(s.echo.seen().is_empty(), "{:?}", s.echo.seen());
+    // Without a body, the transport's DELETE goes on.
+    let (status, _) = s.send("DELETE", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(s.echo.seen().len(), 1);
+}
+
 #[tokio::test]
 async fn a_compressed_tool_list_is_not_passed_on() {
     let idp = DevIssuer::start().await.unwrap();

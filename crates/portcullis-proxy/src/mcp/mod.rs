@@ -204,7 +204,10 @@ pub async fn before(
             r.status = Some(StatusCode::METHOD_NOT_ALLOWED);
             return Err(r);
         }
-        if has_body(req.headers()) {
+        // Judged by the body itself, not by its head: `Transfer-Encoding` is
+        // gone by now (hop-by-hop) and an h2 body has no header at all, so a
+        // chunked or h2 DELETE carried a `tools/call` past the judgment.
+        if !http_body::Body::is_end_stream(req.body()) {
             return Err(Refusal::with_message(
                 Reason::BadRequest,
                 "only a POST carries an MCP message",
@@ -436,16 +439,6 @@ fn is_encoded(headers: &http::HeaderMap) -> bool {
         .get_all(CONTENT_ENCODING)
         .iter()
         .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-}
-
-/// Whether a request head announces a body (any `Transfer-Encoding`, or a
-/// `Content-Length` other than 0).
-fn has_body(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(TRANSFER_ENCODING)
-        || headers
-            .get_all(CONTENT_LENGTH)
-            .iter()
-            .any(|v| v.as_bytes() != b"0")
 }
 
 enum Read {
