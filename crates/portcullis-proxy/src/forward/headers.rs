@@ -687,6 +687,10 @@ mod tests {
             "_portcullis=; Max-Age=0",
             "_portcullis_s0a0b0c0d=forged; Path=/.portcullis/callback",
             "_portcullis_sm0a0b0c0d=1",
+            // Nameless cookies, sent back as `_portcullis=planted`.
+            "=_portcullis=planted; Path=/",
+            "= _portcullis_s1=planted",
+            "=kept-nameless",
             "_Portcullis=other-case",
             "_portcullisX=longer-name",
             "b=2",
@@ -700,6 +704,7 @@ mod tests {
             left,
             [
                 "a=1; Path=/",
+                "=kept-nameless",
                 "_Portcullis=other-case",
                 "_portcullisX=longer-name",
                 "b=2"

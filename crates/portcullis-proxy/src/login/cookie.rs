@@ -274,18 +274,25 @@ pub fn is_ours(cookie: &[u8], session_name: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"_s"))
 }
 
-/// The name a `Set-Cookie` value sets, as a browser reads it (RFC 6265 §5.2):
-/// what comes before the first `;`, up to its first `=`, without the
-/// whitespace around it. A pair without `=` sets a cookie with an empty name
-/// whose value browsers send back alone (`Cookie: NAME`), so that whole pair is
-/// taken as the name: it reads as one of ours too.
+/// The name a `Set-Cookie` value sets, as the server later reads it in
+/// `Cookie` (RFC 6265 §5.2): what comes before the first `;`, up to its first
+/// `=`, without the whitespace around it. A cookie with an empty name is sent
+/// back as its value alone (RFC 6265bis §5.7), which reads as `name=value`
+/// again: so a pair without `=` is a name whole (`Cookie: NAME`), and in
+/// `=NAME=VALUE` the name is the value's (`Cookie: NAME=VALUE`, a session
+/// planted under an empty name).
 pub fn set_cookie_name(value: &[u8]) -> &[u8] {
+    fn split(text: &[u8]) -> (&[u8], Option<&[u8]>) {
+        match text.iter().position(|&b| b == b'=') {
+            Some(eq) => (&text[..eq], text.get(eq + 1..)),
+            None => (text, None),
+        }
+    }
     let pair = value.split(|&b| b == b';').next().unwrap_or_default();
-    let name = match pair.iter().position(|&b| b == b'=') {
-        Some(eq) => &pair[..eq],
-        None => pair,
-    };
-    name.trim_ascii()
+    match split(pair) {
+        (name, Some(value)) if name.trim_ascii().is_empty() => split(value).0.trim_ascii(),
+        (name, _) => name.trim_ascii(),
+    }
 }
 
 /// A session id (the random part of the cookie).
