@@ -10,7 +10,7 @@ pub mod upstreams;
 use crate::body::{boxed, empty, Holding, ProxyBody};
 use crate::respond::Refusal;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, UPGRADE};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -77,6 +77,13 @@ pub async fn forward(
                 // (the request may have been acted upon).
                 return Err(Refusal::new(Reason::UpstreamTimeout));
             }
+            Ok(Err(e)) if e.is_ours() => {
+                tracing::debug!(upstream = %endpoint.origin, error = %error_chain(&e), "request body failed on its way to the upstream");
+                return Err(Refusal::with_message(
+                    Reason::BadRequest,
+                    "the request body ended before it was complete",
+                ));
+            }
             Ok(Err(e)) => {
                 pool.report(endpoint, false);
                 tracing::warn!(upstream = %endpoint.origin, error = %error_chain(&e), attempt, "upstream request failed");
@@ -91,6 +98,16 @@ pub async fn forward(
                 pool.report(endpoint, !unhealthy);
                 if unhealthy && attempt + 1 < attempts {
                     continue;
+                }
+                if status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+                    // No upgrade was asked for (or allowed, or possible over
+                    // h2, where a 101 is a protocol error): there is no
+                    // tunnel to open, and the client must not be told there is.
+                    tracing::warn!(upstream = %endpoint.origin, "the upstream switched protocols though no upgrade was asked for");
+                    return Err(Refusal::with_message(
+                        Reason::UpstreamUnavailable,
+                        "the upstream switched protocols unasked",
+                    ));
                 }
                 return Ok(into_client_response(resp, client_upgrade, pool));
             }
@@ -159,6 +176,12 @@ fn into_client_response(
             }
             return resp.map(|_| empty());
         }
+    }
+    // Chunked framing overrides a `Content-Length` beside it (RFC 9112 §6.3),
+    // and an intermediary removes the length: passed on, it would frame the
+    // re-sent body wrongly for the client.
+    if resp.headers().contains_key(TRANSFER_ENCODING) {
+        resp.headers_mut().remove(CONTENT_LENGTH);
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     match slot {
