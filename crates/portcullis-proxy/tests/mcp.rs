@@ -279,3 +279,60 @@ async fn a_compressed_tool_list_is_not_passed_on() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(!String::from_utf8_lossy(&body).contains("rm_rf"));
 }
+
+/// A server may answer one message with another's result: the SDK routes an
+/// answer by its JSON-RPC id alone, so a `tools/call` sent with the id of a
+/// `tools/list` in flight received the whole list. Every answer is filtered,
+/// JSON or events, whatever its message asked; a body that is neither passes.
+#[tokio::test]
+async fn a_tool_list_in_the_answer_to_another_message_is_filtered() {
+    let idp = DevIssuer::start().await.unwrap();
+    let list = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [{"name": "get_a"}, {"name": "rm_rf"}]}});
+    let upstream = common::serve(move |target| {
+        let (content_type, body) = match target {
+            "/mcp/events" => ("text/event-stream", format!("data: {list}\n\n")),
+            "/mcp/text" => ("text/plain", list.to_string()),
+            _ => ("application/json", list.to_string()),
+        };
+        http::Response::builder()
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    })
+    .await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\
+         routes:\n  - name: mcp\n    match: {{ path_prefix: /mcp }}\n    upstream: http://{upstream}\n    mcp: {{}}\n\
+         \x20   policy:\n      allow:\n        - groups: [agents]\n          tools: [get_*]\n",
+        idp.issuer(),
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    wait_ready(server.admin_addr()).await;
+    let token = idp
+        .token("bot", "orders-api", 300, json!({"groups": ["agents"]}))
+        .unwrap();
+    let ask = |path: &str| {
+        let req = http::Request::post(format!("http://{}{path}", server.local_addr()))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(call("get_a"))))
+            .unwrap();
+        async move {
+            let resp = client().request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    for path in ["/mcp", "/mcp/events"] {
+        let (status, body) = ask(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains("get_a"), "{path}: {body}");
+        assert!(!body.contains("rm_rf"), "{path}: {body}");
+    }
+    // Not JSON by its type, but JSON all the same: a lenient client reads it.
+    let (status, body) = ask("/mcp/text").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("rm_rf"), "{body}");
+}

@@ -7,9 +7,10 @@
 //!   JSON-RPC message ([`jsonrpc`]), and a `tools/call` is judged by the core
 //!   for its tool ([`crate::judge::judge_call`]). A denied call is answered here
 //!   with a JSON-RPC error and never reaches the server.
-//! - After: a session the server issued is bound to the caller, a `tools/list`
+//! - After: a session the server issued is bound to the caller, and every
 //!   answer (JSON, or SSE through [`sse`]) and the GET event stream are filtered
-//!   to the tools the caller may call.
+//!   to the tools the caller may call: a server may send a `tools/list`
+//!   answer in reply to another message with the same id.
 //!
 //! The decision itself is the core's: methods other than `tools/call` were
 //! already judged with the policy's `tools` conditions set aside (a caller the
@@ -112,9 +113,24 @@ struct ToolFilter {
     identity: Arc<Identity>,
     host: String,
     path: NormalizedPath,
-    /// Only `tools/list` answers: a POST of `tools/list`, or the GET stream
-    /// (where a resumed stream can replay an earlier answer).
-    stream_only: bool,
+    /// Which answer this is, and so what must be read to filter it.
+    answer: Answer,
+}
+
+/// The answers filtered for tool lists: every one. A POST's answer is filtered
+/// whatever its message asked, since the server may send it another's: the
+/// SDK routes an answer by its JSON-RPC id alone, so a `tools/call` sent with
+/// the id of a `tools/list` in flight received the unfiltered list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The GET event stream (a resumed stream can replay earlier answers):
+    /// only events are read.
+    Stream,
+    /// The answer to a `tools/list`: it must be readable, JSON or events.
+    List,
+    /// The answer to any other message: JSON or events are filtered; a body
+    /// that is neither carries no list a client could read.
+    Other,
 }
 
 impl ToolFilter {
@@ -165,13 +181,13 @@ pub async fn before(
             ));
         }
     }
-    let filter = |stream_only| ToolFilter {
+    let filter = |answer| ToolFilter {
         rt: Arc::clone(rt),
         index,
         identity: ex.identity.clone(),
         host: host.to_string(),
         path: path.clone(),
-        stream_only,
+        answer,
     };
     let mut after = After {
         route,
@@ -187,7 +203,7 @@ pub async fn before(
     req.headers_mut()
         .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if req.method() == Method::GET {
-        after.filter = Some(filter(true));
+        after.filter = Some(filter(Answer::Stream));
     }
     if req.method() != Method::POST {
         // The transport's other methods carry no message: one with a body, or a
@@ -329,9 +345,13 @@ pub async fn before(
             )));
         }
     }
-    if message.method.as_deref() == Some(jsonrpc::TOOLS_LIST) {
-        after.filter = Some(filter(false));
-    }
+    after.filter = Some(filter(
+        if message.method.as_deref() == Some(jsonrpc::TOOLS_LIST) {
+            Answer::List
+        } else {
+            Answer::Other
+        },
+    ));
     // The server reads exactly the bytes that were judged.
     parts.headers.remove(TRANSFER_ENCODING);
     parts
@@ -364,7 +384,8 @@ fn session_of<B>(req: &Request<B>) -> Result<Option<String>, Refusal> {
     }
 }
 
-/// The answer's side: bind a new session, forget a deleted one, filter tool lists.
+/// The answer's side: bind a new session, forget a deleted one, filter tool
+/// lists out of every answer.
 pub async fn after(
     after: Box<After>,
     mut resp: Response<ProxyBody>,
@@ -410,10 +431,12 @@ pub async fn after(
         resp.headers_mut().remove(CONTENT_LENGTH);
         return Ok(resp.map(|body| crate::body::boxed(sse::Filtered::new(body, parser))));
     }
-    if filter.stream_only {
-        return Ok(resp);
-    }
-    if !content_type.starts_with("application/json") {
+    let listing = match filter.answer {
+        Answer::Stream => return Ok(resp),
+        Answer::List => true,
+        Answer::Other => false,
+    };
+    if listing && !content_type.starts_with("application/json") {
         return Err(cannot("neither JSON nor an event stream"));
     }
     let (mut parts, body) = resp.into_parts();
@@ -424,7 +447,9 @@ pub async fn after(
     let body = match jsonrpc::filter_tools(&bytes, &*permits) {
         Ok(Some(filtered)) => Bytes::from(filtered),
         Ok(None) => bytes,
-        Err(e) => return Err(cannot(&e)),
+        Err(e) if listing => return Err(cannot(&e)),
+        // Not JSON (a notification's empty 202): no list a client could read.
+        Err(_) => bytes,
     };
     parts
         .headers
@@ -469,11 +494,11 @@ async fn read_limited<B: http_body::Body<Data = Bytes> + Unpin>(
 fn cannot(why: &str) -> Refusal {
     tracing::warn!(
         why,
-        "an MCP tools/list answer could not be filtered: not passed on"
+        "an MCP answer could not be read to filter its tool list: not passed on"
     );
     Refusal::with_message(
         Reason::UpstreamUnavailable,
-        "the MCP server's tools/list answer could not be filtered",
+        "the MCP server's answer could not be read to filter its tool list",
     )
 }
 
