@@ -572,21 +572,53 @@ impl SharedStateConfig {
 }
 
 /// `scheme://user:secret@host/…` → `scheme://user:***@host/…` (a lone
-/// `scheme://secret@host`, which Redis reads as a password, too).
+/// `scheme://secret@host`, which Redis reads as a password, too). Everything
+/// up to the last `@` is taken as the userinfo, so a secret holding `/`, `?`
+/// or `#` (base64 passwords often do) is hidden whole, and a query is shown as
+/// `?***`, since it may carry a password too. Over-hiding an `@` in a path
+/// costs only a less helpful message.
 pub fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at..]),
+        None => (None, rest),
     };
-    let userinfo = &rest[..at];
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
-    };
-    format!("{scheme}://{shown}{}", &rest[at..])
+    let mut shown = scheme.map(|s| format!("{s}://")).unwrap_or_default();
+    match userinfo.map(|u| u.split_once(':')) {
+        Some(Some((user, _))) if scheme.is_some() => shown.push_str(&format!("{user}:***")),
+        Some(_) => shown.push_str("***"),
+        None => {}
+    }
+    match after.find('?') {
+        Some(q) => {
+            shown.push_str(&after[..q]);
+            shown.push_str("?***");
+        }
+        None => shown.push_str(after),
+    }
+    shown
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_url_password as shown;
+
+    #[test]
+    fn no_part_of_a_secret_is_shown() {
+        assert_eq!(shown("redis://u:pw@h:6379/0"), "redis://u:***@h:6379/0");
+        assert_eq!(shown("redis://pw@h/0"), "redis://***@h/0");
+        assert_eq!(
+            shown("redis://u:q8Zr/k2X+w==@127.0.0.1:6379/0"),
+            "redis://u:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(shown("redis://u:a?b#c@h/0"), "redis://u:***@h/0");
+        assert_eq!(shown("redis://h/0?password=s3cret"), "redis://h/0?***");
+        assert_eq!(shown("u:pw@h:6379"), "***@h:6379");
+        assert_eq!(shown("redis://h:6379/0"), "redis://h:6379/0");
+    }
 }
 
 /// What rate limiting does when Redis is unreachable.

@@ -2,6 +2,7 @@
 //! crate: `scheme://[userinfo@]host[:port][/path][?query][#fragment]`.
 
 use super::checks::is_hostname;
+use crate::model::redact_url_password;
 use std::net::Ipv6Addr;
 
 /// The parts of an absolute URL.
@@ -30,24 +31,37 @@ impl UrlShape<'_> {
     }
 }
 
-/// Parses `text` as an absolute URL with a host. The error says what is malformed.
+/// Parses `text` as an absolute URL with a host. The error says what is
+/// malformed, never showing a secret: the URL is shown with its userinfo and
+/// query hidden ([`redact_url_password`]), and a part of it (host, port,
+/// scheme) only when the URL has no `@`, since a secret with `/` in it makes
+/// its tail read as the host and port.
 pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
     if text.is_empty() {
         return Err("empty URL".to_string());
     }
+    let shown = redact_url_password(text);
+    let secretive = text.contains('@');
+    let part = |p: &str| {
+        if secretive {
+            String::new()
+        } else {
+            format!(" `{p}`")
+        }
+    };
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("`{text}` contains whitespace: that is not a URL"));
+        return Err(format!("`{shown}` contains whitespace: that is not a URL"));
     }
     let Some((scheme, rest)) = text.split_once("://") else {
         return Err(format!(
-            "`{text}` is not an absolute URL: write it with a scheme, like https://host/path"
+            "`{shown}` is not an absolute URL: write it with a scheme, like https://host/path"
         ));
     };
     let mut chars = scheme.chars();
     let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !scheme_ok {
-        return Err(format!("`{text}` has an invalid scheme `{scheme}`"));
+        return Err(format!("`{shown}` has an invalid scheme{}", part(scheme)));
     }
     let (rest, fragment) = match rest.split_once('#') {
         Some((r, f)) => (r, Some(f)),
@@ -67,16 +81,16 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
     };
     let (host, port_text) = if let Some(after) = host_port.strip_prefix('[') {
         let Some((v6, tail)) = after.split_once(']') else {
-            return Err(format!("`{text}` has an unclosed `[` in its host"));
+            return Err(format!("`{shown}` has an unclosed `[` in its host"));
         };
         if v6.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("`{text}` has an invalid IPv6 address `{v6}`"));
+            return Err(format!("`{shown}` has an invalid IPv6 address{}", part(v6)));
         }
         match tail {
             "" => (v6, None),
             t => match t.strip_prefix(':') {
                 Some(p) => (v6, Some(p)),
-                None => return Err(format!("`{text}` has junk after its IPv6 host")),
+                None => return Err(format!("`{shown}` has junk after its IPv6 host")),
             },
         }
     } else {
@@ -86,16 +100,16 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("`{text}` has no host"));
+        return Err(format!("`{shown}` has no host"));
     }
     if !host_port.starts_with('[') && !is_hostname(host) {
-        return Err(format!("`{text}` has an invalid host `{host}`"));
+        return Err(format!("`{shown}` has an invalid host{}", part(host)));
     }
     let port = match port_text {
         None => None,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.chars().all(|c| c.is_ascii_digit()) => Some(n),
-            _ => return Err(format!("`{text}` has an invalid port `{p}`")),
+            _ => return Err(format!("`{shown}` has an invalid port{}", part(p))),
         },
     };
     Ok(UrlShape {
@@ -115,21 +129,29 @@ pub(crate) fn http_url(text: &str, allow_query: bool) -> Result<UrlShape<'_>, St
     let url = parse_url(text)?;
     if url.scheme != "http" && url.scheme != "https" {
         return Err(format!(
-            "`{text}` must be an http:// or https:// URL, not {}://",
+            "`{}` must be an http:// or https:// URL, not {}://",
+            redact_url_password(text),
             url.scheme
         ));
     }
     if url.has_userinfo {
         return Err(format!(
-            "`{text}` contains credentials (user@): they would end up in logs; \
-             configure them as secrets instead"
+            "`{}` contains credentials (user@): they would end up in logs; \
+             configure them as secrets instead",
+            redact_url_password(text)
         ));
     }
     if url.fragment.is_some() {
-        return Err(format!("`{text}` must not have a #fragment"));
+        return Err(format!(
+            "`{}` must not have a #fragment",
+            redact_url_password(text)
+        ));
     }
     if !allow_query && url.query.is_some() {
-        return Err(format!("`{text}` must not have a ?query"));
+        return Err(format!(
+            "`{}` must not have a ?query",
+            redact_url_password(text)
+        ));
     }
     Ok(url)
 }
