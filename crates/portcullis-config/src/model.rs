@@ -155,7 +155,7 @@ fn default_write_timeout() -> Duration {
 }
 
 /// `server.tls`: TLS termination on the main listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// Server certificate chain (PEM); re-read when it changes on disk.

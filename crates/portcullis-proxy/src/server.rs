@@ -39,6 +39,8 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     /// The data plane's threads; dropped (stopped) after the drain.
     workers: Workers,
+    /// The main listener's TLS settings, which a reload changes in place.
+    tls: Option<Arc<ReloadingTls>>,
 }
 
 impl Server {
@@ -162,6 +164,7 @@ impl Server {
             connections,
             tasks,
             workers,
+            tls,
         })
     }
 
@@ -216,6 +219,17 @@ impl Server {
             || config.admin.listen != current.config.admin.listen
         {
             tracing::warn!("listen addresses cannot change on reload; restart to apply them");
+            // The runtime describes the listeners that actually run: the
+            // default `public_url` (the assertions' `iss`) is derived from it.
+            config
+                .server
+                .listen
+                .clone_from(&current.config.server.listen);
+            config.admin.listen.clone_from(&current.config.admin.listen);
+        }
+        if config.server.tls.is_some() != current.config.server.tls.is_some() {
+            tracing::warn!("TLS cannot be turned on or off on reload; restart to apply it");
+            config.server.tls.clone_from(&current.config.server.tls);
         }
         if config.audit.sink != current.config.audit.sink {
             tracing::warn!("the audit sink cannot change on reload; restart to apply it");
@@ -242,6 +256,12 @@ impl Server {
                 fetch: &self.shared.fetch,
             },
         )?;
+        if let (Some(tls), Some(cfg)) = (&self.tls, &next.config.server.tls) {
+            if current.config.server.tls.as_ref() != Some(cfg) {
+                tls.reconfigure(cfg)
+                    .map_err(|e| format!("server.tls: {e}"))?;
+            }
+        }
         next.start_background();
         self.shared.runtime.store(Arc::new(next));
         Ok(())

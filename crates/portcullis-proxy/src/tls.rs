@@ -76,27 +76,34 @@ pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<ServerConfig>, String>
 /// The listener's current TLS configuration, swapped when its files change.
 pub struct ReloadingTls {
     pub current: ArcSwap<ServerConfig>,
-    cfg: ServerTlsConfig,
+    cfg: ArcSwap<ServerTlsConfig>,
 }
 
 impl ReloadingTls {
     pub fn new(cfg: &ServerTlsConfig) -> Result<Arc<Self>, String> {
         Ok(Arc::new(ReloadingTls {
             current: ArcSwap::new(server_config(cfg)?),
-            cfg: cfg.clone(),
+            cfg: ArcSwap::from_pointee(cfg.clone()),
         }))
     }
 
-    fn files(&self) -> Vec<&str> {
-        let mut files = vec![self.cfg.cert_file.as_str(), self.cfg.key_file.as_str()];
-        if let Some(ca) = &self.cfg.client_ca_file {
-            files.push(ca);
-        }
-        files
+    /// Takes a reloaded `server.tls` for the next handshakes: its files,
+    /// client CA and `client_auth`. Kept from start, a CA an operator removed
+    /// would go on vouching for workloads, and `required` would not be.
+    pub fn reconfigure(&self, cfg: &ServerTlsConfig) -> Result<(), String> {
+        let config = server_config(cfg)?;
+        self.cfg.store(Arc::new(cfg.clone()));
+        self.current.store(config);
+        Ok(())
     }
 
     fn stamp(&self) -> Vec<Option<SystemTime>> {
-        self.files()
+        let cfg = self.cfg.load();
+        let mut files = vec![cfg.cert_file.as_str(), cfg.key_file.as_str()];
+        if let Some(ca) = &cfg.client_ca_file {
+            files.push(ca);
+        }
+        files
             .iter()
             .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
             .collect()
@@ -113,11 +120,12 @@ impl ReloadingTls {
                 if now == seen {
                     continue;
                 }
-                match server_config(&self.cfg) {
+                let cfg = self.cfg.load_full();
+                match server_config(&cfg) {
                     Ok(config) => {
                         self.current.store(config);
                         seen = now;
-                        tracing::info!(cert = %self.cfg.cert_file, "TLS certificate reloaded from disk");
+                        tracing::info!(cert = %cfg.cert_file, "TLS certificate reloaded from disk");
                     }
                     // Files are often written one after the other; try again next tick.
                     Err(e) => {

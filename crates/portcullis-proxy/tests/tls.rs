@@ -193,6 +193,67 @@ async fn tls_alpn_client_certs_and_cert_reload() {
     assert!(rotated, "certificate was not reloaded from disk");
 }
 
+/// A reload applies `server.tls`: a client CA taken out stops vouching at the
+/// next handshake, and `client_auth: required` refuses clients without one.
+/// Kept from start, both went on as before, silently. The listen address a
+/// reload cannot change stays the runtime's, and so the assertion's `iss`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_listeners_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = (new_ca("first CA"), new_ca("second CA"));
+    let (server_cert, server_key) = leaf(
+        &ca,
+        "localhost",
+        vec![SanType::DnsName("localhost".try_into().unwrap())],
+    );
+    let cert_file = write(dir.path(), "server.pem", &server_cert.pem());
+    let key_file = write(dir.path(), "server.key", &server_key.serialize_pem());
+    let first = write(dir.path(), "first.pem", &ca.cert.pem());
+    let second = write(dir.path(), "second.pem", &other.cert.pem());
+    let echo = EchoUpstream::start().await.unwrap();
+    let yaml = |listen: &str, client_ca: &str, client_auth: &str| {
+        format!(
+            "server:\n  listen: {listen}\n  tls:\n    cert_file: {cert_file}\n    key_file: {key_file}\n    client_ca_file: {client_ca}\n    client_auth: {client_auth}\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\nroutes:\n  - match: {{ path_prefix: / }}\n    upstream: {}\n    auth: none\n",
+            echo.url()
+        )
+    };
+    let server = Server::start(config(&yaml("127.0.0.1:0", &first, "optional")), None)
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (cert, key) = leaf(&ca, "web", vec![]);
+    let with_cert = || client_config(&ca, Some((&cert, &key)));
+    assert_eq!(tls_get(addr, with_cert(), "/a").await.unwrap().1, 200);
+
+    server
+        .apply(config(&yaml("127.0.0.1:1", &second, "optional")))
+        .unwrap();
+    assert!(
+        tls_get(addr, with_cert(), "/b").await.is_err(),
+        "a certificate of the CA taken out still completed the handshake"
+    );
+    assert_eq!(
+        tls_get(addr, client_config(&ca, None), "/c")
+            .await
+            .unwrap()
+            .1,
+        200
+    );
+    let runtime = server.shared.runtime.load_full();
+    assert_eq!(runtime.config.server.listen, "127.0.0.1:0");
+    assert!(
+        !runtime.public_url.contains("127.0.0.1:1"),
+        "{}",
+        runtime.public_url
+    );
+
+    server
+        .apply(config(&yaml("127.0.0.1:0", &first, "required")))
+        .unwrap();
+    assert!(tls_get(addr, client_config(&ca, None), "/d").await.is_err());
+    assert_eq!(tls_get(addr, with_cert(), "/e").await.unwrap().1, 200);
+}
+
 /// A TLS upstream that requires a client certificate from `ca` and answers with the
 /// HTTP version it saw (h2 when ALPN picked it).
 async fn mtls_upstream(ca: &Ca, server: (&rcgen::Certificate, &KeyPair)) -> std::net::SocketAddr {
