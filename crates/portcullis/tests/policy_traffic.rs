@@ -577,6 +577,37 @@ fn usage_and_file_errors_are_one_line_and_exit_1() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
     }
+    // An MCP route gets no rules: without `tools` they would allow every tool.
+    let mcp_cfg = dir.path().join("mcp.yaml");
+    std::fs::write(
+        &mcp_cfg,
+        "providers:\n  - name: idp\n    issuer: https://idp.example\n    audiences: [api]\n\
+         routes:\n  - name: agents\n    match: { path_prefix: /mcp }\n    upstream: http://127.0.0.1:9\n    mcp: {}\n\
+         \x20   policy:\n      allow:\n        - tools: [get_*]\n",
+    )
+    .unwrap();
+    let mcp_audit = dir.path().join("mcp.log");
+    std::fs::write(
+        &mcp_audit,
+        r#"{"method":"POST","path":"/mcp","route":"agents","decision":"allow","reason":"allowed","identity":{"type":"user","sub":"alice","issuer":"https://idp.example"},"mcp":{"method":"tools/call","tool":"get_weather"}}
+"#,
+    )
+    .unwrap();
+    let r = run(&[
+        "policy",
+        "suggest",
+        "-c",
+        s(&mcp_cfg),
+        "--audit",
+        s(&mcp_audit),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("routes: []"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("# route agents: an MCP route"),
+        "{}",
+        r.stdout
+    );
     // An empty audit file is not an error: nothing to suggest.
     let r = run(&["policy", "suggest", "-c", s(&cfg), "--audit", s(&audit)]);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -122,6 +122,16 @@ fn suggest(config: &Config, audit: &Path, only: Option<String>) -> anyhow::Resul
             skipped.push((name.clone(), "public (`auth: none`)"));
             continue;
         }
+        if route.mcp.is_some() {
+            // Rules from methods and paths alone would allow every tool: on
+            // an MCP route a rule without `tools` matches any tools/call.
+            skipped.push((
+                name.clone(),
+                "an MCP route: its rules need `tools:`, which suggest does not write \
+                 (a rule without them would allow every tool)",
+            ));
+            continue;
+        }
         let Some((_, t)) = traffic.iter().find(|(n, _)| n == name) else {
             skipped.push((name.clone(), "no permitted request in the audit file"));
             continue;

@@ -176,13 +176,18 @@ fn list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// A YAML double-quoted scalar: `"` and `\` escaped, and every character YAML
-/// would not keep as is (controls, line and paragraph separators, BOM) as `\u`.
+/// A YAML double-quoted scalar: `"` and `\` escaped, every character YAML
+/// would not keep as is (controls, line and paragraph separators, BOM) as `\u`,
+/// and `${` as `$${`, so the config loader keeps it as written: a caller's
+/// claim `${COOKIE_SECRET}` would otherwise become the secret itself in the
+/// policy (and in a `full` explanation), or an error for an unset variable.
 pub fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            '$' if chars.peek() == Some(&'{') => out.push_str("$$"),
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
@@ -221,6 +226,7 @@ mod tests {
     #[test]
     fn values_are_quoted_so_no_audit_text_can_break_out() {
         assert_eq!(quoted("a\"b\\c\nd\u{2028}"), r#""a\"b\\c\u000ad\u2028""#);
+        assert_eq!(quoted("${HOME}$x$"), r#""$${HOME}$x$""#);
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(100), "100");
@@ -272,13 +278,13 @@ mod tests {
     fn output_is_a_routes_list_that_the_config_loader_accepts() {
         let callers = vec![Caller {
             kind: CallerKind::Client,
-            id: "evil\n  - name: x".into(),
+            id: "evil\n  - name: x ${COOKIE_SECRET}".into(),
             issuer: Some(0),
             groups: vec![],
         }];
         let issuers = vec!["https://idp.example".to_string()];
         let rule = SuggestedRule {
-            principal: Principal::Clients(vec!["evil\n  - name: x".into()]),
+            principal: Principal::Clients(vec!["evil\n  - name: x ${COOKIE_SECRET}".into()]),
             methods: vec!["GET".into()],
             paths: vec!["/api/*".into(), "/api/**".into()],
             requests: 3,
@@ -320,7 +326,11 @@ mod tests {
         let loaded = portcullis_config::load_str(&config, "t.yaml", &|_| None)
             .unwrap_or_else(|e| panic!("{e}\n{config}"));
         let allow = &loaded.config.routes[0].policy.as_ref().unwrap().allow;
-        assert_eq!(allow[0].clients.as_ref().unwrap()[0], "evil\n  - name: x");
+        // Kept as written: the loader (no variable is set here) expanded nothing.
+        assert_eq!(
+            allow[0].clients.as_ref().unwrap()[0],
+            "evil\n  - name: x ${COOKIE_SECRET}"
+        );
         assert_eq!(allow[0].name.as_deref(), Some("suggested-1"));
         assert_eq!(
             allow[0].providers.as_deref(),
