@@ -48,39 +48,60 @@ pub const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// Distinct `tool` label values of `portcullis_mcp_calls_total` before further
 /// tools count as `_other`: a caller may name any tool, and every name would
-/// otherwise be a new series. Denied calls may add at most half of them, so
-/// made-up names cannot use up the slots of the tools callers really call.
+/// otherwise be a new series. Names the server has not listed (denied, or
+/// allowed by a glob but made up: `get_fake1`, `get_fake2`, …) may add at most
+/// half of them, so they cannot use up the slots of the tools really served.
 const MAX_TOOL_LABELS: usize = 1000;
+
+/// (route, tool): a key of the label and listed-tool sets.
+type RouteTool = (String, String);
 
 /// What MCP routes keep across requests and config reloads.
 #[derive(Default)]
 pub struct McpState {
     pub sessions: sessions::Sessions,
     tool_labels: Mutex<ToolLabels>,
+    /// Tools the servers listed (in `tools/list` answers the proxy filtered),
+    /// at most [`MAX_TOOL_LABELS`]: only they may take the second half.
+    listed: Arc<Mutex<HashSet<RouteTool>>>,
 }
 
 #[derive(Default)]
 struct ToolLabels {
-    seen: HashSet<(String, String)>,
-    /// How many of `seen` a denied call added.
-    by_denied: usize,
+    seen: HashSet<RouteTool>,
+    /// How many of `seen` a tool the server never listed added.
+    by_unlisted: usize,
 }
 
 impl McpState {
     fn tool_label(&self, route: &str, tool: &str, allowed: bool) -> String {
-        let mut labels = self.tool_labels.lock().unwrap_or_else(|e| e.into_inner());
         let key = (route.to_string(), tool.to_string());
+        let listed = allowed && lock(&self.listed).contains(&key);
+        let mut labels = lock(&self.tool_labels);
         if labels.seen.contains(&key) {
             return tool.to_string();
         }
         let full = labels.seen.len() >= MAX_TOOL_LABELS
-            || (!allowed && labels.by_denied >= MAX_TOOL_LABELS / 2);
+            || (!listed && labels.by_unlisted >= MAX_TOOL_LABELS / 2);
         if full || tool.len() > 128 {
             return "_other".to_string();
         }
         labels.seen.insert(key);
-        labels.by_denied += usize::from(!allowed);
+        labels.by_unlisted += usize::from(!listed);
         tool.to_string()
+    }
+}
+
+/// Locks ignoring poison: the sets stay usable after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Notes that the server of `route` listed `tool`.
+fn note_listed(listed: &Mutex<HashSet<RouteTool>>, route: &str, tool: &str) {
+    let mut listed = lock(listed);
+    if listed.len() < MAX_TOOL_LABELS && tool.len() <= 128 {
+        listed.insert((route.to_string(), tool.to_string()));
     }
 }
 
@@ -110,6 +131,9 @@ pub struct After {
 struct ToolFilter {
     rt: Arc<Runtime>,
     index: usize,
+    /// The route's name, and where the tools its server lists are noted.
+    route: String,
+    listed: Arc<Mutex<HashSet<RouteTool>>>,
     identity: Arc<Identity>,
     host: String,
     path: NormalizedPath,
@@ -136,6 +160,7 @@ enum Answer {
 impl ToolFilter {
     fn permits(self) -> sse::Permits {
         Box::new(move |tool: &str| {
+            note_listed(&self.listed, &self.route, tool);
             crate::judge::call_permitted(
                 &self.rt,
                 self.index,
@@ -184,13 +209,15 @@ pub async fn before(
     let filter = |answer| ToolFilter {
         rt: Arc::clone(rt),
         index,
+        route: route.clone(),
+        listed: Arc::clone(&shared.mcp.listed),
         identity: ex.identity.clone(),
         host: host.to_string(),
         path: path.clone(),
         answer,
     };
     let mut after = After {
-        route,
+        route: route.clone(),
         owner,
         session,
         deleting: req.method() == Method::DELETE,
@@ -530,18 +557,24 @@ mod label_tests {
     use super::McpState;
 
     #[test]
-    fn denied_calls_take_at_most_half_the_tool_labels() {
+    fn names_the_server_never_listed_take_at_most_half_the_tool_labels() {
         let state = McpState::default();
-        for i in 0..2000 {
+        for i in 0..1000 {
             state.tool_label("r", &format!("made_up_{i}"), false);
+            // Allowed by a glob, but made up all the same.
+            state.tool_label("r", &format!("get_fake_{i}"), true);
         }
         assert_eq!(state.tool_label("r", "made_up_0", false), "made_up_0");
-        assert_eq!(state.tool_label("r", "made_up_1999", false), "_other");
-        // The other half is left for tools that are allowed.
+        assert_eq!(state.tool_label("r", "get_fake_999", true), "_other");
+        // The other half is left for the tools the server lists.
         for i in 0..(super::MAX_TOOL_LABELS / 2) {
             let name = format!("get_{i}");
+            super::note_listed(&state.listed, "r", &name);
             assert_eq!(state.tool_label("r", &name, true), name);
         }
+        super::note_listed(&state.listed, "r", "get_more");
         assert_eq!(state.tool_label("r", "get_more", true), "_other");
+        // Listed but denied to this caller: still an unlisted slot.
+        assert_eq!(state.tool_label("r", "get_0", false), "get_0");
     }
 }
