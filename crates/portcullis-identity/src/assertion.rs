@@ -167,6 +167,7 @@ impl AssertionSigner {
             return Self::new_at(cfg, None, now);
         };
         let key_dir = Self::key_dir(dir, cfg);
+        key_dir.could_create()?;
         let mut keys = key_dir.load()?;
         if !keys
             .iter()

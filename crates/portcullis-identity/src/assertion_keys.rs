@@ -94,6 +94,32 @@ impl KeyDir {
         Ok(keys)
     }
 
+    /// Whether [`sync`](Self::sync) could create the directory, without creating
+    /// it (for `check`): its nearest existing ancestor must be a directory that
+    /// is not read-only. `serve` refuses to start otherwise, and `check` must
+    /// refuse what `serve` refuses.
+    pub(crate) fn could_create(&self) -> Result<(), AssertionError> {
+        let Some(existing) = self.dir.ancestors().find(|a| a.exists()) else {
+            return Ok(());
+        };
+        let refused = |why: &str| {
+            self.error(
+                existing,
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_string()),
+            )
+        };
+        match std::fs::metadata(existing) {
+            Ok(m) if !m.is_dir() => Err(refused(
+                "not a directory: the key directory cannot be made in it",
+            )),
+            Ok(m) if m.permissions().readonly() => {
+                Err(refused("read-only: the key directory cannot be made in it"))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(existing, e)),
+        }
+    }
+
     /// Every key in the directory, without writing anything; a missing directory
     /// holds no keys.
     pub(crate) fn load(&self) -> Result<Vec<DirKey>, AssertionError> {

@@ -311,6 +311,15 @@ fn read_only_signer_writes_nothing_and_still_checks_the_files() {
         Err(AssertionError::Key { .. })
     ));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    // A directory `serve` could not create is refused by `check` too.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_a_file = file.join("keys");
+    assert!(matches!(
+        AssertionSigner::new_read_only(&dir_cfg(&under_a_file, 3_600, 60)),
+        Err(AssertionError::File { .. })
+    ));
+    assert!(AssertionSigner::new(&dir_cfg(&under_a_file, 3_600, 60)).is_err());
 }
 
 #[test]
