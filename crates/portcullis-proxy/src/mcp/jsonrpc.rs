@@ -7,8 +7,10 @@
 //! The proxy judges the bytes the server will read, so ambiguity is refused
 //! rather than resolved: a duplicate `method`, `id`, `params` or `name` key,
 //! a non-string method or tool name, nesting deeper than serde_json's limit of
-//! 128 and invalid UTF-8 are all errors here, whatever the server would make of
-//! them.
+//! 128 in the fields read here, and invalid UTF-8 are all errors here,
+//! whatever the server would make of them. Values read only as raw JSON (a
+//! call's `arguments`) are checked for syntax, not depth: the server gets them
+//! exactly as they were judged, and no rule looks inside them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
