@@ -92,6 +92,7 @@ impl Server {
             audit,
             telemetry,
             mcp: Default::default(),
+            stalls: Arc::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let state = |state| {
@@ -110,6 +111,7 @@ impl Server {
         if let Some(tls) = &tls {
             tasks.push(tls.clone().watch(Duration::from_secs(2)));
         }
+        tasks.push(tokio::spawn(shared.stalls.clone().run()));
         // Every worker accepts from the same socket: the kernel hands each new
         // connection to one of them, and it stays on that worker's thread.
         let workers = Workers::start().context("cannot start the worker threads")?;

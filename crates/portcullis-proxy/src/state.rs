@@ -21,4 +21,6 @@ pub struct Shared {
     pub telemetry: Option<Telemetry>,
     /// MCP session bindings and metric labels (SPEC §10).
     pub mcp: crate::mcp::McpState,
+    /// The clocks of HTTP/2 response bodies, for `write_timeout` per stream.
+    pub stalls: Arc<crate::listener::stall::Registry>,
 }

@@ -272,6 +272,70 @@ async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released
     server.shutdown().await;
 }
 
+/// The same over HTTP/2, where a client can stall one stream without any write
+/// of the proxy's waiting: it shuts the stream's window (an initial window of
+/// one byte, never a `WINDOW_UPDATE`) and keeps the connection alive. The
+/// stream's upstream is released after `write_timeout` all the same.
+#[tokio::test]
+async fn a_stalled_h2_stream_releases_its_upstream_after_write_timeout() {
+    let (upstream, released) = endless_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\n  write_timeout: 1s\nadmin:\n  listen: 127.0.0.1:0\n\
+         audit:\n  sink: file:{}\nroutes:\n  - match: {{ path_prefix: / }}\n    upstream: {upstream}\n    auth: none\n",
+        audit.display()
+    );
+    let server = portcullis_proxy::Server::start(config(&yaml), None)
+        .await
+        .unwrap();
+    let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    let (mut h2, connection) = h2::client::Builder::new()
+        .initial_window_size(1)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    // The connection task answers pings and settings: the client is alive.
+    let alive = tokio::spawn(connection);
+    let req = http::Request::get("http://t/big").body(()).unwrap();
+    let (response, _) = h2.send_request(req, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let stalled = Instant::now();
+    // The body is never read, so the stream's window never opens.
+    let _body = response.into_body();
+
+    let (written, at) = tokio::time::timeout(Duration::from_secs(20), released)
+        .await
+        .expect("upstream connection still held 20s after the h2 stream stalled")
+        .unwrap();
+    let held = at - stalled;
+    assert!(
+        held >= Duration::from_millis(900),
+        "released before write_timeout: {held:?}"
+    );
+    // The sweep runs once a second: released within the timeout and two sweeps.
+    assert!(held < Duration::from_secs(4), "released late: {held:?}");
+    assert!(written < 64 * 1024 * 1024, "upstream wrote {written} bytes");
+    assert!(
+        !alive.is_finished(),
+        "the client's connection was not the one cut"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.contains("\"/big\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audit line: {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client leaves, so shutdown has no stream to wait for.
+    alive.abort();
+    drop(h2);
+    server.shutdown().await;
+}
+
 /// Reads one response (with a Content-Length body) from `tcp`; returns its status.
 async fn read_response(tcp: &mut TcpStream) -> u16 {
     let mut head = Vec::new();

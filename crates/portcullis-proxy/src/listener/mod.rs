@@ -5,6 +5,7 @@
 pub mod connections;
 pub mod h1_guard;
 mod hibernate;
+pub mod stall;
 mod write_timeout;
 
 use crate::body::Holding;
@@ -16,6 +17,7 @@ use bytes::BytesMut;
 use connections::{Activity, Connections};
 use h1_guard::{GuardLimits, GuardedIo, Verdict};
 use hibernate::{Lease, Parking, HIBERNATE_AFTER};
+use http_body_util::Either;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -163,11 +165,21 @@ async fn serve<IO>(
     let io = WriteTimeout::new(io, write_timeout);
     let mut io = GuardedIo::new(io, limits, verdict);
     let requests = activity.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let in_flight = requests.start();
+        // An h2 stream can stall without any write waiting (see `stall`).
+        let stalls = (req.version() == http::Version::HTTP_2).then(|| shared.stalls.clone());
         let handling = pipeline::handle(req, conn.clone(), shared.clone());
         async move {
             let response = handling.await?;
+            let response = match stalls {
+                Some(stalls) if !http_body::Body::is_end_stream(response.body()) => {
+                    response.map(|body| {
+                        Either::Right(stalls.watch(crate::body::boxed(body), write_timeout))
+                    })
+                }
+                _ => response.map(Either::Left),
+            };
             Ok::<_, Infallible>(response.map(|body| Holding::new(body, in_flight)))
         }
     });
