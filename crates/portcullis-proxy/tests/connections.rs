@@ -208,9 +208,14 @@ async fn endless_upstream() -> (String, tokio::sync::oneshot::Receiver<(u64, Ins
     (url, reported)
 }
 
-#[tokio::test]
-async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released() {
-    let (upstream, released) = endless_upstream().await;
+/// A proxy with `write_timeout: 1s` in front of `upstream`, auditing to a file.
+async fn proxy_with_write_timeout(
+    upstream: &str,
+) -> (
+    portcullis_proxy::Server,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let yaml = format!(
@@ -221,6 +226,29 @@ async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released
     let server = portcullis_proxy::Server::start(config(&yaml), None)
         .await
         .unwrap();
+    (server, dir, audit)
+}
+
+/// Waits (at most 5 s) for the audit line of the cut `/big` download.
+async fn wait_for_audit_of_big(audit: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(audit).unwrap_or_default();
+        if text.contains("\"/big\"") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit line for the cut download: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released() {
+    let (upstream, released) = endless_upstream().await;
+    let (server, _dir, audit) = proxy_with_write_timeout(&upstream).await;
 
     let mut client = TcpStream::connect(server.local_addr()).await.unwrap();
     client
@@ -257,18 +285,7 @@ async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released
     );
 
     // The cut request still has its audit line.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        if text.contains("\"/big\"") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no audit line for the cut download: {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_audit_of_big(&audit).await;
     server.shutdown().await;
 }
 
@@ -279,16 +296,7 @@ async fn a_stalled_download_is_cut_after_write_timeout_and_its_upstream_released
 #[tokio::test]
 async fn a_stalled_h2_stream_releases_its_upstream_after_write_timeout() {
     let (upstream, released) = endless_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.log");
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:0\n  write_timeout: 1s\nadmin:\n  listen: 127.0.0.1:0\n\
-         audit:\n  sink: file:{}\nroutes:\n  - match: {{ path_prefix: / }}\n    upstream: {upstream}\n    auth: none\n",
-        audit.display()
-    );
-    let server = portcullis_proxy::Server::start(config(&yaml), None)
-        .await
-        .unwrap();
+    let (server, _dir, audit) = proxy_with_write_timeout(&upstream).await;
     let tcp = TcpStream::connect(server.local_addr()).await.unwrap();
     let (mut h2, connection) = h2::client::Builder::new()
         .initial_window_size(1)
@@ -321,15 +329,7 @@ async fn a_stalled_h2_stream_releases_its_upstream_after_write_timeout() {
         !alive.is_finished(),
         "the client's connection was not the one cut"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        if text.contains("\"/big\"") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no audit line: {text:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_audit_of_big(&audit).await;
     // The client leaves, so shutdown has no stream to wait for.
     alive.abort();
     drop(h2);
