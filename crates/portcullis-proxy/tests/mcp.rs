@@ -239,6 +239,24 @@ async fn a_body_on_another_method_is_refused_however_it_is_framed() {
     assert_eq!(s.echo.seen().len(), 1);
 }
 
+/// The MCP route of [`stack`] in front of a stand-in server at `upstream`,
+/// and a token for a caller it allows `get_*` tools.
+async fn proxy_to(idp: &DevIssuer, upstream: std::net::SocketAddr) -> (Server, String) {
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
+         providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\
+         routes:\n  - name: mcp\n    match: {{ path_prefix: /mcp }}\n    upstream: http://{upstream}\n    mcp: {{}}\n\
+         \x20   policy:\n      allow:\n        - groups: [agents]\n          tools: [get_*]\n",
+        idp.issuer(),
+    );
+    let server = Server::start(config(&yaml), None).await.unwrap();
+    wait_ready(server.admin_addr()).await;
+    let token = idp
+        .token("bot", "orders-api", 300, json!({"groups": ["agents"]}))
+        .unwrap();
+    (server, token)
+}
+
 #[tokio::test]
 async fn a_compressed_tool_list_is_not_passed_on() {
     let idp = DevIssuer::start().await.unwrap();
@@ -256,18 +274,7 @@ async fn a_compressed_tool_list_is_not_passed_on() {
             .unwrap()
     })
     .await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
-         providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\
-         routes:\n  - name: mcp\n    match: {{ path_prefix: /mcp }}\n    upstream: http://{upstream}\n    mcp: {{}}\n\
-         \x20   policy:\n      allow:\n        - groups: [agents]\n          tools: [get_*]\n",
-        idp.issuer(),
-    );
-    let server = Server::start(config(&yaml), None).await.unwrap();
-    wait_ready(server.admin_addr()).await;
-    let token = idp
-        .token("bot", "orders-api", 300, json!({"groups": ["agents"]}))
-        .unwrap();
+    let (server, token) = proxy_to(&idp, upstream).await;
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let req = http::Request::post(format!("http://{}/mcp", server.local_addr()))
         .header("authorization", format!("Bearer {token}"))
@@ -300,18 +307,7 @@ async fn a_tool_list_in_the_answer_to_another_message_is_filtered() {
             .unwrap()
     })
     .await;
-    let yaml = format!(
-        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\naudit:\n  sink: none\n\
-         providers:\n  - name: dev\n    issuer: {}\n    audiences: [orders-api]\n\
-         routes:\n  - name: mcp\n    match: {{ path_prefix: /mcp }}\n    upstream: http://{upstream}\n    mcp: {{}}\n\
-         \x20   policy:\n      allow:\n        - groups: [agents]\n          tools: [get_*]\n",
-        idp.issuer(),
-    );
-    let server = Server::start(config(&yaml), None).await.unwrap();
-    wait_ready(server.admin_addr()).await;
-    let token = idp
-        .token("bot", "orders-api", 300, json!({"groups": ["agents"]}))
-        .unwrap();
+    let (server, token) = proxy_to(&idp, upstream).await;
     let ask = |path: &str| {
         let req = http::Request::post(format!("http://{}{path}", server.local_addr()))
             .header("authorization", format!("Bearer {token}"))

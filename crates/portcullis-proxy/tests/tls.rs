@@ -49,6 +49,18 @@ fn write(dir: &Path, name: &str, pem: &str) -> String {
     p.display().to_string()
 }
 
+/// A `localhost` certificate from `ca` and its key, written into `dir`: their paths.
+fn server_files(dir: &Path, ca: &Ca) -> (String, String) {
+    let (cert, key) = leaf(
+        ca,
+        "localhost",
+        vec![SanType::DnsName("localhost".try_into().unwrap())],
+    );
+    let cert_file = write(dir, "server.pem", &cert.pem());
+    let key_file = write(dir, "server.key", &key.serialize_pem());
+    (cert_file, key_file)
+}
+
 fn client_config(ca: &Ca, client: Option<(&rcgen::Certificate, &KeyPair)>) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert.der().clone()).unwrap();
@@ -121,13 +133,7 @@ async fn tls_get(
 async fn tls_alpn_client_certs_and_cert_reload() {
     let dir = tempfile::tempdir().unwrap();
     let ca = new_ca("test CA");
-    let (server_cert, server_key) = leaf(
-        &ca,
-        "localhost",
-        vec![SanType::DnsName("localhost".try_into().unwrap())],
-    );
-    let cert_file = write(dir.path(), "server.pem", &server_cert.pem());
-    let key_file = write(dir.path(), "server.key", &server_key.serialize_pem());
+    let (cert_file, key_file) = server_files(dir.path(), &ca);
     let ca_file = write(dir.path(), "ca.pem", &ca.cert.pem());
     let echo = EchoUpstream::start().await.unwrap();
     let yaml = format!(
@@ -201,13 +207,7 @@ async fn tls_alpn_client_certs_and_cert_reload() {
 async fn a_reload_applies_the_listeners_tls_settings() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, other) = (new_ca("first CA"), new_ca("second CA"));
-    let (server_cert, server_key) = leaf(
-        &ca,
-        "localhost",
-        vec![SanType::DnsName("localhost".try_into().unwrap())],
-    );
-    let cert_file = write(dir.path(), "server.pem", &server_cert.pem());
-    let key_file = write(dir.path(), "server.key", &server_key.serialize_pem());
+    let (cert_file, key_file) = server_files(dir.path(), &ca);
     let first = write(dir.path(), "first.pem", &ca.cert.pem());
     let second = write(dir.path(), "second.pem", &other.cert.pem());
     let echo = EchoUpstream::start().await.unwrap();

@@ -12,7 +12,7 @@ use portcullis_proxy::Server;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// An upstream answering `200 ok` to every request; with `close_idle_after`,
@@ -42,44 +42,14 @@ impl CountingUpstream {
     }
 }
 
-/// One connection: heads and `Content-Length` bodies read, `ok` answered.
+/// One connection: heads and `Content-Length` bodies read, `ok` answered;
+/// with `close_idle_after`, closed silently once idle that long.
 async fn serve(mut tcp: TcpStream, close_idle_after: Option<Duration>) {
     let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let read = match close_idle_after {
-                Some(idle) if buf.is_empty() => {
-                    match tokio::time::timeout(idle, tcp.read(&mut chunk)).await {
-                        Ok(read) => read,
-                        // Idle too long: gone, with no word to the client.
-                        Err(_) => return,
-                    }
-                }
-                _ => tcp.read(&mut chunk).await,
-            };
-            match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let body_len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + body_len {
-            let mut chunk = [0u8; 4096];
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..head_end + body_len);
+    while read_request(&mut tcp, &mut buf, close_idle_after)
+        .await
+        .is_some()
+    {
         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
         if tcp.write_all(answer).await.is_err() {
             return;

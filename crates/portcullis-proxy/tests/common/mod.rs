@@ -113,6 +113,47 @@ pub async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> St
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// For hand-written upstreams: reads one HTTP/1.1 request (its head, and a
+/// `Content-Length` body) from `tcp`, and returns the head in lower case;
+/// `None` when the connection ends first, or when `idle` passes before the
+/// request's first byte. `buf` keeps what was read past the request.
+pub async fn read_request(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    idle: Option<Duration>,
+) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let read = match idle {
+            Some(idle) if buf.is_empty() => tokio::time::timeout(idle, tcp.read(&mut chunk))
+                .await
+                .ok()?,
+            _ => tcp.read(&mut chunk).await,
+        };
+        match read {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let body_len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + body_len {
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..head_end + body_len);
+    Some(head)
+}
+
 /// The JSON body the echo upstream returned.
 /// The audit lines of a file the writer may be appending to: a last line
 /// without its newline is still being written and is left for the next read.
