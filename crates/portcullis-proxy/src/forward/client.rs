@@ -50,16 +50,6 @@ pub enum SendError {
     Request(#[source] hyper::Error),
 }
 
-impl SendError {
-    /// The request could not be sent because of something of ours, not the
-    /// upstream's: above all the client's body breaking off (it closed early,
-    /// or sent a malformed chunk). Never counted against the upstream, or any
-    /// caller could get healthy endpoints ejected at will.
-    pub fn is_ours(&self) -> bool {
-        matches!(self, SendError::Request(e) if e.is_user())
-    }
-}
-
 impl UpstreamClient {
     /// A client trusting the public web PKI for `https://` upstreams.
     pub fn plain() -> Self {

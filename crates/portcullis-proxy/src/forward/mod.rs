@@ -14,9 +14,12 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, U
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use portcullis_core::error_chain;
 use portcullis_core::Reason;
 use portcullis_policy::NormalizedPath;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use upstreams::{Endpoint, UpstreamPool};
 
@@ -47,6 +50,21 @@ pub async fn forward(
     }
     parts.version = Version::HTTP_11;
     let replayable = body.is_end_stream() && is_idempotent(&parts.method) && upgrade.is_none();
+    // hyper reports a request body that broke off on the way (the client
+    // closed early, or sent a malformed chunk) as a failed request: noted
+    // here, so that it is never counted against the upstream, or any caller
+    // could get healthy endpoints ejected at will.
+    let body_broke = Arc::new(AtomicBool::new(false));
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        let broke = Arc::clone(&body_broke);
+        body.map_err(move |e| {
+            broke.store(true, Ordering::Relaxed);
+            e
+        })
+        .boxed_unsync()
+    };
     let mut body = Some(body);
     let attempts = if replayable { retries + 1 } else { 1 };
 
@@ -77,7 +95,7 @@ pub async fn forward(
                 // (the request may have been acted upon).
                 return Err(Refusal::new(Reason::UpstreamTimeout));
             }
-            Ok(Err(e)) if e.is_ours() => {
+            Ok(Err(e)) if body_broke.load(Ordering::Relaxed) => {
                 tracing::debug!(upstream = %endpoint.origin, error = %error_chain(&e), "request body failed on its way to the upstream");
                 return Err(Refusal::with_message(
                     Reason::BadRequest,
