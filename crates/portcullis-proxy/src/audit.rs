@@ -63,6 +63,7 @@ pub use record::{
 use sink::Sink;
 use writer::Writer;
 
+use crate::sync::{lock, read, write};
 use portcullis_config::AuditSink;
 
 /// Records the queue holds before [`AuditLog::record`] starts to wait for the
@@ -498,18 +499,4 @@ impl Drop for Inner {
             w.finish();
         }
     }
-}
-
-/// Locks ignoring poison: no code panics while holding these locks, and an
-/// audit log that stops working after an unrelated panic would lose lines.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
 }

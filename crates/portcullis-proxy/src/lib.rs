@@ -35,6 +35,7 @@ mod scan;
 pub mod server;
 pub mod shared_state;
 pub mod state;
+mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream_auth;

@@ -43,7 +43,7 @@ impl Sink {
             }
             Sink::File { file, .. } => file.write(buf),
             #[cfg(test)]
-            Sink::Test(t) => super::lock(t).write(buf),
+            Sink::Test(t) => crate::sync::lock(t).write(buf),
         }
     }
 

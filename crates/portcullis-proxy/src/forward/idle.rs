@@ -16,10 +16,11 @@
 //! [`MAX_IDLE`] are kept.
 
 use crate::body::ProxyBody;
+use crate::sync::lock;
 use hyper::client::conn::{http1, http2};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 // tokio's clock, so that tests can move it; the same as std's otherwise.
 use tokio::time::Instant;
@@ -90,12 +91,6 @@ pub struct IdleConnections {
     /// Held while an h2 connection is being dialled.
     h2_dial: tokio::sync::Mutex<()>,
     reaper_started: AtomicBool,
-}
-
-/// A poisoned lock only means another request panicked while holding it; the
-/// list itself is still a valid list of connections.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl IdleConnections {

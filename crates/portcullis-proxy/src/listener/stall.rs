@@ -17,11 +17,12 @@
 //! asked for data, so it is never cut for the upstream's silence.
 
 use crate::body::{BodyError, ProxyBody};
+use crate::sync::lock;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -139,11 +140,6 @@ impl Body for Watched {
             .as_ref()
             .map_or_else(SizeHint::default, |body| body.size_hint())
     }
-}
-
-/// Locks ignoring poison: a clock stays readable after a panic elsewhere.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -136,9 +136,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        // A panic while holding this lock cannot leave the map half-updated
-        // (every operation is one insert or remove), so a poisoned lock is usable.
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.sessions)
     }
 }
 

@@ -30,6 +30,7 @@ use crate::record::Exchange;
 use crate::respond::Refusal;
 use crate::runtime::Runtime;
 use crate::state::Shared;
+use crate::sync::lock;
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
@@ -90,11 +91,6 @@ impl McpState {
         labels.by_unlisted += usize::from(!listed);
         tool.to_string()
     }
-}
-
-/// Locks ignoring poison: the sets stay usable after a panic elsewhere.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Notes that the server of `route` listed `tool`.

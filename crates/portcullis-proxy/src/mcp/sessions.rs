@@ -82,8 +82,7 @@ impl Sessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
-        // A panic elsewhere while holding it leaves a map that is still consistent.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.map)
     }
 
     /// May `owner` use session `id` on `route`?
