@@ -180,7 +180,8 @@ fn shared_state(config: &Config, at: &KeyPath, report: &mut Report<'_>) {
     // The URL may carry a password: every message shows it redacted.
     let shown = shared.redacted_redis_url();
     match url::parse_url(&shared.redis) {
-        Err(e) => report.error(&path, e.replace(&shared.redis, &shown)),
+        // parse_url shows the URL redacted already.
+        Err(e) => report.error(&path, e),
         Ok(u) if u.scheme != "redis" && u.scheme != "rediss" => report.error(
             &path,
             format!("`{shown}` must be a redis:// or rediss:// (TLS) URL"),

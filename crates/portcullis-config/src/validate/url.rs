@@ -40,7 +40,8 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
     if text.is_empty() {
         return Err("empty URL".to_string());
     }
-    let shown = redact_url_password(text);
+    // Only an error shows the URL: redacted then, not on every parse.
+    let shown = || redact_url_password(text);
     let secretive = text.contains('@');
     let part = |p: &str| {
         if secretive {
@@ -50,18 +51,26 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
         }
     };
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("`{shown}` contains whitespace: that is not a URL"));
+        return Err(format!(
+            "`{}` contains whitespace: that is not a URL",
+            shown()
+        ));
     }
     let Some((scheme, rest)) = text.split_once("://") else {
         return Err(format!(
-            "`{shown}` is not an absolute URL: write it with a scheme, like https://host/path"
+            "`{}` is not an absolute URL: write it with a scheme, like https://host/path",
+            shown()
         ));
     };
     let mut chars = scheme.chars();
     let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !scheme_ok {
-        return Err(format!("`{shown}` has an invalid scheme{}", part(scheme)));
+        return Err(format!(
+            "`{}` has an invalid scheme{}",
+            shown(),
+            part(scheme)
+        ));
     }
     let (rest, fragment) = match rest.split_once('#') {
         Some((r, f)) => (r, Some(f)),
@@ -81,16 +90,20 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
     };
     let (host, port_text) = if let Some(after) = host_port.strip_prefix('[') {
         let Some((v6, tail)) = after.split_once(']') else {
-            return Err(format!("`{shown}` has an unclosed `[` in its host"));
+            return Err(format!("`{}` has an unclosed `[` in its host", shown()));
         };
         if v6.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("`{shown}` has an invalid IPv6 address{}", part(v6)));
+            return Err(format!(
+                "`{}` has an invalid IPv6 address{}",
+                shown(),
+                part(v6)
+            ));
         }
         match tail {
             "" => (v6, None),
             t => match t.strip_prefix(':') {
                 Some(p) => (v6, Some(p)),
-                None => return Err(format!("`{shown}` has junk after its IPv6 host")),
+                None => return Err(format!("`{}` has junk after its IPv6 host", shown())),
             },
         }
     } else {
@@ -100,16 +113,16 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("`{shown}` has no host"));
+        return Err(format!("`{}` has no host", shown()));
     }
     if !host_port.starts_with('[') && !is_hostname(host) {
-        return Err(format!("`{shown}` has an invalid host{}", part(host)));
+        return Err(format!("`{}` has an invalid host{}", shown(), part(host)));
     }
     let port = match port_text {
         None => None,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.chars().all(|c| c.is_ascii_digit()) => Some(n),
-            _ => return Err(format!("`{shown}` has an invalid port{}", part(p))),
+            _ => return Err(format!("`{}` has an invalid port{}", shown(), part(p))),
         },
     };
     Ok(UrlShape {
@@ -127,10 +140,11 @@ pub(crate) fn parse_url(text: &str) -> Result<UrlShape<'_>, String> {
 /// `allow_query` is false where a query would be ambiguous (issuers, upstreams).
 pub(crate) fn http_url(text: &str, allow_query: bool) -> Result<UrlShape<'_>, String> {
     let url = parse_url(text)?;
+    let shown = || redact_url_password(text);
     if url.scheme != "http" && url.scheme != "https" {
         return Err(format!(
             "`{}` must be an http:// or https:// URL, not {}://",
-            redact_url_password(text),
+            shown(),
             url.scheme
         ));
     }
@@ -138,20 +152,14 @@ pub(crate) fn http_url(text: &str, allow_query: bool) -> Result<UrlShape<'_>, St
         return Err(format!(
             "`{}` contains credentials (user@): they would end up in logs; \
              configure them as secrets instead",
-            redact_url_password(text)
+            shown()
         ));
     }
     if url.fragment.is_some() {
-        return Err(format!(
-            "`{}` must not have a #fragment",
-            redact_url_password(text)
-        ));
+        return Err(format!("`{}` must not have a #fragment", shown()));
     }
     if !allow_query && url.query.is_some() {
-        return Err(format!(
-            "`{}` must not have a ?query",
-            redact_url_password(text)
-        ));
+        return Err(format!("`{}` must not have a ?query", shown()));
     }
     Ok(url)
 }
