@@ -51,7 +51,7 @@ struct Endpoints {
     issuer: String,
     keys: RwLock<Keys>,
     served: Mutex<Served>,
-    token: Arc<TokenEndpoint>,
+    token: TokenEndpoint,
     introspection: IntrospectionEndpoint,
 }
 
@@ -78,7 +78,7 @@ impl DevIssuer {
             issuer: format!("http://{addr}"),
             keys: RwLock::new(Keys { keys: vec![key] }),
             served: Mutex::default(),
-            token: Arc::new(TokenEndpoint::default()),
+            token: TokenEndpoint::default(),
             introspection: IntrospectionEndpoint::default(),
         });
         let shared = endpoints.clone();
